@@ -1,0 +1,31 @@
+"""Shared fixtures: where the optional real data lives, and a small thread budget for torch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("TRYTRY_REID_SHARED", REPO.parent / "shared"))
+MARKET_DEVSPLIT = SHARED / "data" / "market1501-devsplit"
+VIPER = SHARED / "data" / "viper"
+MNIST5K = SHARED / "data" / "mnist5k"
+MOBILENET_WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet_features.pth"
+
+
+def require(path: Path) -> Path:
+    """Skip the calling test cleanly when an optional shared file or folder is absent."""
+    if not path.exists():
+        pytest.skip(f"optional shared data not present: {path}")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path_factory, monkeypatch):
+    """Keep dataset caches (digits/mnist PNGs) out of the user's home during tests; shared per session."""
+    monkeypatch.setenv("TRYTRY_REID_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
