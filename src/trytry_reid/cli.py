@@ -1,0 +1,143 @@
+"""Command line: `trytry-reid <command> ...`. Each command parses its flags and calls one pipeline function."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .catalog import UnknownNameError
+from .config import ConfigError
+
+DEMO_CONFIG = Path("config") / "demo_digits.yml"
+
+
+def add_config_args(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    parser.add_argument("--config", "-c", type=Path, required=required,
+                        help="YAML config file (default for train: config/demo_digits.yml)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides, e.g. train.epochs=2 data.root=/data/market1501")
+
+
+def train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a model (the default command of main.py)")
+    add_config_args(p)
+    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
+                   help="continue a run exactly; without a path: <output_dir>/checkpoints/last.pt")
+    p.add_argument("--check-data", action="store_true",
+                   help="decode every image of every split, report all bad files, and exit")
+
+
+def evaluate_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="rank each test set's gallery for its queries; write metrics.json")
+    add_config_args(p)
+    p.add_argument("--checkpoint", type=Path, help="a checkpoint written by train")
+    p.add_argument("--features", type=Path, help="an .npz of query/gallery features, pids and camids")
+    p.add_argument("--out", type=Path, help="output folder (default: next to the checkpoint or features)")
+    p.add_argument("--rank", action="store_true", help="also write ranking figures for each test set")
+
+
+def rank_parser(sub) -> None:
+    p = sub.add_parser("rank", help="draw ranking grids: each query with its top-k gallery images")
+    add_config_args(p, required=True)
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--queries", default="first", choices=["first", "random", "worst", "names"],
+                   help="which queries to draw (worst = lowest AP)")
+    p.add_argument("--num", type=int, default=8, help="number of query rows")
+    p.add_argument("--names", nargs="*", default=None, help="query file names, with --queries names")
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0, help="seed for --queries random")
+    p.add_argument("--out", type=Path, help="output folder (default: <checkpoint run>/figures)")
+
+
+def tsne_parser(sub) -> None:
+    p = sub.add_parser("tsne", help="t-SNE map of the test features, coloured by identity")
+    add_config_args(p, required=True)
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--max-ids", type=int, default=20, help="identities drawn (a seeded sample)")
+    p.add_argument("--thumbnails", action="store_true", help="draw image thumbnails at the points")
+    p.add_argument("--out", type=Path, help="output folder (default: <checkpoint run>/figures)")
+
+
+def extract_parser(sub) -> None:
+    p = sub.add_parser("extract", help="features for a folder of person crops -> .npz")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--images", type=Path, required=True, help="folder searched recursively")
+    p.add_argument("--out", type=Path, required=True, help="output .npz")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--workers", type=int, default=2)
+
+
+def index_parser(sub) -> None:
+    p = sub.add_parser("index", help="build (or extend) a gallery index from a folder of crops")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--images", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="index folder")
+    p.add_argument("--backend", default="numpy", choices=["numpy", "faiss"])
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--workers", type=int, default=2)
+
+
+def search_parser(sub) -> None:
+    p = sub.add_parser("search", help="rank an index's gallery for one query image")
+    p.add_argument("--index", type=Path, required=True)
+    p.add_argument("--query", type=Path, required=True)
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--checkpoint", type=Path, help="default: the checkpoint the index was built with")
+    p.add_argument("--figure", type=Path, help="also write the ranking as a PNG")
+
+
+def export_parser(sub) -> None:
+    p = sub.add_parser("export", help="export the embedding model (ONNX) and check it with onnxruntime")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--check-images", type=Path, help="folder of real images for the parity check")
+
+
+def serve_parser(sub) -> None:
+    p = sub.add_parser("serve", help="web page + HTTP API to search a gallery index")
+    p.add_argument("--index", type=Path, required=True)
+    p.add_argument("--checkpoint", type=Path, help="default: the checkpoint the index was built with")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--eval-run", type=Path, help="a ranking JSON (from rank/evaluate --rank) to browse")
+
+
+PARSERS = (train_parser, evaluate_parser, extract_parser, index_parser, search_parser,
+           rank_parser, tsne_parser, export_parser, serve_parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trytry-reid", description=__doc__)
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in PARSERS:
+        add(sub)
+    return parser
+
+
+def handler(command: str) -> Callable[[argparse.Namespace], int | None]:
+    from . import commands
+
+    return getattr(commands, f"cmd_{command}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return handler(args.command)(args) or 0
+    except (ConfigError, UnknownNameError, FileNotFoundError, ValueError, RuntimeError, OSError) as err:
+        if args.verbose:
+            raise
+        print(f"trytry-reid {args.command}: error: {err}\n(run with --verbose for the traceback)",
+              file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""The typed config schema: the only description of what a YAML config may say.
+
+`load_config(path, overrides)` reads a YAML file, applies trailing `dotted.key=value` overrides, checks every
+key and type against the dataclasses below (an unknown key names the closest valid one), then checks values
+that cannot work (negative lr, P*K not matching the batch size, a missing dataset root), all before any
+training starts. `pipeline.py` is the only reader of the result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config_checks import check_values
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the key, the value and what was expected."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "market1501"
+    root: str | None = None
+    height: int = 256
+    width: int = 128
+    batch_p: int = 16
+    batch_k: int = 4
+    batch_size: int | None = None  # optional; when given it must equal batch_p * batch_k
+    workers: int = 2
+    flip_p: float = 0.5
+    pad: int = 10
+    random_erasing: float = 0.0
+    color_jitter: float = 0.0
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    on_bad_image: str = "error"  # error | skip
+    max_bad_images: int = 100  # with skip: abort when more images than this are bad
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet50"
+    pretrained: str = "imagenet"  # imagenet | none | path to a state dict
+    last_stride: int = 1
+    embedding_dim: int = 0  # 0: no embedding layer
+    bnneck: bool = True
+    pooling: str = "avg"  # avg | gem
+
+
+@dataclass
+class CrossEntropyConfig:
+    weight: float = 1.0  # 0 disables the term
+    label_smoothing: float = 0.1
+
+
+@dataclass
+class TripletConfig:
+    weight: float = 1.0
+    margin: float = 0.3
+    selector: str = "hardest"  # hardest | semihard | random_negative | all
+    metric: str = "euclidean"  # euclidean | cosine
+    soft: bool = False
+
+
+@dataclass
+class CenterConfig:
+    weight: float = 0.0  # BoT uses 5e-4
+    lr: float = 0.5  # the centers' own SGD learning rate
+
+
+@dataclass
+class LossConfig:
+    cross_entropy: CrossEntropyConfig = field(default_factory=CrossEntropyConfig)
+    triplet: TripletConfig = field(default_factory=TripletConfig)
+    center: CenterConfig = field(default_factory=CenterConfig)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 120
+    optimizer: str = "adam"  # sgd | adam | adamw
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    warmup_epochs: int = 10
+    warmup_factor: float = 0.1
+    schedule: str = "multistep"  # multistep | cosine
+    milestones: list[int] = field(default_factory=lambda: [40, 70])  # in epochs
+    gamma: float = 0.1
+    eval_every: int = 10
+    seed: int = 0
+    steps_per_epoch: int | None = None  # optional cap, for quick runs
+    device: str = "auto"  # auto | cpu | cuda
+    amp: str = "off"  # off | bf16 | fp16
+    channels_last: bool = False
+    log_every: int = 10
+    checkpoint_keep: int = 3
+    checkpoint_every_steps: int = 0  # 0: once per epoch
+
+
+@dataclass
+class TestDatasetConfig:
+    name: str = ""
+    root: str | None = None
+
+
+@dataclass
+class TestConfig:
+    datasets: list[TestDatasetConfig] = field(default_factory=list)  # empty: the training dataset
+    batch_size: int = 128
+    metric: str = "cosine"  # cosine | euclidean
+    flip: bool = False
+    rerank: bool = False
+    max_rank: int = 50
+    ranking_queries: int = 8  # rows of the ranking figure (0: none)
+    ranking_top_k: int = 10
+    tsne_max_ids: int = 20
+    figures: bool = True  # ranking PNG, t-SNE PNG and curves.png at the end of a run
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+    output_dir: str | None = None  # default: runs/<config name>-<timestamp>
+    name: str = "run"  # used in the default output folder; defaults to the config file's stem
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config (or the defaults when `path` is None), apply `key=value` overrides, validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = read_yaml(Path(path))
+        raw.setdefault("name", Path(path).stem)
+    for item in overrides:
+        key, value = parse_override(item)
+        set_dotted(raw, key, value)
+    config = from_dict(Config, raw, prefix="")
+    check_values(config)
+    return config
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top, got {type(data).__name__}")
+    return data
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`train.lr=0.01` -> ("train.lr", 0.01); the value is parsed as YAML (numbers, lists, null)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override '{item}' must look like dotted.key=value, e.g. train.epochs=2")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override '{item}': the value is not valid YAML ({err})") from err
+    return key.strip(), value
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{key}': '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def from_dict(cls: type, raw: Any, prefix: str) -> Any:
+    """Build dataclass `cls` from a mapping, refusing unknown keys and wrong types."""
+    where = prefix.rstrip(".") or "the config"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            raise ConfigError(unknown_key_message(prefix + str(key), [prefix + n for n in names]))
+    values = {name: convert(hints[name], raw[name], prefix + name) for name in names if name in raw}
+    return cls(**values)
+
+
+def unknown_key_message(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return f"unknown config key '{key}'.{hint} Valid keys here: {', '.join(valid)}"
+
+
+def convert(hint: Any, value: Any, key: str) -> Any:
+    """Check `value` against the type hint `hint`; ints are accepted where floats are expected."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [opt for opt in options if opt is not type(None)]
+        return convert(inner, value, key)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, key + ".")
+    if origin is list:
+        (inner,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        return [convert(inner, item, f"{key}[{i}]") for i, item in enumerate(value)]
+    return convert_scalar(hint, value, key)
+
+
+def convert_scalar(hint: type, value: Any, key: str) -> Any:
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint in (bool, str) and isinstance(value, hint):
+        return value
+    raise ConfigError(f"config key '{key}' must be {hint.__name__}, got {value!r} ({type(value).__name__})")
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """The resolved config as plain nested dicts/lists (what `config.yml` and checkpoints store)."""
+    return dataclasses.asdict(config)
+
+
+def dump_yaml(config: Config) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)

@@ -1,0 +1,60 @@
+"""Rebuild a trained model from a checkpoint alone, for evaluation, extraction, export and serving."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .data.transforms import build_test_transform
+from .engine.checkpoint import load_checkpoint
+from .models.backbones import build_backbone
+from .models.reid_model import ReidModel
+
+
+@dataclass
+class LoadedModel:
+    model: ReidModel
+    height: int
+    width: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    config: dict[str, Any]
+
+    def transform(self) -> Callable:
+        """The test-time transform the model was trained for (resize, to tensor, normalize)."""
+        return build_test_transform(self.height, self.width, mean=self.mean, std=self.std)
+
+
+def model_from_config(model_cfg: dict[str, Any], num_classes: int) -> ReidModel:
+    """Build an untrained ReidModel from the `model` section of a resolved config (no pretrained load)."""
+    trunk, feature_dim = build_backbone(model_cfg["backbone"], last_stride=model_cfg["last_stride"],
+                                        pretrained="none")
+    return ReidModel(trunk, feature_dim, num_classes, embedding_dim=model_cfg["embedding_dim"],
+                     bnneck=model_cfg["bnneck"], pooling=model_cfg.get("pooling", "avg"))
+
+
+def load_model(checkpoint: str | Path, device: str = "cpu") -> LoadedModel:
+    """Load a checkpoint written by `train` (weights_only) and return the model in eval mode."""
+    state = load_checkpoint(Path(checkpoint))
+    for key in ("model", "config"):
+        if key not in state:
+            raise ValueError(f"checkpoint {checkpoint} has no '{key}' entry: was it written by trytry-reid train?")
+    config = state["config"]
+    model = model_from_config(config["model"], int(state.get("num_classes", 0)))
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    data = config["data"]
+    return LoadedModel(model=model, height=int(data["height"]), width=int(data["width"]),
+                       mean=tuple(data["mean"]), std=tuple(data["std"]), config=config)
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` -> cuda when available, else cpu; `cuda` without a GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is available; use train.device=cpu or auto")
+    return torch.device(name)
