@@ -113,6 +113,7 @@ class TrainConfig:
 class TestDatasetConfig:
     name: str = ""
     root: str | None = None
+    label: str | None = None  # how metrics.json and TensorBoard name it; default: the dataset name
 
 
 @dataclass

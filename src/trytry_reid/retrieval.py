@@ -1,0 +1,71 @@
+"""Query/gallery retrieval of one test set with a model: features -> distances -> Market-protocol metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .data.datasets import Record
+from .evaluation import evaluate_rank
+from .evaluation.distance import compute_distance
+from .evaluation.features import extract_features
+from .evaluation.rerank import rerank
+
+SUMMARY_RANKS = (1, 5, 10)
+
+
+@dataclass
+class RetrievalResult:
+    """Everything a figure or a report needs about one ranked test set."""
+
+    label: str
+    query: list[Record]
+    gallery: list[Record]
+    query_features: np.ndarray  # [Q, D] L2-normalised
+    gallery_features: np.ndarray  # [G, D]
+    distmat: np.ndarray  # [Q, G], smaller is closer
+    ranking: dict  # evaluate_rank's output (cmc, mAP, mINP, all_ap, ...)
+
+    def summary(self) -> dict[str, float]:
+        """rank1, rank5, rank10, mAP, mINP as fractions, plus the query counts."""
+        return summarize(self.ranking)
+
+
+def summarize(ranking: dict) -> dict[str, float]:
+    cmc = ranking["cmc"]
+    out = {f"rank{k}": float(cmc[min(k, len(cmc)) - 1]) for k in SUMMARY_RANKS}
+    out.update(mAP=float(ranking["mAP"]), mINP=float(ranking["mINP"]),
+               num_valid_queries=int(ranking["num_valid_queries"]))
+    return out
+
+
+def rank_features(label: str, query: list[Record], gallery: list[Record], qf: np.ndarray, gf: np.ndarray, *,
+                  metric: str = "cosine", use_rerank: bool = False, max_rank: int = 50) -> RetrievalResult:
+    """Rank the gallery for each query from features alone (also used by `evaluate --features`)."""
+    distmat = rerank(qf, gf) if use_rerank else compute_distance(qf, gf, metric=metric)
+    ranking = evaluate_rank(distmat, pids(query), pids(gallery), camids(query), camids(gallery),
+                            max_rank=max_rank)
+    return RetrievalResult(label, query, gallery, qf, gf, distmat, ranking)
+
+
+def evaluate_model(model: torch.nn.Module, label: str, query: list[Record], gallery: list[Record],
+                   transform: Callable, *, batch_size: int = 128, workers: int = 0, device: str = "cpu",
+                   flip: bool = False, metric: str = "cosine", use_rerank: bool = False,
+                   max_rank: int = 50) -> RetrievalResult:
+    """Extract query and gallery features with `model.embed` and rank them."""
+    kwargs = dict(batch_size=batch_size, workers=workers, device=device, flip=flip)
+    qf = extract_features(model, query, transform, **kwargs)
+    gf = extract_features(model, gallery, transform, **kwargs)
+    return rank_features(label, query, gallery, qf, gf, metric=metric, use_rerank=use_rerank,
+                         max_rank=max_rank)
+
+
+def pids(records: list[Record]) -> np.ndarray:
+    return np.asarray([r.pid for r in records], dtype=np.int64)
+
+
+def camids(records: list[Record]) -> np.ndarray:
+    return np.asarray([r.camid for r in records], dtype=np.int64)
