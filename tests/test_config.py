@@ -1,0 +1,95 @@
+"""Config: strict keys with suggestions, types, impossible values, overrides, and every shipped YAML loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trytry_reid.config import ConfigError, dump_yaml, load_config, parse_override
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.yml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_overrides_parse_types(tmp_path):
+    path = write(tmp_path, "data: {name: digits}\n")
+    cfg = load_config(path, ["train.epochs=2", "train.lr=1e-3", "test.datasets=[{name: digits}]",
+                             "train.steps_per_epoch=null", "model.bnneck=false"])
+    assert cfg.train.epochs == 2 and cfg.train.lr == pytest.approx(1e-3)
+    assert cfg.test.datasets[0].name == "digits" and cfg.test.datasets[0].root is None
+    assert cfg.model.bnneck is False and cfg.name == "c"
+
+
+def test_unknown_key_in_file_suggests_closest(tmp_path):
+    path = write(tmp_path, "data: {name: digits}\ntrain: {epohcs: 3}\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.epohcs'.*Did you mean 'train.epochs'"):
+        load_config(path)
+
+
+def test_typo_in_override_suggests_closest(tmp_path):
+    path = write(tmp_path, "data: {name: digits}\n")
+    with pytest.raises(ConfigError, match=r"'data.bach_p'.*Did you mean 'data.batch_p'"):
+        load_config(path, ["data.bach_p=4"])
+
+
+def test_unknown_top_level_section(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown config key 'modle'.*'model'"):
+        load_config(write(tmp_path, "data: {name: digits}\nmodle: {}\n"))
+
+
+@pytest.mark.parametrize("override, pattern", [
+    ("train.epochs=two", r"'train.epochs' must be int, got 'two'"),
+    ("model.bnneck=3", r"'model.bnneck' must be bool"),
+    ("train.lr=-0.1", r"'train.lr' = -0.1: expected a positive number"),
+    ("data.batch_size=60", r"'data.batch_size' = 60: expected data.batch_p \* data.batch_k = 64"),
+    ("data.name=market1501", r"'data.root' = None: expected the folder of dataset 'market1501'"),
+    ("data.random_erasing=1.5", r"'data.random_erasing' = 1.5: expected a probability"),
+    ("train.optimizer=adm", r"'train.optimizer' = 'adm'.*did you mean 'adam'"),
+    ("model.backbone=resnet5", r"'model.backbone' = 'resnet5'"),
+    ("loss.triplet.selector=hard", r"'loss.triplet.selector' = 'hard'"),
+    ("test.datasets=[{name: viper, root: /does/not/exist}]", r"'test.datasets\[0\].root' = '/does/not/exist'"),
+    ("model.pretrained=/no/such/file.pth", r"'model.pretrained' = '/no/such/file.pth'"),
+])
+def test_bad_values_name_key_and_value(tmp_path, override, pattern):
+    path = write(tmp_path, "data: {name: digits}\n")
+    with pytest.raises(ConfigError, match=pattern):
+        load_config(path, [override])
+
+
+def test_override_without_equals_is_an_error():
+    with pytest.raises(ConfigError, match="dotted.key=value"):
+        parse_override("train.epochs")
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yml")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIG_DIR.glob("*.yml")))
+def test_shipped_configs_load(tmp_path, name):
+    """Every config in config/ is valid against the schema once its dataset root and weights exist."""
+    root, weights = tmp_path / "data", tmp_path / "w.pth"
+    root.mkdir()
+    weights.write_bytes(b"")
+    overrides = ["data.root=null"] if "digits" in name else [f"data.root={root}"]
+    overrides += ["test.datasets=[]"]
+    if "mobilenet" in name:
+        overrides.append(f"model.pretrained={weights}")
+    cfg = load_config(CONFIG_DIR / name, overrides)
+    assert load_config(write(tmp_path, dump_yaml(cfg))) == cfg  # the resolved dump reloads identically
+
+
+def test_bot_recipe_values():
+    cfg = load_config(CONFIG_DIR / "bot_r50.yml", ["data.root=/"])
+    assert (cfg.data.batch_p, cfg.data.batch_k, cfg.data.height, cfg.data.width) == (16, 4, 256, 128)
+    assert cfg.train.optimizer == "adam" and cfg.train.lr == pytest.approx(3.5e-4)
+    assert cfg.train.milestones == [40, 70] and cfg.train.epochs == 120 and cfg.train.warmup_epochs == 10
+    assert cfg.loss.center.weight == pytest.approx(5e-4) and cfg.loss.triplet.margin == pytest.approx(0.3)
+    assert cfg.loss.cross_entropy.label_smoothing == pytest.approx(0.1) and cfg.model.last_stride == 1
