@@ -1,0 +1,111 @@
+"""What a run leaves for people: metrics.json, a printed table, ranking grids and t-SNE maps."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .retrieval import RetrievalResult
+from .visualization.query_choice import choose_queries
+from .visualization.ranking import draw_ranking_grid, ranking_grid_array, ranking_rows
+from .visualization.tsne import draw_tsne, sample_identities, tsne_embed
+
+log = logging.getLogger("trytry_reid")
+TABLE_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP")
+
+
+def write_json(path: Path, data: dict) -> Path:
+    """Write JSON atomically (temp file + rename), so a crash never leaves half a metrics file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_metrics(path: Path, summaries: dict[str, dict[str, float]], epoch: int | None = None) -> Path:
+    """metrics.json: {test set label: {rank1, rank5, rank10, mAP, mINP, ...}} plus the epoch evaluated."""
+    return write_json(path, {"epoch": epoch, "datasets": summaries})
+
+
+def format_table(summaries: dict[str, dict[str, float]]) -> str:
+    """A fixed-width table of percentages, one row per test set (cross-domain results side by side)."""
+    width = max([len("test set")] + [len(label) for label in summaries])
+    lines = [f"{'test set':<{width}}  " + "  ".join(f"{key:>6}" for key in TABLE_KEYS)]
+    for label, metrics in summaries.items():
+        cells = "  ".join(f"{100 * metrics[key]:6.2f}" for key in TABLE_KEYS)
+        lines.append(f"{label:<{width}}  {cells}")
+    return "\n".join(lines)
+
+
+def cell_size_for(result: RetrievalResult) -> tuple[int, int]:
+    """Tall crops for people (128x64); squares for digits and other square images."""
+    from PIL import Image
+
+    with Image.open(result.query[0].path) as image:
+        width, height = image.size
+    return (128, 64) if height >= 1.5 * width else (96, 96)
+
+
+def fixed_queries(result: RetrievalResult, num: int, seed: int = 0) -> list[int]:
+    """A seeded set of queries kept fixed across epochs (so one can watch their rankings improve)."""
+    return choose_queries("random", min(num, len(result.query)), num_queries=len(result.query), seed=seed)
+
+
+def ranking_array(result: RetrievalResult, query_indices: Sequence[int], top_k: int = 10) -> np.ndarray:
+    """The ranking grid as an RGB array [H, W, 3] uint8 (for TensorBoard)."""
+    rows = rows_for(result, query_indices, top_k)
+    return ranking_grid_array(rows, [r.path for r in result.query], [r.path for r in result.gallery],
+                              cell_size=cell_size_for(result), title=f"{result.label}: top-{top_k}")
+
+
+def rows_for(result: RetrievalResult, query_indices: Sequence[int], top_k: int):
+    q, g = result.query, result.gallery
+    return ranking_rows(result.distmat, [r.pid for r in q], [r.pid for r in g], [r.camid for r in q],
+                        [r.camid for r in g], list(query_indices), top_k=top_k)
+
+
+def draw_ranking(result: RetrievalResult, out_path: Path, *, strategy: str = "first", num: int = 8,
+                 top_k: int = 10, seed: int = 0, names: Sequence[str] | None = None) -> Path:
+    """Ranking grid PNG (+ .json/.csv sidecars) for queries chosen by `strategy`."""
+    indices = choose_queries(strategy, min(num, len(result.query)), num_queries=len(result.query), seed=seed,
+                             all_ap=result.ranking.get("all_ap"), query_paths=[r.path for r in result.query],
+                             names=names)
+    rows = rows_for(result, indices, top_k)
+    title = f"{result.label}: {strategy} {len(indices)} queries, top-{top_k} (green = same identity)"
+    return draw_ranking_grid(rows, [r.path for r in result.query], [r.path for r in result.gallery], out_path,
+                             cell_size=cell_size_for(result), title=title)
+
+
+def draw_tsne_map(result: RetrievalResult, out_path: Path, *, max_ids: int = 20, seed: int = 0,
+                  thumbnails: bool = False) -> Path:
+    """t-SNE of query + gallery features of a sample of identities (distractors excluded)."""
+    records = list(result.query) + list(result.gallery)
+    features = np.concatenate([result.query_features, result.gallery_features])
+    labels = np.asarray([r.pid for r in records])
+    keep = (labels > 0) if (labels > 0).any() else np.ones(len(labels), bool)
+    keep &= sample_identities(labels, max_ids=max_ids, seed=seed)
+    points = tsne_embed(features[keep], seed=seed)
+    paths = [r.path for r, k in zip(records, keep) if k] if thumbnails else None
+    title = f"{result.label}: t-SNE of {int(keep.sum())} embeddings, {len(np.unique(labels[keep]))} identities"
+    return draw_tsne(points, labels[keep], out_path, title=title, thumbnails=paths)
+
+
+def write_figures(results: Sequence[RetrievalResult], folder: Path, *, num_queries: int, top_k: int,
+                  tsne_max_ids: int, seed: int = 0) -> list[Path]:
+    """The end-of-run figures for every test set: a ranking grid and a t-SNE map each."""
+    written = []
+    for result in results:
+        slug = result.label.replace("/", "_")
+        if num_queries > 0:
+            written.append(draw_ranking(result, folder / f"ranking_{slug}.png", num=num_queries, top_k=top_k))
+        written.append(draw_tsne_map(result, folder / f"tsne_{slug}.png", max_ids=tsne_max_ids, seed=seed))
+    return written
