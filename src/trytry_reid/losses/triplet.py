@@ -1,0 +1,90 @@
+"""Triplet loss over selected ``(a, p, n)`` index triplets, with the seed's valid-triplet statistics."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from trytry_reid.catalog import lookup
+from trytry_reid.losses.selectors import SELECTORS
+
+# Squared distances below this are clamped before the square root: sqrt has an infinite slope at 0, and
+# the clamp's zero gradient keeps identical rows (and the diagonal) from producing NaN gradients.
+_MIN_SQUARED_DISTANCE = 1e-12
+
+
+def euclidean_distances(x: Tensor) -> Tensor:
+    """``[N, D] -> [N, N]`` Euclidean distances via ``|a|^2 + |b|^2 - 2 a.b``, clamped before the sqrt."""
+    squared_norms = x.pow(2).sum(dim=1)
+    squared = squared_norms[:, None] + squared_norms[None, :] - 2.0 * (x @ x.t())
+    return squared.clamp(min=_MIN_SQUARED_DISTANCE).sqrt()
+
+
+def cosine_distances(x: Tensor) -> Tensor:
+    """``[N, D] -> [N, N]`` cosine distances ``1 - cos(a, b)`` (in [0, 2])."""
+    unit = F.normalize(x, dim=1)
+    return 1.0 - unit @ unit.t()
+
+
+METRICS: dict[str, Callable[[Tensor], Tensor]] = {
+    "euclidean": euclidean_distances,
+    "cosine": cosine_distances,
+}
+
+
+class TripletLoss(nn.Module):
+    """Mean over selected triplets of ``relu(d_ap - d_an + margin)``, or ``softplus(d_ap - d_an)`` if ``soft``.
+
+    - ``selector``: a name in ``SELECTORS``; the selectors "semihard" and "random_negative" use ``margin``
+      to choose negatives even when ``soft`` is set.
+    - With the selector "all" the mean is over the triplets with a positive loss only (batch-all+, Hermans et
+      al. 2017): averaging over all of them would drown the few informative ones in zeros.
+    - No selected triplet gives a zero loss that is still connected to ``features`` (``backward`` works).
+
+    Stats (floats): ``triplets`` selected, ``valid_triplets`` violating the margin (``d_ap - d_an + margin >
+    0``, i.e. a positive hinge loss), ``valid_fraction``, and ``mean_pos_dist`` / ``mean_neg_dist`` over
+    the selected triplets (NaN when none was selected, so an empty batch never looks like a collapse).
+    """
+
+    def __init__(self, selector: str = "hardest", margin: float = 0.3, metric: str = "euclidean",
+                 soft: bool = False) -> None:
+        super().__init__()
+        if margin < 0:
+            raise ValueError(f"triplet margin must be >= 0, got {margin}")
+        self.select = lookup(SELECTORS, selector, "triplet selector")
+        self.distances = lookup(METRICS, metric, "triplet metric")
+        self.selector, self.margin, self.metric, self.soft = selector, float(margin), metric, soft
+        self.mean_over_violating = selector == "all"
+
+    def forward(self, features: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
+        if features.dim() != 2 or labels.dim() != 1 or labels.shape[0] != features.shape[0]:
+            raise ValueError(
+                f"TripletLoss expects features [N, D] and labels [N], got {tuple(features.shape)} and "
+                f"{tuple(labels.shape)}"
+            )
+        dist = self.distances(features)
+        a, p, n = self.select(dist.detach(), labels, self.margin)
+        d_ap, d_an = dist[a, p], dist[a, n]
+        valid = int((d_ap - d_an + self.margin > 0).sum().item())
+        if self.soft:
+            losses = F.softplus(d_ap - d_an)
+        else:
+            losses = F.relu(d_ap - d_an + self.margin)
+        averaged_over = valid if self.mean_over_violating and not self.soft else len(losses)
+        loss = losses.sum() / max(averaged_over, 1)
+        return loss, _stats(d_ap.detach(), d_an.detach(), valid)
+
+
+def _stats(d_ap: Tensor, d_an: Tensor, valid: int) -> dict[str, float]:
+    triplets = len(d_ap)
+    nan = float("nan")
+    return {
+        "triplets": float(triplets),
+        "valid_triplets": float(valid),
+        "valid_fraction": valid / triplets if triplets else 0.0,
+        "mean_pos_dist": d_ap.mean().item() if triplets else nan,
+        "mean_neg_dist": d_an.mean().item() if triplets else nan,
+    }

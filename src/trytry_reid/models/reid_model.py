@@ -1,0 +1,88 @@
+"""The ReID model: trunk -> global pooling -> optional embedding -> BNNeck -> classifier.
+
+BNNeck (Luo et al. 2019): the metric losses (triplet, center) read ``features``, the vector before the
+BatchNorm; the identity classifier reads ``bn_features``, the vector after it. The BatchNorm's bias is frozen
+at zero, and the classifier has no bias. Retrieval uses L2-normalised ``bn_features`` (see :meth:`embed`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trytry_reid.catalog import lookup
+from trytry_reid.models.pooling import POOLINGS
+
+
+class ReidOutput(NamedTuple):
+    features: torch.Tensor  # [B, D] before BNNeck (triplet / center losses read this)
+    bn_features: torch.Tensor  # [B, D] after BNNeck (the same tensor when bnneck is off)
+    logits: torch.Tensor | None  # [B, num_classes] from bn_features; None when num_classes == 0
+
+
+class ReidModel(nn.Module):
+    """``forward`` always returns a :class:`ReidOutput`; ``embed`` returns the retrieval feature.
+
+    Args:
+        trunk: maps ``[B, 3, H, W]`` to a feature map ``[B, feature_dim, h, w]``.
+        feature_dim: channels of the trunk's feature map.
+        num_classes: training identities; 0 builds no classifier (``logits`` is None).
+        embedding_dim: > 0 adds ``Linear(feature_dim, embedding_dim)`` after pooling (the seed's design);
+            0 uses the pooled feature directly. ``D`` is ``embedding_dim or feature_dim``.
+        bnneck: add the BNNeck BatchNorm1d (bias frozen at 0).
+        pooling: a name in ``POOLINGS`` ("avg", "max", "gem").
+    """
+
+    def __init__(
+        self,
+        trunk: nn.Module,
+        feature_dim: int,
+        num_classes: int,
+        embedding_dim: int = 0,
+        bnneck: bool = True,
+        pooling: str = "avg",
+    ) -> None:
+        super().__init__()
+        for name, value in (("feature_dim", feature_dim), ("num_classes", num_classes),
+                            ("embedding_dim", embedding_dim)):
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"ReidModel {name} must be a non-negative int, got {value!r}")
+        if feature_dim == 0:
+            raise ValueError("ReidModel feature_dim must be > 0")
+        self.trunk = trunk
+        self.pool = lookup(POOLINGS, pooling, "pooling")()
+        self.embedding = nn.Linear(feature_dim, embedding_dim) if embedding_dim > 0 else None
+        self.output_dim = embedding_dim or feature_dim
+        self.bnneck = _frozen_bias_batchnorm(self.output_dim) if bnneck else None
+        self.classifier = None
+        if num_classes > 0:
+            self.classifier = nn.Linear(self.output_dim, num_classes, bias=False)
+            nn.init.normal_(self.classifier.weight, std=0.001)
+
+    def forward(self, x: torch.Tensor) -> ReidOutput:
+        features, bn_features = self._neck(x)
+        logits = self.classifier(bn_features) if self.classifier is not None else None
+        return ReidOutput(features, bn_features, logits)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, D]`` L2-normalised ``bn_features`` for retrieval; call it with the model in eval mode."""
+        return F.normalize(self._neck(x)[1], dim=1)
+
+    def _neck(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.pool(self.trunk(x))
+        if self.embedding is not None:
+            features = self.embedding(features)
+        bn_features = self.bnneck(features) if self.bnneck is not None else features
+        return features, bn_features
+
+
+def _frozen_bias_batchnorm(dim: int) -> nn.BatchNorm1d:
+    """BatchNorm1d with weight 1 and bias fixed at 0 (requires_grad False), as BoT's BNNeck."""
+    bn = nn.BatchNorm1d(dim)
+    nn.init.ones_(bn.weight)
+    nn.init.zeros_(bn.bias)
+    bn.bias.requires_grad_(False)
+    return bn
