@@ -1,0 +1,102 @@
+"""Train and evaluate the rows of the accuracy study; append one JSON line per row to docs/results/<table>.jsonl.
+
+    python benchmarks/accuracy.py --table ablation            # run (or resume) one table in the foreground
+    python benchmarks/accuracy.py --table all --background    # detach; progress in docs/results/accuracy.log
+    python benchmarks/accuracy.py --table ablation --dry-run  # print the commands only
+
+A row already present in the table's JSONL file (same config, overrides and seed) is skipped, so an
+interrupted list resumes where it stopped; a row whose exact run exists in another table reuses its metrics.
+Each row is one `main.py` run in a subprocess; its own metrics.json and summary.json are read back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from accuracy_rows import CONFIG, BUDGET, TABLES  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+RENAME = {"market1501": "market1501-devsplit"}  # the test-set labels of docs/RESULTS.md
+
+
+def read_lines(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_key(entry: dict) -> tuple:
+    return entry["config"], tuple(entry["overrides"]), entry["seed"]
+
+
+def known_runs() -> dict[tuple, dict]:
+    return {run_key(e): e for f in sorted(RESULTS.glob("*.jsonl")) for e in read_lines(f)}
+
+
+def run_row(table: str, index: int, label: str, overrides: list[str], seed: int) -> dict:
+    out_dir = ROOT / "runs" / "accuracy" / table / f"{index:02d}"
+    cmd = [sys.executable, str(ROOT / "main.py"), "--config", str(ROOT / CONFIG), *overrides,
+           f"train.seed={seed}", f"output_dir={out_dir}"]
+    print(f"[accuracy] {table} row {index} '{label}': {' '.join(cmd[2:])}", flush=True)
+    start = time.time()
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    wall = time.time() - start
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    summary = json.loads((out_dir / "summary.json").read_text())
+    return {"row": label, "config": CONFIG, "overrides": overrides, "seed": seed,
+            "epochs": summary["epochs"], "wall_s": round(wall, 1), "images_per_s": summary["images_per_s"],
+            "metrics": {RENAME.get(k, k): v for k, v in metrics["datasets"].items()}}
+
+
+def run_table(table: str, seed: int, dry_run: bool) -> None:
+    path = RESULTS / f"{table}.jsonl"
+    done = {run_key(e) for e in read_lines(path)}
+    for index, (label, overrides) in enumerate(TABLES[table]()):
+        overrides = overrides + BUDGET
+        key = (CONFIG, tuple(overrides), seed)
+        if key in done:
+            continue
+        if dry_run:
+            print(f"{table} {index}: {label}: {' '.join(overrides)}")
+            continue
+        entry = known_runs().get(key)
+        entry = dict(entry, row=label) if entry else run_row(table, index, label, overrides, seed)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+
+
+def detach(argv: list[str]) -> None:
+    log = RESULTS / "accuracy.log"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    args = [a for a in argv if a != "--background"]
+    with log.open("a") as handle:
+        proc = subprocess.Popen([sys.executable, __file__, *args], stdout=handle, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=ROOT)
+    print(f"running in the background (pid {proc.pid}); progress in {log}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--table", choices=[*TABLES, "all"], default="all")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--background", action="store_true")
+    args = parser.parse_args()
+    if args.background:
+        return detach(sys.argv[1:])
+    for table in TABLES if args.table == "all" else [args.table]:
+        run_table(table, args.seed, args.dry_run)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
