@@ -1,0 +1,158 @@
+"""ONNX export of the retrieval embedding, and a parity check of the exported file with onnxruntime.
+
+The exported graph maps ``images`` [N, 3, height, width] float32 (dynamic N) to ``embeddings`` [N, D], the
+L2-normalised ``ReidModel.embed`` output. Preprocessing is not inside the graph; it is written into the
+model's ``metadata_props`` (and returned by ``preprocessing``): RGB, resize to (height, width) bilinear with
+antialias, scale pixels to [0, 1], subtract ``mean`` and divide by ``std`` per channel, NCHW layout.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from trytry_reid.data.images import read_image
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "embeddings"
+
+
+class OnnxParityError(RuntimeError):
+    """The exported model disagrees with PyTorch beyond the tolerance."""
+
+
+class _Embedder(nn.Module):
+    """Exposes ``ReidModel.embed`` as ``forward`` so the exporter traces the retrieval feature."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.embed(images)
+
+
+def preprocessing(loaded_model) -> dict[str, str]:
+    """The input contract as string key/values (ONNX metadata holds strings); lists are JSON."""
+    return {
+        "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "layout": "NCHW", "color": "RGB",
+        "height": str(loaded_model.height), "width": str(loaded_model.width),
+        "resize": "bilinear, antialias, to (height, width)", "scale": "pixel / 255",
+        "mean": json.dumps([float(m) for m in loaded_model.mean]),
+        "std": json.dumps([float(s) for s in loaded_model.std]),
+        "output": "L2-normalised embedding [N, D]; cosine distance = 1 - dot product",
+    }
+
+
+def export_onnx(loaded_model, out_path: str | Path, opset: int = 17) -> Path:
+    """Write ``loaded_model``'s embedding as ONNX (dynamic batch) with the preprocessing in its metadata."""
+    import onnx
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    model = loaded_model.model.eval()
+    device = next(model.parameters()).device
+    dummy = torch.zeros(2, 3, loaded_model.height, loaded_model.width, device=device)
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        # The TorchScript-based exporter: the torch.export-based one needs the extra onnxscript package.
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        # The wrapper must be in eval mode too: the exporter restores the wrapper's mode recursively afterwards.
+        torch.onnx.export(_Embedder(model).eval(), (dummy,), str(out_path), input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False,
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+    proto = onnx.load(str(out_path))
+    onnx.helper.set_model_props(proto, preprocessing(loaded_model))
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(out_path))
+    return out_path
+
+
+def read_preprocessing(onnx_path: str | Path) -> dict[str, str]:
+    """The metadata written by ``export_onnx`` (``metadata_props`` as a dict)."""
+    import onnx
+
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    return {prop.key: prop.value for prop in proto.metadata_props}
+
+
+def _image_batches(paths: Sequence[str | Path], transform, batch_size: int):
+    for start in range(0, len(paths), batch_size):
+        yield torch.stack([transform(read_image(str(p))) for p in paths[start:start + batch_size]])
+
+
+def embed_both(onnx_path: str | Path, loaded_model, paths: Sequence[str | Path],
+               batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """(PyTorch features, onnxruntime features), each [len(paths), D] float32, from the same input tensors."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    device = next(loaded_model.model.parameters()).device
+    torch_parts, onnx_parts = [], []
+    for batch in _image_batches(paths, loaded_model.transform(), batch_size):
+        with torch.inference_mode():
+            torch_parts.append(loaded_model.model.embed(batch.to(device)).float().cpu().numpy())
+        onnx_parts.append(session.run([OUTPUT_NAME], {INPUT_NAME: batch.numpy()})[0])
+    return np.concatenate(torch_parts), np.concatenate(onnx_parts)
+
+
+def ranking_agreement(reference_q: np.ndarray, reference_g: np.ndarray, other_q: np.ndarray,
+                      other_g: np.ndarray, k: int, tie_tolerance: float, same_set: bool) -> dict:
+    """Compare the top-k gallery lists of two feature sets.
+
+    ``identical``: fraction of queries with exactly the same top-k list. ``equivalent``: fraction whose
+    other-list, scored with the reference features, is a reference top-k up to score differences below
+    ``tie_tolerance`` (swaps between near-equal scores are allowed). With ``same_set`` a query never
+    ranks itself.
+    """
+    ref_scores = reference_q @ reference_g.T                          # [Q, G]
+    oth_scores = other_q @ other_g.T
+    if same_set:
+        np.fill_diagonal(ref_scores, -np.inf)
+        np.fill_diagonal(oth_scores, -np.inf)
+    k = min(k, ref_scores.shape[1] - int(same_set))
+    ref_top = np.argsort(-ref_scores, axis=1, kind="stable")[:, :k]
+    oth_top = np.argsort(-oth_scores, axis=1, kind="stable")[:, :k]
+    best = np.take_along_axis(ref_scores, ref_top, 1)
+    achieved = np.take_along_axis(ref_scores, oth_top, 1)
+    equivalent = (np.abs(best - achieved) <= tie_tolerance).all(axis=1)
+    return {"k": int(k), "identical": float((ref_top == oth_top).all(axis=1).mean()),
+            "equivalent": float(equivalent.mean())}
+
+
+def check_onnx(onnx_path: str | Path, loaded_model, image_paths: Sequence[str | Path], *,
+               gallery_paths: Sequence[str | Path] | None = None, tolerance: float = 1e-4,
+               top_k: int = 10, batch_size: int = 32) -> dict:
+    """Run the ONNX file and PyTorch on real images; raise ``OnnxParityError`` when they disagree.
+
+    Checks: max |feature difference| <= ``tolerance``, and the same top-``top_k`` rankings (up to swaps
+    of scores closer than ``2 * tolerance``) of ``image_paths`` as queries against ``gallery_paths`` (or
+    against each other when no gallery is given). Returns the measurements and the preprocessing.
+    """
+    if len(image_paths) < 2 and gallery_paths is None:
+        raise ValueError(f"check_onnx needs at least 2 images to compare rankings, got {len(image_paths)}")
+    meta = read_preprocessing(onnx_path)
+    expected = preprocessing(loaded_model)
+    wrong = {key: (meta.get(key), value) for key, value in expected.items() if meta.get(key) != value}
+    if wrong:
+        raise OnnxParityError(f"'{onnx_path}' metadata does not match the model's preprocessing: "
+                              f"{{key: (file, model)}} = {wrong}")
+    torch_q, onnx_q = embed_both(onnx_path, loaded_model, image_paths, batch_size)
+    torch_g, onnx_g = (torch_q, onnx_q) if gallery_paths is None else \
+        embed_both(onnx_path, loaded_model, gallery_paths, batch_size)
+    max_diff = float(max(np.abs(torch_q - onnx_q).max(), np.abs(torch_g - onnx_g).max()))
+    if max_diff > tolerance:
+        raise OnnxParityError(f"'{onnx_path}': max |onnxruntime - PyTorch| = {max_diff:.3g} over "
+                              f"{len(image_paths)} images exceeds the tolerance {tolerance:g}")
+    ranking = ranking_agreement(torch_q, torch_g, onnx_q, onnx_g, top_k, 2 * tolerance, gallery_paths is None)
+    if ranking["equivalent"] < 1.0:
+        raise OnnxParityError(f"'{onnx_path}': top-{ranking['k']} rankings differ from PyTorch beyond near-ties "
+                              f"for {1 - ranking['equivalent']:.1%} of queries")
+    return {"max_abs_diff": max_diff, "tolerance": tolerance, "num_queries": len(torch_q),
+            "num_gallery": len(torch_g), f"top{ranking['k']}_identical": ranking["identical"],
+            f"top{ranking['k']}_equivalent": ranking["equivalent"], "preprocessing": meta}

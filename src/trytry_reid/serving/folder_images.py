@@ -1,0 +1,111 @@
+"""Features for any folder of person crops: list images recursively, read Market-style labels, extract, save.
+
+File names such as ``0002_c1s1_000451_03.jpg`` (Market-1501 / DukeMTMC style: ``<pid>_c<camera>...``) carry
+an identity and a 1-based camera number; the camera is returned 0-based, as in ``Record``. Names that do not
+follow the pattern get ``pid = camid = -1``. Market's own junk images are also named ``-1_c...`` and so also
+read as pid -1, which downstream code treats the same way: "identity unknown".
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+_MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)")
+_FEATURE_KEYS = ("features", "paths", "pids", "camids")
+
+
+class FolderFeatures(NamedTuple):
+    features: np.ndarray  # [N, D] float32, each row L2-normalised
+    paths: list[str]      # absolute image paths, sorted
+    pids: np.ndarray      # [N] int64, -1 where the name carries no identity
+    camids: np.ndarray    # [N] int64, 0-based camera, -1 where the name carries none
+
+
+def list_images(root: str | Path) -> list[Path]:
+    """All image files under ``root`` (recursive), sorted by their path relative to ``root``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise NotADirectoryError(f"image folder '{root}' does not exist or is not a directory")
+    found = [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    if not found:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under '{root}'")
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def parse_market_name(name: str) -> tuple[int, int]:
+    """(pid, 0-based camid) from a Market-style file name, or (-1, -1) when the name has no such prefix."""
+    match = _MARKET_NAME.match(Path(name).name)
+    if match is None:
+        return -1, -1
+    return int(match.group(1)), int(match.group(2)) - 1
+
+
+def folder_records(root: str | Path) -> list:
+    """``Record(path, pid, camid)`` for every image under ``root``; paths are absolute."""
+    from trytry_reid.data.datasets import Record
+
+    records = []
+    for path in list_images(root):
+        pid, camid = parse_market_name(path.name)
+        records.append(Record(str(path.resolve()), pid, camid))
+    return records
+
+
+def l2_normalise(features: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float32); an all-zero row stays zero instead of becoming NaN."""
+    features = np.asarray(features, dtype=np.float32)
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return features / np.maximum(norms, 1e-12)
+
+
+def extract_folder(loaded_model, images_dir: str | Path, batch_size: int = 64,
+                   workers: int = 0) -> FolderFeatures:
+    """Embed every image under ``images_dir`` with ``loaded_model`` (a ``trytry_reid.inference.LoadedModel``).
+
+    Uses the same ``extract_features`` as evaluation, so features equal the ones ``evaluate`` computes.
+    ``workers`` > 0 decodes images in that many DataLoader processes.
+    """
+    from trytry_reid.evaluation.features import extract_features
+
+    records = folder_records(images_dir)
+    device = str(next(loaded_model.model.parameters()).device)
+    features = extract_features(loaded_model.model, records, loaded_model.transform(),
+                                batch_size=batch_size, workers=workers, device=device)
+    return FolderFeatures(
+        features=l2_normalise(features),
+        paths=[r.path for r in records],
+        pids=np.array([r.pid for r in records], dtype=np.int64),
+        camids=np.array([r.camid for r in records], dtype=np.int64),
+    )
+
+
+def save_features(result: FolderFeatures, out_path: str | Path) -> Path:
+    """Write an ``.npz`` (no pickled objects: paths are stored as a fixed-width unicode array)."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with out_path.open("wb") as handle:
+        np.savez(handle, features=result.features, paths=np.array(result.paths, dtype=np.str_),
+                 pids=result.pids, camids=result.camids)
+    return out_path
+
+
+def load_features(path: str | Path) -> FolderFeatures:
+    """Read a file written by ``save_features``; refuses pickled content and names missing keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"features file '{path}' does not exist")
+    with np.load(path, allow_pickle=False) as data:
+        missing = [key for key in _FEATURE_KEYS if key not in data.files]
+        if missing:
+            raise KeyError(f"features file '{path}' lacks {missing}; expected keys {list(_FEATURE_KEYS)}")
+        features = data["features"]
+        if features.ndim != 2 or len(data["paths"]) != len(features):
+            raise ValueError(f"features file '{path}': 'features' must be [N, D] with one path per row, "
+                             f"got shape {features.shape} and {len(data['paths'])} paths")
+        return FolderFeatures(features.astype(np.float32), [str(p) for p in data["paths"]],
+                              data["pids"].astype(np.int64), data["camids"].astype(np.int64))

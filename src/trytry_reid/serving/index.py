@@ -1,0 +1,156 @@
+"""GalleryIndex: L2-normalised gallery features + their file paths, searchable by inner product.
+
+Distances are cosine distances, ``1 - <q, g>`` in [0, 2], for L2-normalised features (what
+``extract_folder`` and ``ReidModel.embed`` produce). For unit vectors the Euclidean distance follows as
+``sqrt(2 * distance)`` and ranks identically. Results are ordered by (distance ascending, id ascending):
+ties go to the smaller id (the earlier added image), for every backend.
+
+Backends: ``"numpy"`` exact (torch matmul, always available), ``"faiss"`` exact (faiss-cpu, identical results),
+``"faiss-ivf"`` approximate (IVF-Flat; ``nlist``, ``nprobe``) for galleries that outgrow exact search.
+
+On disk (no pickle anywhere): ``features.npz`` (float32 [N, D]) and ``index.json`` (format, backend,
+options, dim, paths); the IVF backend also writes ``ivf.faiss`` in faiss's own binary format.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from trytry_reid.serving import search
+from trytry_reid.serving.search import build_backend
+
+FORMAT = "trytry-reid-gallery-index/1"
+_NORM_TOLERANCE = 1e-3
+
+
+class GalleryIndex:
+    """Grow-only gallery: ``add`` appends rows (amortised, no rebuild); ``search`` returns top-k matches."""
+
+    def __init__(self, dim: int, backend: str = "numpy", **options: object) -> None:
+        if int(dim) <= 0:
+            raise ValueError(f"feature dimension must be positive, got {dim}")
+        self.dim = int(dim)
+        self.backend_name = backend
+        self.options = dict(options)
+        self._backend = build_backend(backend, self.dim, **self.options)
+        self._buffer = np.empty((0, self.dim), dtype=np.float32)
+        self._size = 0
+        self.paths: list[str] = []
+        self.info: dict = {}    # free-form JSON-able provenance, e.g. {"checkpoint": ...}; saved with the index
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def features(self) -> np.ndarray:
+        """The gallery rows [N, D] float32 (a view; do not modify)."""
+        return self._buffer[:self._size]
+
+    def add(self, features: np.ndarray, paths: Sequence[str]) -> None:
+        """Append ``features`` [M, D] (L2-normalised) with one path each; ids continue from ``len(self)``."""
+        features = self._check_rows(features, "features")
+        if len(paths) != len(features):
+            raise ValueError(f"add(): {len(features)} feature rows but {len(paths)} paths; need one path per row")
+        if len(features) == 0:
+            return
+        self._reserve(self._size + len(features))
+        self._buffer[self._size:self._size + len(features)] = features
+        self._size += len(features)
+        self.paths.extend(str(p) for p in paths)
+        self._backend.add(features)
+
+    def search(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k matches of each query [Q, D]: ``(distances [Q, k'] float32, ids [Q, k'] int64)``,
+        ``k' = min(k, len(self))``, nearest first. An approximate backend that finds fewer than k'
+        reports id -1 with distance inf in the remaining places."""
+        queries = self._check_rows(queries, "queries")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if self._size == 0:
+            raise ValueError("search(): the index is empty; add() gallery features first")
+        k = min(int(k), self._size)
+        count = search.candidate_count(k, self._size)
+        candidates = self._backend.candidates(self.features, queries, count)
+        finish = search.finish_exact if self._backend.exact else search.finish_approximate
+        scores, ids = finish(self.features, queries, candidates, k)
+        return (1.0 - scores).astype(np.float32), ids
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``features.npz`` + ``index.json`` (+ backend files) into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        with (directory / "features.npz").open("wb") as handle:
+            np.savez(handle, features=self.features)
+        meta = {"format": FORMAT, "dim": self.dim, "count": self._size, "backend": self.backend_name,
+                "options": self.options, "distance": "1 - inner product (cosine distance)",
+                "info": self.info, "paths": self.paths}
+        (directory / "index.json").write_text(json.dumps(meta, indent=1))
+        self._backend.save(directory)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, backend: str | None = None) -> "GalleryIndex":
+        """Read an index written by ``save``; ``backend`` overrides the saved one (e.g. "numpy")."""
+        directory = Path(directory)
+        meta = _read_meta(directory)
+        with np.load(directory / "features.npz", allow_pickle=False) as data:
+            features = data["features"]
+        if features.shape != (meta["count"], meta["dim"]) or len(meta["paths"]) != meta["count"]:
+            raise ValueError(f"index '{directory}': features.npz has shape {features.shape} and index.json "
+                             f"{len(meta['paths'])} paths, expected ({meta['count']}, {meta['dim']})")
+        name = backend or meta["backend"]
+        options = dict(meta.get("options", {})) if name == meta["backend"] else {}
+        index = cls(meta["dim"], name, directory=directory, **options)
+        index.options = options      # the load location is not an option to save again
+        index.info = dict(meta.get("info", {}))
+        index._restore(features, meta["paths"])
+        return index
+
+    def _restore(self, features: np.ndarray, paths: list[str]) -> None:
+        """Fill rows from disk; a backend that loaded its own saved structure is not re-added to."""
+        self._buffer = np.ascontiguousarray(features, dtype=np.float32)
+        self._size = len(features)
+        self.paths = [str(p) for p in paths]
+        already = getattr(getattr(self._backend, "index", None), "ntotal", 0)
+        if already not in (0, self._size):
+            raise ValueError(f"saved backend structure holds {already} vectors but the index has {self._size}")
+        if already == 0 and self._size:
+            self._backend.add(self._buffer)
+
+    def _reserve(self, size: int) -> None:
+        """Grow the row buffer geometrically so repeated adds copy each row O(1) times on average."""
+        if size <= len(self._buffer):
+            return
+        grown = np.empty((max(size, 2 * len(self._buffer), 1024), self.dim), dtype=np.float32)
+        grown[:self._size] = self._buffer[:self._size]
+        self._buffer = grown
+
+    def _check_rows(self, rows: np.ndarray, what: str) -> np.ndarray:
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        if rows.ndim != 2 or rows.shape[1] != self.dim:
+            raise ValueError(f"{what} must have shape [N, {self.dim}], got {rows.shape}")
+        if not np.isfinite(rows).all():
+            raise ValueError(f"{what} contain NaN or inf values")
+        norms = np.linalg.norm(rows, axis=1)
+        if len(rows) and np.abs(norms - 1).max() > _NORM_TOLERANCE:
+            raise ValueError(f"{what} must be L2-normalised (row norms 1); got norms in "
+                             f"[{norms.min():.4f}, {norms.max():.4f}]")
+        return rows
+
+
+def _read_meta(directory: Path) -> dict:
+    """index.json, checked for the keys and format this version writes."""
+    path = directory / "index.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"'{directory}' is not a gallery index: {path.name} is missing")
+    meta = json.loads(path.read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"'{path}': format {meta.get('format')!r}, expected {FORMAT!r}")
+    missing = [key for key in ("dim", "count", "backend", "paths") if key not in meta]
+    if missing:
+        raise KeyError(f"'{path}' lacks keys {missing}")
+    return meta
