@@ -1,0 +1,54 @@
+"""Batched feature extraction with ``model.embed`` in eval mode under ``torch.inference_mode``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from trytry_reid.data.datasets import Record
+from trytry_reid.data.images import ImageDataset
+from trytry_reid.evaluation.distance import fuse_flip
+
+
+def extract_features(model: torch.nn.Module, records: Sequence[Record], transform: Callable, batch_size: int = 128,
+                     workers: int = 0, device: str | torch.device = "cpu", flip: bool = False,
+                     progress: bool = True, desc: str = "extract") -> np.ndarray:
+    """[N, D] float32 features of ``records`` in their order, from ``model.embed``.
+
+    ``flip=True`` also embeds the horizontally mirrored images and returns ``fuse_flip`` of the two
+    (mean, then L2-normalised). The model is put in eval mode for the pass and its previous mode (train or
+    eval) is restored afterwards, even on error. ``workers`` DataLoader processes decode the images.
+    """
+    if len(records) == 0:
+        raise ValueError("extract_features got no records: nothing to extract")
+    if batch_size < 1 or workers < 0:
+        raise ValueError(f"need batch_size >= 1 and workers >= 0, got {batch_size} and {workers}")
+    device = torch.device(device)
+    loader = torch.utils.data.DataLoader(ImageDataset(records, transform), batch_size=batch_size, shuffle=False,
+                                         num_workers=workers, pin_memory=device.type == "cuda")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            return _embed_all(model, loader, len(records), device, flip,
+                              tqdm(total=len(records), desc=desc, unit="img", disable=not progress))
+    finally:
+        model.train(was_training)
+
+
+def _embed_all(model, loader, num_items: int, device: torch.device, flip: bool, bar) -> np.ndarray:
+    out: np.ndarray | None = None
+    with bar:
+        for images, _labels, _camids, indices in loader:
+            images = images.to(device, non_blocking=True)
+            feats = model.embed(images)
+            if flip:
+                feats = fuse_flip(feats, model.embed(torch.flip(images, dims=[3])))
+            if out is None:
+                out = np.empty((num_items, feats.shape[1]), dtype=np.float32)
+            out[indices.numpy()] = feats.float().cpu().numpy()
+            bar.update(len(images))
+    return out
