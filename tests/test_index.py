@@ -1,0 +1,172 @@
+"""Gallery index and search: both exact backends equal a brute-force ranking written from the definition."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from trytry_reid.serving.index import GalleryIndex
+from trytry_reid.serving.search import recall_at_k
+
+faiss = pytest.importorskip("faiss")
+EXACT = ["numpy", "faiss"]
+
+
+def unit_rows(n: int, d: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def tied_rows(n: int, d: int, seed: int) -> np.ndarray:
+    """Entries +-1/sqrt(d) with d a power of 4: exact unit vectors whose dot products tie a lot, exactly."""
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n, d))
+    return (signs / np.sqrt(d)).astype(np.float32)
+
+
+def brute_force(gallery: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per query: sort every gallery id by (1 - dot product in float64, id); plain loops."""
+    ids, dists = [], []
+    for q in queries.astype(np.float64):
+        scored = sorted((1.0 - float(np.dot(q, g.astype(np.float64))), j) for j, g in enumerate(gallery))
+        dists.append([d for d, _ in scored[:k]])
+        ids.append([j for _, j in scored[:k]])
+    return np.array(dists), np.array(ids)
+
+
+def build(features: np.ndarray, backend: str, **options) -> GalleryIndex:
+    index = GalleryIndex(features.shape[1], backend, **options)
+    index.add(features, [f"img{i}.jpg" for i in range(len(features))])
+    return index
+
+
+@pytest.mark.parametrize("backend", EXACT)
+@pytest.mark.parametrize("make", [unit_rows, tied_rows], ids=["random", "ties"])
+def test_exact_search_equals_brute_force(backend, make):
+    gallery = make(600, 16, seed=1)
+    queries = np.concatenate([make(25, 16, seed=2), gallery[:5]])   # include exact gallery copies
+    expected_d, expected_ids = brute_force(gallery, queries, k=12)
+    distances, ids = build(gallery, backend).search(queries, k=12)
+    np.testing.assert_array_equal(ids, expected_ids)
+    np.testing.assert_allclose(distances, expected_d, atol=1e-6)
+    assert distances.dtype == np.float32 and ids.dtype == np.int64
+
+
+@pytest.mark.parametrize("backend", EXACT)
+def test_a_tie_block_longer_than_the_candidate_list_keeps_the_smallest_ids(backend):
+    # 16-d sign vectors: the 40th best score sits in a block of ~80 equal scores, longer than the
+    # 2k + 16 candidates a backend proposes, so the exact fallback must pick the smallest ids.
+    gallery = tied_rows(3000, 16, seed=1)
+    queries = tied_rows(10, 16, seed=2)
+    np.testing.assert_array_equal(build(gallery, backend).search(queries, 40)[1],
+                                  brute_force(gallery, queries, 40)[1])
+
+
+def test_both_exact_backends_give_identical_results():
+    gallery, queries = unit_rows(5000, 64, seed=3), unit_rows(300, 64, seed=4)
+    d_np, i_np = build(gallery, "numpy").search(queries, 10)
+    d_fa, i_fa = build(gallery, "faiss").search(queries, 10)
+    np.testing.assert_array_equal(i_np, i_fa)
+    np.testing.assert_array_equal(d_np, d_fa)
+
+
+def test_numpy_backend_scans_the_gallery_in_several_chunks(monkeypatch):
+    import trytry_reid.serving.search as search
+
+    monkeypatch.setattr(search, "_CHUNK_ELEMENTS", 4 * 70)   # 4 queries -> 70 gallery rows per chunk
+    gallery, queries = tied_rows(500, 16, seed=5), tied_rows(4, 16, seed=6)
+    _, expected_ids = brute_force(gallery, queries, k=9)
+    np.testing.assert_array_equal(build(gallery, "numpy").search(queries, 9)[1], expected_ids)
+
+
+@pytest.mark.parametrize("backend", EXACT)
+def test_add_in_pieces_equals_one_build(backend):
+    gallery, queries = unit_rows(3000, 32, seed=7), unit_rows(40, 32, seed=8)
+    grown = GalleryIndex(32, backend)
+    for start, stop in [(0, 1), (1, 700), (700, 2100), (2100, 3000)]:
+        grown.add(gallery[start:stop], [f"img{i}.jpg" for i in range(start, stop)])
+    whole = build(gallery, backend)
+    assert len(grown) == 3000 and grown.paths == whole.paths
+    np.testing.assert_array_equal(grown.features, gallery)
+    for a, b in zip(grown.search(queries, 15), whole.search(queries, 15)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_k_larger_than_the_gallery_returns_every_item():
+    gallery = unit_rows(7, 8, seed=9)
+    distances, ids = build(gallery, "numpy").search(gallery[:2], k=50)
+    assert ids.shape == (2, 7) and sorted(ids[0]) == list(range(7)) and ids[0, 0] == 0
+    assert distances[0, 0] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("backend", EXACT + ["faiss-ivf"])
+def test_save_load_round_trip(backend, tmp_path):
+    gallery, queries = unit_rows(2000, 16, seed=10), unit_rows(30, 16, seed=11)
+    options = {"nlist": 16, "nprobe": 4} if backend == "faiss-ivf" else {}
+    index = build(gallery, backend, **options)
+    index.info = {"checkpoint": "/runs/a/best.pt"}
+    index.save(tmp_path / "idx")
+    meta = json.loads((tmp_path / "idx" / "index.json").read_text())
+    assert meta["count"] == 2000 and meta["backend"] == backend and meta["paths"][3] == "img3.jpg"
+    loaded = GalleryIndex.load(tmp_path / "idx")
+    assert loaded.paths == index.paths and loaded.info == index.info and loaded.options == options
+    for a, b in zip(loaded.search(queries, 10), index.search(queries, 10)):
+        np.testing.assert_array_equal(a, b)
+    loaded.add(gallery[:3], ["x.jpg", "y.jpg", "z.jpg"])          # still extendable after loading
+    assert len(loaded) == 2003 and loaded.search(gallery[:1], 2)[1][0].tolist() == [0, 2000]
+
+
+def test_a_saved_index_loads_with_another_backend(tmp_path):
+    gallery, queries = unit_rows(800, 16, seed=12), unit_rows(20, 16, seed=13)
+    build(gallery, "faiss").save(tmp_path / "idx")
+    via_numpy = GalleryIndex.load(tmp_path / "idx", backend="numpy")
+    assert via_numpy.backend_name == "numpy"
+    np.testing.assert_array_equal(via_numpy.search(queries, 5)[1], brute_force(gallery, queries, 5)[1])
+
+
+def test_ivf_scanning_every_list_is_exact_and_fewer_lists_lose_recall():
+    gallery, queries = unit_rows(4000, 32, seed=14), unit_rows(50, 32, seed=15)
+    exact_ids = build(gallery, "numpy").search(queries, 10)[1]
+    full = build(gallery, "faiss-ivf", nlist=32, nprobe=32).search(queries, 10)[1]
+    partial = build(gallery, "faiss-ivf", nlist=32, nprobe=1).search(queries, 10)[1]
+    np.testing.assert_array_equal(full, exact_ids)
+    assert recall_at_k(full, exact_ids, 10) == 1.0
+    assert 0.0 < recall_at_k(partial, exact_ids, 10) < 0.9
+
+
+def test_recall_at_k_by_hand():
+    exact = np.array([[1, 2, 3], [4, 5, 6]])
+    approx = np.array([[3, 9, 1], [7, 8, -1]])
+    assert recall_at_k(approx, exact, k=3) == pytest.approx(2 / 6)
+    assert recall_at_k(approx, exact, k=1) == pytest.approx(0.0)
+
+
+def test_ivf_needs_enough_vectors_to_train():
+    with pytest.raises(ValueError, match="nlist=64 needs at least 64"):
+        build(unit_rows(10, 8, seed=0), "faiss-ivf", nlist=64)
+
+
+def test_bad_inputs_get_clear_errors(tmp_path):
+    index = GalleryIndex(8)
+    with pytest.raises(ValueError, match="empty"):
+        index.search(unit_rows(1, 8, 0), 3)
+    with pytest.raises(ValueError, match=r"shape \[N, 8\]"):
+        index.add(unit_rows(2, 9, 0), ["a", "b"])
+    with pytest.raises(ValueError, match="one path per row"):
+        index.add(unit_rows(2, 8, 0), ["a"])
+    with pytest.raises(ValueError, match="L2-normalised"):
+        index.add(2 * unit_rows(2, 8, 0), ["a", "b"])
+    with pytest.raises(ValueError, match="NaN"):
+        index.add(np.full((1, 8), np.nan, dtype=np.float32), ["a"])
+    index.add(unit_rows(3, 8, 0), ["a", "b", "c"])
+    for bad_k in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="k must be a positive integer"):
+            index.search(unit_rows(1, 8, 0), bad_k)
+    with pytest.raises(KeyError, match="Valid names: faiss, faiss-ivf, numpy"):
+        GalleryIndex(8, "annoy")
+    with pytest.raises(FileNotFoundError, match="index.json is missing"):
+        GalleryIndex.load(tmp_path)
+    (tmp_path / "index.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ValueError, match="expected 'trytry-reid-gallery-index/1'"):
+        GalleryIndex.load(tmp_path)
