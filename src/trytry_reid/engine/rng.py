@@ -1,0 +1,147 @@
+"""Random state that can be saved in a ``weights_only`` checkpoint and restored exactly.
+
+Two kinds of randomness matter for an exact resume:
+
+* the main process's generators (python ``random``, numpy's global state, torch CPU and CUDA), used by
+  dropout, random selectors, etc.: :func:`capture_rng_state` / :func:`restore_rng_state` save them as
+  tensors, ints and floats;
+* data augmentation: :class:`SeededDataset` seeds every sample's transform from ``(seed, epoch, batch,
+  position)``, so the images of a batch do not depend on which DataLoader worker draws them, on how many
+  workers there are, or on whether the epoch was started from its first batch or resumed in the middle.
+  It restores the caller's generators afterwards, so with ``workers=0`` augmentation leaves the main
+  process's random state untouched.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+_MASK64 = (1 << 63) - 1
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and every CUDA device) from one integer."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def derive_seed(*parts: int) -> int:
+    """A well-mixed 63-bit seed from integers (e.g. ``(seed, epoch, batch, position)``)."""
+    entropy = np.random.SeedSequence([int(p) & _MASK64 for p in parts])
+    return int(entropy.generate_state(1, dtype=np.uint64)[0]) & _MASK64
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Every generator's state as tensors and numbers (loads with ``torch.load(weights_only=True)``)."""
+    version, words, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": {"version": version, "words": torch.tensor(words, dtype=torch.int64), "gauss": gauss},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`; raises ValueError naming the missing key."""
+    for key in ("python", "numpy", "torch"):
+        if key not in state:
+            raise ValueError(f"rng state lacks '{key}' (has {sorted(state)}); was it saved by capture_rng_state?")
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(w) for w in py["words"].tolist()), py["gauss"]))
+    npy = state["numpy"]
+    keys = npy["keys"].numpy().astype(np.uint32)
+    np.random.set_state((npy["kind"], keys, npy["pos"], npy["has_gauss"], npy["cached"]))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+class SeededDataset(torch.utils.data.Dataset):
+    """Wraps a map-style dataset; ``self[(index, seed)]`` is ``dataset[index]`` drawn under ``seed``.
+
+    The python, numpy and torch CPU generators are seeded from ``seed`` for the call and restored after it.
+    """
+
+    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        cpu = torch.default_generator  # not torch.manual_seed: that also re-seeds every accelerator, slowly
+        saved = (random.getstate(), np.random.get_state(), cpu.get_state())
+        try:
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+            cpu.manual_seed(seed)
+            return self.dataset[index]
+        finally:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+            cpu.set_state(saved[2])
+
+
+def seeded_batches(
+    batches: Iterable[Sequence[int]], *, seed: int, epoch: int, start_batch: int = 0
+) -> Iterator[list[tuple[int, int]]]:
+    """Attach a per-sample seed to each index: batch ``b`` (counted from the epoch's start) position ``i``
+    gets ``derive_seed(seed, epoch, b) + i``. ``batches`` yields the epoch's batches from ``start_batch`` on."""
+    for b, batch in enumerate(batches, start=start_batch):
+        base = derive_seed(seed, epoch, b)
+        yield [(int(index), (base + i) & _MASK64) for i, index in enumerate(batch)]
+
+
+def loader_generator(seed: int, epoch: int) -> torch.Generator:
+    """A private generator for a DataLoader, so creating its iterator never draws from the global RNG."""
+    return torch.Generator().manual_seed(derive_seed(seed, epoch, -1))
+
+
+class EpochLoaders:
+    """``loaders(epoch, start_batch)`` -> a DataLoader over that epoch's batches from ``start_batch`` on.
+
+    The batch sampler (e.g. PKSampler) must be deterministic given ``set_epoch(epoch)``; batches before
+    ``start_batch`` are skipped by index only (no image is read). Every sample is drawn under its own seed
+    (see :class:`SeededDataset`), and the loader has a private generator, so a resumed epoch yields exactly
+    the batches the uninterrupted epoch would have, for any number of workers.
+    """
+
+    def __init__(self, dataset: torch.utils.data.Dataset, batch_sampler: Any, *, seed: int,
+                 workers: int = 0, pin_memory: bool = False) -> None:
+        self.dataset = SeededDataset(dataset)
+        self.batch_sampler = batch_sampler
+        self.seed, self.workers, self.pin_memory = seed, workers, pin_memory
+
+    def __len__(self) -> int:
+        """Batches in a whole epoch."""
+        self.batch_sampler.set_epoch(0)
+        return len(self.batch_sampler)
+
+    def __call__(self, epoch: int, start_batch: int = 0) -> torch.utils.data.DataLoader:
+        self.batch_sampler.set_epoch(epoch)
+        batches = list(itertools.islice(iter(self.batch_sampler), start_batch, None))
+        return torch.utils.data.DataLoader(
+            self.dataset,
+            batch_sampler=list(seeded_batches(batches, seed=self.seed, epoch=epoch, start_batch=start_batch)),
+            num_workers=self.workers,
+            pin_memory=self.pin_memory,
+            generator=loader_generator(self.seed, epoch),
+            persistent_workers=False,
+        )

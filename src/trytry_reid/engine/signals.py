@@ -1,0 +1,88 @@
+"""SIGINT/SIGTERM during training: finish the step, checkpoint, stop; a second signal stops at once.
+
+Pre-empted GPU jobs get SIGTERM and a short grace period. :class:`StopRequest` turns the first signal into a
+flag the training loop checks after each step; the loop then writes a resumable checkpoint and raises
+:class:`TrainingInterrupted`. A second signal means "now": the handlers are uninstalled and
+``KeyboardInterrupt`` is raised immediately.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+
+class TrainingInterrupted(SystemExit):
+    """Training stopped on a signal after writing a checkpoint.
+
+    A ``SystemExit`` so that an uncaught one ends the process quietly with exit status ``128 + signum``
+    (the shell convention: 130 for SIGINT, 143 for SIGTERM); ``message`` says how to resume.
+    """
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.message = message
+        self.signum = signum
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class StopRequest:
+    """Context manager installing the handlers; ``requested`` becomes the signal number on the first one.
+
+    Outside the main thread (where Python cannot install signal handlers) it installs nothing and
+    ``requested`` stays ``None``.
+    """
+
+    def __init__(self) -> None:
+        self.requested: int | None = None
+        self._previous: dict[int, Callable | int | None] = {}
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for signum in HANDLED:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.requested is None:
+            self.requested = signum
+            print(
+                f"\n{name} received: finishing the current step and writing a checkpoint "
+                f"(send it again to stop at once, without a checkpoint)",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
+        self._restore()
+        print(f"\nsecond {name}: stopping now, without a checkpoint", file=sys.stderr, flush=True)
+        raise KeyboardInterrupt(f"second {name}")
+
+
+def resume_message(signum: int, checkpoint: str | None) -> str:
+    """The text shown when training stops on a signal."""
+    name = signal.Signals(signum).name
+    if checkpoint is None:
+        return f"training stopped by {name}; no checkpoint folder was given, so it cannot be resumed"
+    return (
+        f"training stopped by {name}; a resumable checkpoint was written to {checkpoint}. "
+        f"Resume with the same command plus: --resume {checkpoint}"
+    )

@@ -1,0 +1,437 @@
+"""The training loop: functions over already-built objects, read top to bottom.
+
+``fit`` loops epochs; ``train_one_epoch`` loops batches; ``train_step`` does one optimisation step::
+
+    output = model(images)                       # ReidOutput
+    terms, stats = criterion(output, labels)     # {name: weighted loss}, {"name/key": float}
+    sum(terms.values()).backward()
+    center grads *= 1 / center_weight            # BoT: centres move at their own lr, not weight * lr
+    optimizer.step(); center_optimizer.step(); scheduler.step()   # the schedule is per iteration
+
+History (returned by ``fit``, stored in every checkpoint, drawn by ``visualization/curves.py``)::
+
+    {"steps":  [int, ...],                 # global step (1-based) at each logged point
+     "epochs": [float, ...],               # fractional epoch at each logged point
+     "lr":     [float, ...],
+     "loss":   {"total": [...], "<term>": [...]},          # means over the steps since the last point
+     "stats":  {"<term>/<key>": [...], "embedding_norm": [...], "images_per_s": [...]},
+     "eval":   [{"epoch": int, "dataset": str, "rank1": float, "mAP": float, "mINP": float, ...}, ...],
+     "warnings": [{"step": int, "message": str}, ...]}
+
+Every list in "loss" and "stats" is aligned with "steps" (NaN where a key was absent). The triplet stats the
+seed watches are ``stats["triplet/valid_triplets"]`` and ``stats["triplet/valid_fraction"]`` for a term
+named ``triplet``. "epoch" in "eval" counts completed epochs (1-based).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from trytry_reid.engine import distributed
+from trytry_reid.engine.checkpoint import check_writable, estimate_checkpoint_bytes, load_checkpoint, save_checkpoint
+from trytry_reid.engine.rng import capture_rng_state, restore_rng_state
+from trytry_reid.engine.signals import StopRequest, TrainingInterrupted, resume_message
+
+log = logging.getLogger(__name__)
+
+AMP_MODES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+Evaluate = Callable[[int], dict[str, dict[str, float]]]
+Loaders = Callable[[int, int], Iterable[Sequence[Any]]]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the message has the step, each term and the batch's ids."""
+
+
+class SkippedStepsError(FloatingPointError):
+    """Mixed precision (fp16) kept skipping optimizer steps because gradients overflowed."""
+
+
+@dataclass(eq=False)
+class TrainObjects:
+    """What one step needs. ``model`` may be DDP-wrapped; ``center_optimizer`` holds the criterion's centres."""
+
+    model: nn.Module
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    center_optimizer: torch.optim.Optimizer | None = None
+    center_weight: float = 1.0
+    scaler: torch.amp.GradScaler | None = None  # built by fit from options.amp
+
+
+@dataclass
+class FitOptions:
+    epochs: int
+    steps_per_epoch: int
+    device: str | torch.device = "cpu"
+    eval_every: int = 0  # evaluate every N epochs (0: only after the last epoch)
+    checkpoint_dir: Path | None = None  # None: no checkpoints (and no resume after a signal)
+    checkpoint_every_steps: int = 0  # also write last.pt every N steps (0: only at epoch ends)
+    keep: int = 3  # numbered epoch_XXXX.pt copies kept besides last.pt and best.pt (0: none)
+    amp: str = "off"  # off | bf16 | fp16
+    channels_last: bool = False
+    history_every: int = 10  # steps between history points / TensorBoard scalars
+    collapse_window: int = 20  # steps of collapsed embeddings before a warning
+    collapse_eps: float = 1e-3  # mean positive and negative distances both below this = collapsed
+    max_skipped_steps: int = 25  # consecutive fp16-skipped steps before giving up
+    progress: bool = True  # tqdm bar per epoch (rank 0 only)
+    run_config: dict = field(default_factory=dict)  # stored as "config" in every checkpoint
+
+    def __post_init__(self) -> None:
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got '{self.amp}'")
+        for name in ("epochs", "steps_per_epoch", "history_every", "collapse_window"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"FitOptions.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class Progress:
+    """Where the run is: ``step_in_epoch`` batches of ``epoch`` (0-based) are done."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best_map: float = -math.inf
+    skipped_in_a_row: int = 0
+    metrics: dict = field(default_factory=dict)  # the latest evaluation, {dataset: {metric: value}}
+
+
+def fit(objects: TrainObjects, loaders: Loaders, options: FitOptions, *, evaluate: Evaluate | None = None,
+        writer: Any = None, resume_from: str | Path | None = None) -> dict[str, Any]:
+    """Train for ``options.epochs`` epochs (continuing ``resume_from`` exactly); return the history.
+
+    ``loaders(epoch, start_batch)`` yields that epoch's batches from ``start_batch`` on, each a sequence
+    ``(images [B,3,H,W], labels [B], ...)`` with dataset indices at position 3 when present (see
+    ``rng.EpochLoaders``). ``evaluate(epoch)`` returns ``{dataset: {"rank1", "mAP", "mINP", ...}}``; the
+    first dataset's mAP selects best.pt. ``writer`` is a TensorBoard SummaryWriter or None.
+    """
+    device = torch.device(options.device)
+    is_main = distributed.current().is_main
+    _prepare(objects, options, device)
+    history, progress = History(), Progress()
+    if options.checkpoint_dir is not None and is_main:
+        need = 3 * estimate_checkpoint_bytes(objects.model, objects.criterion) * (options.keep + 2)
+        check_writable(options.checkpoint_dir, need_bytes=need)
+    if resume_from is not None:
+        progress = restore_training_state(load_checkpoint(resume_from), objects, history)
+        log.info("resumed from %s at epoch %d step %d", resume_from, progress.epoch, progress.step_in_epoch)
+    with StopRequest() as stop:
+        while progress.epoch < options.epochs:
+            batches = loaders(progress.epoch, progress.step_in_epoch)
+            train_one_epoch(objects, batches, progress, options, history, writer, stop)
+            _end_of_epoch(objects, progress, options, history, writer, evaluate)
+    return history.to_dict()
+
+
+def _prepare(objects: TrainObjects, options: FitOptions, device: torch.device) -> None:
+    objects.model.to(device)
+    objects.criterion.to(device)
+    if options.channels_last:
+        objects.model.to(memory_format=torch.channels_last)
+    if objects.scaler is None:
+        objects.scaler = torch.amp.GradScaler(device.type, enabled=options.amp == "fp16")
+
+
+def train_one_epoch(objects: TrainObjects, batches: Iterable[Sequence[Any]], progress: Progress,
+                    options: FitOptions, history: History, writer: Any, stop: StopRequest) -> None:
+    """Run the rest of ``progress.epoch``: steps ``progress.step_in_epoch`` .. ``steps_per_epoch - 1``."""
+    device = torch.device(options.device)
+    remaining = options.steps_per_epoch - progress.step_in_epoch
+    is_main = distributed.current().is_main
+    bar = tqdm(total=options.steps_per_epoch, initial=progress.step_in_epoch, desc=f"epoch {progress.epoch + 1}",
+               disable=not (options.progress and is_main), leave=False, dynamic_ncols=True)
+    objects.model.train()
+    objects.criterion.train()
+    tick = time.perf_counter()
+    for batch in itertools.islice(batches, remaining):
+        images, labels = _to_device(batch, device, options.channels_last)
+        values = train_step(objects, images, labels, options, progress.global_step + 1, _batch_ids(batch))
+        _count_skipped(values, progress, options)
+        progress.step_in_epoch += 1
+        progress.global_step += 1
+        now = time.perf_counter()
+        values["images_per_s"] = len(labels) * distributed.current().world_size / max(now - tick, 1e-9)
+        tick = now
+        history.record_step(values, progress, options, writer, lr=objects.optimizer.param_groups[0]["lr"])
+        bar.update(1)
+        bar.set_postfix(loss=f"{values['loss/total']:.4f}", **_bar_extras(values), refresh=False)
+        if options.checkpoint_every_steps and progress.global_step % options.checkpoint_every_steps == 0:
+            save_training_state(objects, progress, options, history)
+        if distributed.any_rank([stop.requested is not None], device)[0]:
+            _stop_on_signal(objects, progress, options, history, stop.requested or 15)
+    bar.close()
+
+
+def train_step(objects: TrainObjects, images: torch.Tensor, labels: torch.Tensor, options: FitOptions,
+               step: int, batch_ids: Sequence[int] = ()) -> dict[str, float]:
+    """One optimisation step; returns ``{"loss/total", "loss/<term>", "<term>/<stat>", "embedding_norm",
+    "_skipped"}``. Raises NonFiniteLossError (before any update) when the loss is NaN or infinite."""
+    device_type = images.device.type
+    dtype = AMP_MODES[options.amp]
+    if objects.scaler is None:
+        objects.scaler = torch.amp.GradScaler(device_type, enabled=options.amp == "fp16")
+    with torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        output = objects.model(images)
+        terms, stats = objects.criterion(output, labels)
+    total = sum(terms.values())
+    values = _step_values(total, terms, output.features)
+    finite = all(math.isfinite(v) for v in values.values())
+    if distributed.any_rank([not finite], images.device)[0]:
+        raise NonFiniteLossError(_non_finite_message(step, values, labels, batch_ids))
+    values["_skipped"] = float(_backward_and_step(objects, total))
+    values.update(stats)
+    return values
+
+
+def _step_values(total: torch.Tensor, terms: dict[str, torch.Tensor], features: torch.Tensor) -> dict[str, float]:
+    """Loss terms and the embedding norm as floats, fetched from the device in one transfer."""
+    names = ["loss/total", *[f"loss/{name}" for name in terms], "embedding_norm"]
+    stacked = torch.stack([total.detach().float(), *[t.detach().float() for t in terms.values()],
+                           features.detach().float().norm(dim=1).mean()])
+    return dict(zip(names, stacked.tolist()))
+
+
+def _backward_and_step(objects: TrainObjects, total: torch.Tensor) -> bool:
+    """Backward, optimizer steps (through the fp16 scaler), scheduler step; True when fp16 skipped it."""
+    scaler = objects.scaler
+    objects.optimizer.zero_grad(set_to_none=True)
+    if objects.center_optimizer is not None:
+        objects.center_optimizer.zero_grad(set_to_none=True)
+    scaler.scale(total).backward()
+    scale_before = scaler.get_scale()
+    scaler.step(objects.optimizer)
+    if objects.center_optimizer is not None:
+        scaler.unscale_(objects.center_optimizer)
+        centres = [p for group in objects.center_optimizer.param_groups for p in group["params"]]
+        distributed.average_gradients(centres)
+        for p in centres:
+            if p.grad is not None:
+                p.grad.mul_(1.0 / objects.center_weight)
+        scaler.step(objects.center_optimizer)
+    scaler.update()
+    skipped = scaler.is_enabled() and scaler.get_scale() < scale_before
+    with warnings.catch_warnings():  # a skipped fp16 step still counts as an iteration of the schedule
+        if skipped:
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+        objects.scheduler.step()
+    return skipped
+
+
+def _count_skipped(values: dict[str, float], progress: Progress, options: FitOptions) -> None:
+    """fp16: an overflow skips the step and halves the scale; many in a row means training is broken."""
+    skipped = values.pop("_skipped", 0.0)
+    progress.skipped_in_a_row = progress.skipped_in_a_row + 1 if skipped else 0
+    if progress.skipped_in_a_row >= options.max_skipped_steps:
+        raise SkippedStepsError(
+            f"fp16 mixed precision skipped {progress.skipped_in_a_row} optimizer steps in a row (gradients "
+            f"overflowed at every loss scale) up to step {progress.global_step + 1}; try amp=bf16 or amp=off, "
+            f"or a lower learning rate"
+        )
+
+
+def _non_finite_message(step: int, values: dict[str, float], labels: torch.Tensor, ids: Sequence[int]) -> str:
+    terms = ", ".join(f"{k.removeprefix('loss/')}={v}" for k, v in values.items() if k.startswith("loss/"))
+    return (
+        f"non-finite loss at step {step}: {terms}; batch labels {labels.tolist()}, dataset indices "
+        f"{list(ids)}. Training stopped before this step's update; the last good checkpoint is kept."
+    )
+
+
+def _to_device(batch: Sequence[Any], device: torch.device, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    images = batch[0].to(device, non_blocking=True, memory_format=fmt)
+    return images, torch.as_tensor(batch[1]).to(device, non_blocking=True)
+
+
+def _batch_ids(batch: Sequence[Any]) -> list[int]:
+    return torch.as_tensor(batch[3]).tolist() if len(batch) > 3 else []
+
+
+def _bar_extras(values: dict[str, float]) -> dict[str, str]:
+    extras = {"img/s": f"{values['images_per_s']:.0f}"}
+    for key, value in values.items():
+        if key.endswith("/valid_triplets"):
+            extras["valid"] = f"{value:.0f}"
+    return extras
+
+
+def _end_of_epoch(objects: TrainObjects, progress: Progress, options: FitOptions, history: "History",
+                  writer: Any, evaluate: Evaluate | None) -> None:
+    """Evaluate when due (rank 0), advance to the next epoch, write last.pt / epoch_XXXX.pt / best.pt."""
+    done = progress.epoch + 1
+    due = evaluate is not None and (done == options.epochs or (options.eval_every and done % options.eval_every == 0))
+    improved = False
+    if due and distributed.current().is_main:
+        objects.model.eval()
+        metrics = evaluate(done)
+        objects.model.train()
+        history.record_eval(done, progress.global_step, metrics, writer)
+        progress.metrics = metrics
+        first = next(iter(metrics.values()), {})
+        if "mAP" in first and first["mAP"] > progress.best_map:
+            progress.best_map, improved = float(first["mAP"]), True
+    if due:
+        distributed.barrier()
+    progress.epoch, progress.step_in_epoch = done, 0
+    save_training_state(objects, progress, options, history)
+    if options.keep > 0:
+        save_training_state(objects, progress, options, history, f"epoch_{done:04d}.pt")
+    if improved:
+        save_training_state(objects, progress, options, history, "best.pt")
+
+
+def _stop_on_signal(objects: TrainObjects, progress: Progress, options: FitOptions, history: "History",
+                    signum: int) -> None:
+    path = save_training_state(objects, progress, options, history)
+    message = resume_message(signum, None if path is None else str(path))
+    log.warning(message)
+    raise TrainingInterrupted(message, signum)
+
+
+def save_training_state(objects: TrainObjects, progress: Progress, options: FitOptions, history: "History",
+                        name: str = "last.pt") -> Path | None:
+    """Write everything an exact resume needs to ``checkpoint_dir / name`` (rank 0; others return None)."""
+    if options.checkpoint_dir is None or not distributed.current().is_main:
+        return None
+    model = distributed.unwrap(objects.model)
+    classifier = getattr(model, "classifier", None)
+    state = {
+        "model": model.state_dict(),
+        "criterion": objects.criterion.state_dict(),
+        "config": options.run_config,
+        "num_classes": int(getattr(classifier, "out_features", 0) or 0),
+        "epoch": progress.epoch,
+        "step_in_epoch": progress.step_in_epoch,
+        "step": progress.global_step,
+        "best_map": progress.best_map,
+        "skipped_in_a_row": progress.skipped_in_a_row,
+        "metrics": progress.metrics,
+        "optimizer": objects.optimizer.state_dict(),
+        "center_optimizer": None if objects.center_optimizer is None else objects.center_optimizer.state_dict(),
+        "scheduler": objects.scheduler.state_dict(),
+        "scaler": objects.scaler.state_dict() if objects.scaler is not None else {},
+        "rng": capture_rng_state(),
+        "history": history.state_dict(),
+    }
+    path = Path(options.checkpoint_dir) / name
+    save_checkpoint(state, path, keep=options.keep)
+    return path
+
+
+def restore_training_state(state: dict[str, Any], objects: TrainObjects, history: "History") -> Progress:
+    """Load a checkpoint written by :func:`save_training_state` into the objects; RNGs are restored last."""
+    missing = [k for k in ("model", "optimizer", "scheduler", "rng", "epoch", "step_in_epoch", "step") if k not in state]
+    if missing:
+        raise KeyError(f"checkpoint cannot resume training: it lacks {', '.join(missing)} (a weights-only export?)")
+    distributed.unwrap(objects.model).load_state_dict(state["model"])
+    objects.criterion.load_state_dict(state.get("criterion", {}))
+    objects.optimizer.load_state_dict(state["optimizer"])
+    if objects.center_optimizer is not None and state.get("center_optimizer") is not None:
+        objects.center_optimizer.load_state_dict(state["center_optimizer"])
+    objects.scheduler.load_state_dict(state["scheduler"])
+    if objects.scaler is not None and state.get("scaler"):
+        objects.scaler.load_state_dict(state["scaler"])
+    history.load_state_dict(state.get("history", {}))
+    progress = Progress(state["epoch"], state["step_in_epoch"], state["step"], state.get("best_map", -math.inf),
+                        state.get("skipped_in_a_row", 0), state.get("metrics", {}))
+    restore_rng_state(state["rng"])
+    return progress
+
+
+def write_metrics_json(path: str | Path, metrics: dict[str, dict[str, float]], epoch: int) -> Path:
+    """``{"epoch": epoch, "<dataset>": {"rank1": ..., "mAP": ..., ...}}`` written atomically as JSON."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"epoch": epoch, **metrics}, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
+class History:
+    """Per-step scalars at a modest rate, evaluations and warnings (structure: see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {"steps": [], "epochs": [], "lr": [], "loss": {}, "stats": {}, "eval": [],
+                                     "warnings": []}
+        self.window: dict[str, float] = {}  # sums since the last point
+        self.count = 0
+        self.collapsed_steps = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"data": self.data, "window": dict(self.window), "count": self.count,
+                "collapsed_steps": self.collapsed_steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            self.data, self.window = state["data"], dict(state["window"])
+            self.count, self.collapsed_steps = state["count"], state["collapsed_steps"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.data
+
+    def record_step(self, values: dict[str, float], progress: Progress, options: FitOptions, writer: Any,
+                    lr: float) -> None:
+        for key, value in values.items():
+            self.window[key] = self.window.get(key, 0.0) + value
+        self.count += 1
+        self._watch_collapse(values, progress, options, writer)
+        if progress.global_step % options.history_every == 0:
+            self._flush(progress, options, writer, lr)
+
+    def _flush(self, progress: Progress, options: FitOptions, writer: Any, lr: float) -> None:
+        keys = sorted(self.window)
+        means = distributed.mean_over_ranks([self.window[k] / self.count for k in keys], options.device)
+        self.window, self.count = {}, 0
+        n = len(self.data["steps"])
+        self.data["steps"].append(progress.global_step)
+        self.data["epochs"].append(progress.epoch + progress.step_in_epoch / options.steps_per_epoch)
+        self.data["lr"].append(lr)
+        for key, mean in zip(keys, means):
+            group, name = ("loss", key[5:]) if key.startswith("loss/") else ("stats", key)
+            self.data[group].setdefault(name, [math.nan] * n).append(mean)
+        for group in ("loss", "stats"):
+            for series in self.data[group].values():
+                series.extend([math.nan] * (n + 1 - len(series)))
+        if writer is not None and distributed.current().is_main:
+            writer.add_scalar("train/lr", lr, progress.global_step)
+            for key, mean in zip(keys, means):
+                writer.add_scalar(f"train/{key}", mean, progress.global_step)
+
+    def _watch_collapse(self, values: dict[str, float], progress: Progress, options: FitOptions, writer: Any) -> None:
+        """Warn when every triplet term's mean positive and negative distances stay ~0 for a window of steps."""
+        pos = [v for k, v in values.items() if k.endswith("/mean_pos_dist")]
+        neg = [v for k, v in values.items() if k.endswith("/mean_neg_dist")]
+        collapsed = bool(pos) and max(pos + neg) < options.collapse_eps
+        self.collapsed_steps = self.collapsed_steps + 1 if collapsed else 0
+        if self.collapsed_steps < options.collapse_window:
+            return
+        self.collapsed_steps = 0
+        message = (f"embeddings collapsed: mean positive and negative triplet distances below "
+                   f"{options.collapse_eps:g} for {options.collapse_window} steps up to step "
+                   f"{progress.global_step}; the triplet loss sits at its margin and learns nothing")
+        log.warning(message)
+        self.data["warnings"].append({"step": progress.global_step, "message": message})
+        if writer is not None and distributed.current().is_main:
+            writer.add_scalar("train/collapse_warning", 1.0, progress.global_step)
+
+    def record_eval(self, epoch: int, step: int, metrics: dict[str, dict[str, float]], writer: Any) -> None:
+        for dataset, values in metrics.items():
+            self.data["eval"].append({"epoch": epoch, "dataset": dataset, **{k: float(v) for k, v in values.items()}})
+            if writer is not None:
+                for name, value in values.items():
+                    writer.add_scalar(f"eval/{dataset}/{name}", float(value), step)
+            log.info("epoch %d %s: %s", epoch, dataset, ", ".join(f"{k}={float(v):.4f}" for k, v in values.items()))

@@ -1,0 +1,201 @@
+"""The training step and loop on a tiny real model: update rule, logging, checkpoints, failures, AMP, loaders."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from engine_scripts.tiny_run import GeneratedImages, build, make_evaluate
+from trytry_reid.data.sampler import PKSampler
+from trytry_reid.engine import (
+    EpochLoaders,
+    NonFiniteLossError,
+    SkippedStepsError,
+    capture_rng_state,
+    fit,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+    train_step,
+    write_metrics_json,
+)
+from trytry_reid.engine.train import FitOptions
+
+
+class RecordingWriter:
+    """Stands in for SummaryWriter: remembers every scalar tag and value."""
+
+    def __init__(self) -> None:
+        self.scalars: dict[str, list[tuple[int, float]]] = {}
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        self.scalars.setdefault(tag, []).append((step, float(value)))
+
+
+def _first_batch(loaders: EpochLoaders):
+    return next(iter(loaders(0, 0)))
+
+
+def test_train_step_matches_the_update_rule_written_out() -> None:
+    """forward -> sum of terms -> backward -> Adam step; centres: grad / weight then SGD; scheduler per step."""
+    objects, loaders, options = build(seed=3)
+    images, labels = _first_batch(loaders)[:2]
+    ref_model, ref_crit = copy.deepcopy(objects.model), copy.deepcopy(objects.criterion)
+    ref_opt = torch.optim.Adam(ref_model.parameters(), lr=objects.optimizer.param_groups[0]["lr"])
+    torch.manual_seed(11)
+    values = train_step(objects, images, labels, options, step=1)
+    torch.manual_seed(11)  # the random_negative selector draws from the global RNG: same draw
+    terms, _ = ref_crit(ref_model(images), labels)
+    total = terms["cross_entropy"] + terms["triplet"] + terms["center"]
+    total.backward()
+    ref_opt.step()
+    centres = ref_crit.modules_by_name["center"].centers
+    expected_centres = centres.detach() - 0.5 * centres.grad / 5e-4
+    assert values["loss/total"] == pytest.approx(total.item(), rel=1e-6)
+    for (name, got), (_, want) in zip(objects.model.state_dict().items(), ref_model.state_dict().items()):
+        assert torch.allclose(got, want, atol=1e-6), name
+    assert torch.allclose(objects.criterion.modules_by_name["center"].centers, expected_centres, atol=1e-5)
+    assert objects.scheduler.last_epoch == 1  # stepped once per iteration
+    assert values["_skipped"] == 0.0 and values["triplet/valid_triplets"] >= 0
+
+
+def test_fit_logs_evaluates_checkpoints_and_learns(tmp_path: Path) -> None:
+    objects, loaders, options = build(seed=0, epochs=4, ckpt_dir=tmp_path)
+    options.eval_every, options.collapse_window = 2, 2
+    writer = RecordingWriter()
+    history = fit(objects, loaders, options, evaluate=make_evaluate(objects.model), writer=writer)
+    steps = 4 * options.steps_per_epoch
+    assert history["steps"] == list(range(1, steps + 1))
+    assert all(len(v) == steps for v in [*history["loss"].values(), *history["stats"].values()])
+    assert set(history["loss"]) == {"total", "cross_entropy", "triplet", "center"}
+    assert history["loss"]["total"][-1] < history["loss"]["total"][0]
+    assert history["warnings"] == []  # a healthy run does not look collapsed
+    assert [(e["epoch"], e["dataset"]) for e in history["eval"]] == [(2, "generated"), (4, "generated")]
+    for tag in ("train/loss/total", "train/loss/triplet", "train/lr", "train/triplet/valid_fraction",
+                "train/triplet/valid_triplets", "train/triplet/mean_pos_dist", "train/embedding_norm",
+                "eval/generated/mAP", "eval/generated/rank1", "eval/generated/mINP"):
+        assert tag in writer.scalars, tag
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "epoch_0003.pt", "epoch_0004.pt", "last.pt"]
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert (last["epoch"], last["step"], last["step_in_epoch"]) == (4, steps, 0)
+    assert last["config"]["model"]["backbone"] == "tiny" and last["num_classes"] == 6
+    assert last["history"]["data"]["eval"] == history["eval"]
+    best_map = max(e["mAP"] for e in history["eval"])
+    assert load_checkpoint(tmp_path / "best.pt")["best_map"] == pytest.approx(best_map)
+    assert torch.equal(last["model"]["classifier.weight"], objects.model.classifier.weight)
+
+
+def test_non_finite_loss_names_step_terms_and_ids_and_keeps_last_checkpoint(tmp_path: Path) -> None:
+    objects, loaders, options = build(seed=0, epochs=2, ckpt_dir=tmp_path, every=1)
+    poisoned = 5
+    loaders.dataset.dataset.images[poisoned] = math.nan
+    batches = [b for b in EpochLoaders(loaders.dataset.dataset, loaders.batch_sampler, seed=0)(0, 0)]
+    bad_step = next(i for i, b in enumerate(batches) if poisoned in b[3].tolist()) + 1
+    with pytest.raises(NonFiniteLossError) as info:
+        fit(objects, loaders, options)
+    message = str(info.value)
+    assert f"at step {bad_step}:" in message and "cross_entropy=nan" in message and "triplet=" in message
+    assert str(poisoned) in message.split("dataset indices")[1]
+    if bad_step > 1:
+        saved = load_checkpoint(tmp_path / "last.pt")
+        assert saved["step"] == bad_step - 1
+        for name, value in objects.model.named_parameters():  # the bad step applied no update
+            assert torch.equal(saved["model"][name], value), name
+        # its forward did poison the BatchNorm running stats in memory; the checkpoint holds good ones
+        assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+    assert all(torch.isfinite(p).all() for p in objects.model.parameters())
+
+
+def test_collapsed_embeddings_are_warned_about(caplog) -> None:
+    objects, loaders, options = build(seed=0, epochs=2)
+    with torch.no_grad():
+        objects.model.trunk[-2].weight.zero_()  # last conv: every feature becomes the same (bias) vector
+        objects.model.trunk[-2].bias.zero_()
+    objects.model.trunk[-2].requires_grad_(False)
+    options.collapse_window = 3
+    writer = RecordingWriter()
+    with caplog.at_level(logging.WARNING, logger="trytry_reid.engine.train"):
+        history = fit(objects, loaders, options, writer=writer)
+    assert history["warnings"] and "embeddings collapsed" in history["warnings"][0]["message"]
+    assert history["warnings"][0]["step"] == 3
+    assert "embeddings collapsed" in caplog.text
+    assert writer.scalars["train/collapse_warning"] == [(3, 1.0)]
+
+
+def test_fp16_overflow_every_step_stops_with_clear_error() -> None:
+    objects, loaders, options = build(seed=0, epochs=3, amp="fp16")
+    objects.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**120)  # float32 grads overflow until scale < ~1e30
+    options.max_skipped_steps = 3
+    before = copy.deepcopy(objects.model.state_dict())
+    with pytest.raises(SkippedStepsError, match="skipped 3 optimizer steps in a row"):
+        fit(objects, loaders, options)
+    for name, value in objects.model.state_dict().items():
+        if value.is_floating_point() and "running" not in name:
+            assert torch.equal(value, before[name]), name  # skipped steps change no weight
+
+
+def test_bf16_and_channels_last_steps_run_and_track_float32() -> None:
+    results = {}
+    for mode, channels_last in (("off", False), ("off", True), ("bf16", False)):
+        objects, loaders, options = build(seed=5, epochs=1, dropout=0.0)  # dropout masks follow memory layout
+        options.amp, options.channels_last = mode, channels_last
+        fit(objects, loaders, options)
+        results[(mode, channels_last)] = objects.model.classifier.weight.detach().clone()
+    reference = results[("off", False)]
+    assert torch.allclose(results[("off", True)], reference, atol=1e-5)
+    assert torch.allclose(results[("bf16", False)], reference, atol=5e-3)
+    assert not torch.equal(results[("bf16", False)], reference)  # bf16 really ran in lower precision
+
+
+def test_epoch_loaders_same_batches_for_any_workers_and_start(monkeypatch) -> None:
+    dataset = GeneratedImages(6, 4, augment=True)
+    sampler = PKSampler(dataset.labels, p=3, k=2, seed=1, num_batches=4)
+    loaders = EpochLoaders(dataset, sampler, seed=7, workers=0)
+    rng_before = torch.get_rng_state()
+    full = list(loaders(epoch=2))
+    assert torch.equal(torch.get_rng_state(), rng_before)  # augmentation left the global RNG alone
+    tail = list(loaders(epoch=2, start_batch=2))
+    parallel = list(EpochLoaders(dataset, sampler, seed=7, workers=2)(epoch=2))
+    other_epoch = list(loaders(epoch=3))
+    assert len(full) == 4 and len(tail) == 2
+    for a, b in zip(full[2:], tail):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[3], b[3])
+    for a, b in zip(full, parallel):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(full[0][0], other_epoch[0][0])
+    clean = torch.stack([dataset.images[i] for i in full[0][3].tolist()])
+    assert not torch.allclose(full[0][0], clean) and not torch.allclose(full[0][0], clean.flip(-1))
+
+
+def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path: Path) -> None:
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    np.random.randn()  # leaves a cached gaussian in numpy's state
+    random.gauss(0, 1)
+    save_checkpoint({"rng": capture_rng_state()}, tmp_path / "rng.pt")
+    expected = (random.random(), random.gauss(0, 1), np.random.randn(3).tolist(), torch.rand(3))
+    random.seed(100), np.random.seed(100), torch.manual_seed(100)
+    restore_rng_state(load_checkpoint(tmp_path / "rng.pt")["rng"])
+    got = (random.random(), random.gauss(0, 1), np.random.randn(3).tolist(), torch.rand(3))
+    assert got[:3] == expected[:3] and torch.equal(got[3], expected[3])
+
+
+def test_write_metrics_json(tmp_path: Path) -> None:
+    import json
+
+    path = write_metrics_json(tmp_path / "metrics.json", {"market": {"rank1": 0.9, "mAP": 0.7}}, epoch=12)
+    assert json.loads(path.read_text()) == {"epoch": 12, "market": {"mAP": 0.7, "rank1": 0.9}}
+
+
+@pytest.mark.parametrize("bad, fragment", [({"amp": "fp8"}, "amp must be one of"),
+                                           ({"epochs": 0}, "FitOptions.epochs must be >= 1")])
+def test_bad_options_are_named(bad: dict, fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        FitOptions(**{"epochs": 1, "steps_per_epoch": 1, **bad})
