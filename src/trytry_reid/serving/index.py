@@ -142,6 +142,11 @@ class GalleryIndex:
         return rows
 
 
+def read_index_info(directory: str | Path) -> dict:
+    """The ``info`` dict saved with an index (e.g. its checkpoint), without loading the features."""
+    return dict(_read_meta(Path(directory)).get("info", {}))
+
+
 def _read_meta(directory: Path) -> dict:
     """index.json, checked for the keys and format this version writes."""
     path = directory / "index.json"

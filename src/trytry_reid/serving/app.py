@@ -1,0 +1,206 @@
+"""Web page + HTTP API over a gallery index (FastAPI); every asset is served from this package, no CDN.
+
+Routes: ``GET /`` search page; ``GET /eval`` evaluation-run browser; ``POST /api/search`` (multipart: ``image``
+file or ``gallery_id``, optional ``k``) -> ``[{"id", "path", "name", "distance", "url"}, ...]`` nearest first,
+distance = 1 - cosine similarity; ``GET /gallery/{id}`` one gallery image by index id; ``GET /api/eval``
+rows sorted by AP; ``GET /eval/image/{row}/{col}`` (col 0 = the query, col r = rank r); ``GET /api/health``.
+
+Safe by default: ``serve`` binds 127.0.0.1; uploads are capped at ``max_upload_bytes`` (413) and must decode
+as an image (415); only files listed in the index or the evaluation run are ever served, addressed by
+number, so a request cannot name a path; nothing from a request is unpickled.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from fastapi import FastAPI, Form, HTTPException, Request, UploadFile
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+
+from trytry_reid.serving.eval_run import EvalRow, load_eval_run
+from trytry_reid.serving.index import GalleryIndex, read_index_info
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+DEFAULT_MAX_UPLOAD_BYTES = 8 * 1024 * 1024
+MAX_IMAGE_PIXELS = 25_000_000          # refuse decompression bombs before decoding
+_FORM_OVERHEAD = 64 * 1024             # multipart boundaries and small fields on top of the file
+
+
+def decode_upload(data: bytes, max_bytes: int) -> Image.Image:
+    """Bytes of an uploaded file -> RGB image, or an HTTPException saying what is wrong with it."""
+    if len(data) > max_bytes:
+        raise HTTPException(413, f"upload is larger than the {max_bytes} byte limit")
+    if not data:
+        raise HTTPException(400, "the 'image' upload is empty")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise HTTPException(413, f"image is {image.width}x{image.height} pixels; "
+                                         f"the limit is {MAX_IMAGE_PIXELS} pixels")
+            image.load()
+            return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise HTTPException(415, f"the upload is not a readable image ({type(error).__name__})") from error
+
+
+def parse_k(raw: str | None, default: int, limit: int) -> int:
+    """The ``k`` form field: an integer in [1, limit]; 422 with a message otherwise."""
+    if raw is None or raw == "":
+        return default
+    try:
+        k = int(raw)
+    except ValueError:
+        raise HTTPException(422, f"k must be an integer in [1, {limit}], got {raw!r}") from None
+    if not 1 <= k <= limit:
+        raise HTTPException(422, f"k must be an integer in [1, {limit}], got {k}")
+    return k
+
+
+def parse_id(raw: str, size: int, what: str) -> int:
+    """A numeric id in [0, size) taken from the URL; 404 naming the valid range otherwise."""
+    if not raw.isdigit() or int(raw) >= size:
+        raise HTTPException(404, f"no {what} '{raw[:40]}': ids are integers 0..{size - 1}")
+    return int(raw)
+
+
+def _file_or_404(path: Path) -> FileResponse:
+    if not path.is_file():
+        raise HTTPException(404, f"image file '{path.name}' is missing on disk")
+    return FileResponse(path)
+
+
+class SearchService:
+    """Embeds a query image with the model and ranks the index's gallery."""
+
+    def __init__(self, index: GalleryIndex, loaded_model) -> None:
+        self.index = index
+        self.model = loaded_model.model.eval()
+        self.transform = loaded_model.transform()
+        self.device = next(self.model.parameters()).device
+
+    def embed(self, image: Image.Image) -> np.ndarray:
+        with torch.inference_mode():
+            batch = self.transform(image).unsqueeze(0).to(self.device)
+            return self.model.embed(batch).float().cpu().numpy()
+
+    def results(self, query: np.ndarray, k: int) -> list[dict]:
+        distances, ids = self.index.search(query, k)
+        return [{"rank": rank, "id": int(i), "path": self.index.paths[i], "name": Path(self.index.paths[i]).name,
+                 "distance": float(d), "url": f"/gallery/{int(i)}"}
+                for rank, (d, i) in enumerate(zip(distances[0], ids[0]), start=1) if i >= 0]
+
+
+def eval_payload(rows: list[EvalRow], descending: bool) -> list[dict]:
+    """Rows for the page, sorted by AP (ties by file order); image URLs point at /eval/image."""
+    order = sorted(range(len(rows)), key=lambda r: (-rows[r].ap if descending else rows[r].ap, r))
+    return [{"row": r, "query_name": rows[r].query_path.name, "query_pid": rows[r].query_pid,
+             "query_url": f"/eval/image/{r}/0", "ap": rows[r].ap, "ap_source": rows[r].ap_source,
+             "items": [{"rank": c, "name": p.name, "distance": d, "match": m, "url": f"/eval/image/{r}/{c}"}
+                       for c, (p, d, m) in enumerate(zip(rows[r].gallery_paths, rows[r].distances,
+                                                         rows[r].matches), start=1)]}
+            for r in order]
+
+
+def _add_upload_cap(app: FastAPI, max_upload_bytes: int) -> None:
+    """Reject a declared-too-large request before its body is read."""
+
+    @app.middleware("http")
+    async def cap_request_size(request: Request, call_next):
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_upload_bytes + _FORM_OVERHEAD:
+            return JSONResponse({"detail": f"upload is larger than the {max_upload_bytes} byte limit"},
+                                status_code=413)
+        return await call_next(request)
+
+
+def _add_search_routes(app: FastAPI, service: SearchService, max_upload_bytes: int, max_k: int) -> None:
+    @app.post("/api/search")
+    def api_search(image: UploadFile | None = None, gallery_id: str | None = Form(None),
+                   k: str | None = Form(None)) -> list[dict]:
+        top_k = parse_k(k, 10, max_k)
+        if image is not None:
+            query = service.embed(decode_upload(image.file.read(max_upload_bytes + 1), max_upload_bytes))
+        elif gallery_id is not None:
+            query = service.index.features[parse_id(gallery_id, len(service.index), "gallery id")][None]
+        else:
+            raise HTTPException(422, "send a query as the multipart file field 'image' (or 'gallery_id')")
+        return service.results(query, top_k)
+
+    @app.get("/gallery/{item_id}")
+    def gallery_image(item_id: str) -> FileResponse:
+        return _file_or_404(Path(service.index.paths[parse_id(item_id, len(service.index), "gallery id")]))
+
+
+def _add_eval_routes(app: FastAPI, rows: list[EvalRow] | None) -> None:
+    def require_rows() -> list[EvalRow]:
+        if rows is None:
+            raise HTTPException(404, "no evaluation run loaded: start the server with an eval_run file")
+        return rows
+
+    @app.get("/api/eval")
+    def api_eval(order: str = "ascending") -> list[dict]:
+        if order not in ("ascending", "descending"):
+            raise HTTPException(422, f"order must be 'ascending' or 'descending', got {order!r}")
+        return eval_payload(require_rows(), descending=order == "descending")
+
+    @app.get("/eval/image/{row}/{col}")
+    def eval_image(row: str, col: str) -> FileResponse:
+        chosen = require_rows()[parse_id(row, len(require_rows()), "evaluation row")]
+        column = parse_id(col, len(chosen.gallery_paths) + 1, "column")
+        return _file_or_404(chosen.query_path if column == 0 else chosen.gallery_paths[column - 1])
+
+
+def create_app(index_dir: str | Path, loaded_model, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+               eval_run: Path | None = None, max_k: int = 100) -> FastAPI:
+    """The app over the index saved in ``index_dir``, embedding queries with ``loaded_model``
+    (a ``trytry_reid.inference.LoadedModel``); ``eval_run`` is a ranking JSON (see ``eval_run.py``)."""
+    index = GalleryIndex.load(index_dir)
+    if len(index) == 0:
+        raise ValueError(f"index '{index_dir}' is empty; build it from a folder of images first")
+    rows = load_eval_run(eval_run) if eval_run is not None else None
+    app = FastAPI(title="trytry-reid search", docs_url=None, redoc_url=None, openapi_url=None)
+    _add_upload_cap(app, max_upload_bytes)
+    _add_search_routes(app, SearchService(index, loaded_model), max_upload_bytes, max_k)
+    _add_eval_routes(app, rows)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        return (STATIC_DIR / "index.html").read_text()
+
+    @app.get("/eval", response_class=HTMLResponse)
+    def eval_page() -> str:
+        return (STATIC_DIR / "eval.html").read_text()
+
+    @app.get("/api/health")
+    def health() -> dict:
+        return {"status": "ok", "gallery_size": len(index), "dim": index.dim, "backend": index.backend_name,
+                "eval_rows": None if rows is None else len(rows), "max_k": max_k,
+                "max_upload_bytes": max_upload_bytes}
+
+    return app
+
+
+def serve(index_dir: str | Path, checkpoint: str | Path | None = None, host: str = "127.0.0.1",
+          port: int = 8000, *, eval_run: Path | None = None, device: str = "cpu") -> None:
+    """Run the app with uvicorn. ``checkpoint`` defaults to the one recorded in the index's ``info``."""
+    import uvicorn
+
+    from trytry_reid.inference import load_model
+
+    if checkpoint is None:
+        checkpoint = read_index_info(index_dir).get("checkpoint")
+        if checkpoint is None:
+            raise ValueError(f"index '{index_dir}' records no checkpoint; pass one explicitly")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("serving on %s: the page is reachable from other machines", host)
+    app = create_app(index_dir, load_model(checkpoint, device), eval_run=eval_run)
+    uvicorn.run(app, host=host, port=port, log_level="info")

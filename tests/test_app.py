@@ -1,0 +1,195 @@
+"""HTTP API of the search page: results, image serving, the evaluation view and every error path."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from test_export import write_images, write_tiny_checkpoint  # noqa: E402
+from trytry_reid.inference import load_model  # noqa: E402
+from trytry_reid.serving.app import create_app  # noqa: E402
+from trytry_reid.serving.eval_run import load_eval_run, shown_row_ap  # noqa: E402
+from trytry_reid.serving.index import GalleryIndex  # noqa: E402
+
+MAX_UPLOAD = 40_000
+
+
+def embed_paths(loaded, paths: list[Path]) -> np.ndarray:
+    transform = loaded.transform()
+    with torch.inference_mode():
+        return loaded.model.embed(torch.stack([transform(Image.open(p).convert("RGB")) for p in paths])).numpy()
+
+
+def write_eval_run(path: Path, images: list[Path]) -> Path:
+    """Sidecar-format rows (as visualization/ranking.py writes them), one without 'ap'."""
+    def ranked(names, matches):
+        return [{"rank": r, "gallery_path": n.name, "distance": 0.1 * r, "is_match": m}
+                for r, (n, m) in enumerate(zip(names, matches), start=1)]
+    rows = [{"query_path": images[0].name, "query_pid": 0, "ap": 0.9, "ranked": ranked(images[1:4], [1, 0, 1])},
+            {"query_path": images[4].name, "query_pid": 2, "ap": 0.2, "ranked": ranked(images[5:8], [0, 0, 1])},
+            {"query_path": images[8].name, "query_pid": 4, "ranked": ranked(images[9:11], [0, 1])}]
+    path.write_text(json.dumps({"figure": "ranking.png", "title": None, "rows": rows}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("app")
+    loaded = load_model(write_tiny_checkpoint(root / "tiny.pt"))
+    images = write_images(root / "gallery", 12, seed=3)
+    index = GalleryIndex(32)
+    index.add(embed_paths(loaded, images), [str(p) for p in images])
+    index.save(root / "index")
+    eval_file = write_eval_run(root / "gallery" / "ranking.json", images)
+    client = TestClient(create_app(root / "index", loaded, max_upload_bytes=MAX_UPLOAD, eval_run=eval_file))
+    return client, images, root, loaded
+
+
+def upload(client, data: bytes, k: str | None = None, name: str = "q.jpg"):
+    return client.post("/api/search", files={"image": (name, data, "image/jpeg")},
+                       data={} if k is None else {"k": k})
+
+
+def test_health_and_the_page_use_only_local_assets(setup):
+    client = setup[0]
+    assert client.get("/api/health").json()["gallery_size"] == 12
+    for page in ("/", "/eval"):
+        html = client.get(page).text
+        assert "http://" not in html and "https://" not in html and "//cdn" not in html
+        for asset in re.findall(r'(?:src|href)="(/static/[^"]+)"', html):
+            assert client.get(asset).status_code == 200, asset
+
+
+def test_a_gallery_image_finds_itself_first(setup):
+    client, images, _, _ = setup
+    response = upload(client, images[5].read_bytes(), k="4")
+    assert response.status_code == 200
+    results = response.json()
+    assert len(results) == 4 and results[0]["id"] == 5 and results[0]["path"] == str(images[5])
+    assert results[0]["distance"] == pytest.approx(0.0, abs=1e-5)
+    distances = [r["distance"] for r in results]
+    assert distances == sorted(distances)
+    assert client.get(results[1]["url"]).content == images[results[1]["id"]].read_bytes()
+
+
+def test_search_by_gallery_id_ranks_like_the_index(setup):
+    client, _, root, _ = setup
+    index = GalleryIndex.load(root / "index")
+    expected_d, expected_ids = index.search(index.features[7:8], 5)
+    results = client.post("/api/search", data={"gallery_id": "7", "k": "5"}).json()
+    assert [r["id"] for r in results] == expected_ids[0].tolist()
+    np.testing.assert_allclose([r["distance"] for r in results], expected_d[0], atol=1e-6)
+
+
+def test_default_k_is_ten(setup):
+    client, images, _, _ = setup
+    assert len(upload(client, images[0].read_bytes()).json()) == 10
+
+
+@pytest.mark.parametrize("k", ["0", "-3", "101", "ten", "2.5"])
+def test_bad_k_is_rejected(setup, k):
+    client, images, _, _ = setup
+    response = upload(client, images[0].read_bytes(), k=k)
+    assert response.status_code == 422 and "k must be an integer in [1, 100]" in response.json()["detail"]
+
+
+def test_non_image_empty_and_missing_uploads(setup):
+    client = setup[0]
+    response = upload(client, b"%PDF-1.4 definitely not a picture", name="q.png")
+    assert response.status_code == 415 and "not a readable image" in response.json()["detail"]
+    assert upload(client, b"").status_code == 400
+    truncated = io.BytesIO()
+    Image.new("RGB", (64, 128), (200, 10, 10)).save(truncated, "PNG")
+    assert upload(client, truncated.getvalue()[:60]).status_code == 415
+    response = client.post("/api/search", data={"k": "3"})
+    assert response.status_code == 422 and "'image'" in response.json()["detail"]
+
+
+def test_oversized_uploads_are_refused(setup):
+    client = setup[0]
+    just_over = upload(client, b"\xff" * (MAX_UPLOAD + 10))          # caught while reading the file
+    assert just_over.status_code == 413 and f"{MAX_UPLOAD} byte limit" in just_over.json()["detail"]
+    far_over = upload(client, b"\xff" * (MAX_UPLOAD * 4))             # caught from Content-Length
+    assert far_over.status_code == 413
+    bomb = io.BytesIO()
+    Image.new("1", (6000, 5000)).save(bomb, "PNG")                      # tiny file, 30 M pixels
+    assert len(bomb.getvalue()) < MAX_UPLOAD
+    response = upload(client, bomb.getvalue())
+    assert response.status_code == 413 and "6000x5000" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("item", ["12", "999999", "-1", "1.5", "abc", "..%2F..%2Findex%2Findex.json",
+                                  "%2Fetc%2Fpasswd"])
+def test_unknown_ids_and_path_traversal_get_404(setup, item):
+    client = setup[0]
+    response = client.get(f"/gallery/{item}")
+    assert response.status_code == 404
+    assert client.post("/api/search", data={"gallery_id": item}).status_code == 404
+
+
+def test_static_files_cannot_escape_their_folder(setup):
+    client = setup[0]
+    for url in ("/static/..%2Fapp.py", "/static/../app.py", "/static/%2e%2e/index.py"):
+        response = client.get(url)
+        assert response.status_code == 404 and b"GalleryIndex" not in response.content
+
+
+def test_a_gallery_file_removed_from_disk_is_a_404(setup, tmp_path):
+    client, images, root, loaded = setup
+    gone = write_images(tmp_path / "gone", 2, seed=9)
+    index = GalleryIndex(32)
+    index.add(embed_paths(loaded, gone), [str(p) for p in gone])
+    index.save(tmp_path / "index")
+    gone[1].unlink()
+    other = TestClient(create_app(tmp_path / "index", loaded))
+    assert other.get("/gallery/0").status_code == 200
+    response = other.get("/gallery/1")
+    assert response.status_code == 404 and "missing on disk" in response.json()["detail"]
+    assert other.get("/api/eval").status_code == 404                   # no evaluation run given
+
+
+def test_eval_rows_sorted_by_ap_with_images(setup):
+    client, images, _, _ = setup
+    ascending = client.get("/api/eval").json()
+    assert [r["row"] for r in ascending] == [1, 2, 0]                  # AP 0.2, shown-row AP 0.5, 0.9
+    assert ascending[1]["ap"] == pytest.approx(0.5) and ascending[1]["ap_source"] == "shown_row"
+    assert [i["match"] for i in ascending[0]["items"]] == [False, False, True]
+    descending = client.get("/api/eval", params={"order": "descending"}).json()
+    assert [r["row"] for r in descending] == [0, 2, 1]
+    assert client.get("/eval/image/1/0").content == images[4].read_bytes()
+    assert client.get("/eval/image/1/3").content == images[7].read_bytes()
+    for url in ("/eval/image/3/0", "/eval/image/1/4", "/eval/image/x/0"):
+        assert client.get(url).status_code == 404, url
+    assert client.get("/api/eval", params={"order": "sideways"}).status_code == 422
+
+
+def test_shown_row_ap_by_hand():
+    assert shown_row_ap((True, False, True)) == pytest.approx((1 + 2 / 3) / 2)
+    assert shown_row_ap((False, True)) == pytest.approx(0.5)
+    assert shown_row_ap((False, False)) == 0.0
+
+
+def test_bad_eval_run_files_name_the_problem(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_eval_run(path)
+    path.write_text(json.dumps({"rows": [{"query_path": "a.jpg", "ranked": [{"gallery_path": "b.jpg"}]}]}))
+    with pytest.raises(ValueError, match="row 0: each 'ranked' item needs"):
+        load_eval_run(path)
+    path.write_text(json.dumps({"rows": [{"ranked": []}]}))
+    with pytest.raises(ValueError, match="'query_path'"):
+        load_eval_run(path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_eval_run(tmp_path / "absent.json")
