@@ -1,0 +1,60 @@
+"""Image decoding (Pillow, RGB, fail fast) and the torch Dataset over records."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Sequence
+
+import torch
+from PIL import Image
+
+from .datasets import Record
+
+
+class ImageReadError(OSError):
+    """An image that cannot be decoded; the message names the file. Never retried.
+
+    Built from one message string (as DataLoader workers re-create exceptions); ``path`` is kept when given.
+    """
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def read_image(path: str) -> Image.Image:
+    """Decode ``path`` fully into an RGB image; corrupt, truncated or non-image files raise ImageReadError."""
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode every byte now: a truncated file fails here, not later in a transform
+            return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ImageReadError(f"cannot read image '{path}': {type(error).__name__}: {error}", path) from error
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Records as ``(image_tensor [3,H,W], label, camid, index)``; label = ``labels[i]`` or ``record.pid``."""
+
+    def __init__(self, records: Sequence[Record], transform: Callable,
+                 labels: Sequence[int] | None = None) -> None:
+        if labels is not None and len(labels) != len(records):
+            raise ValueError(f"ImageDataset: {len(labels)} labels for {len(records)} records; expected one each")
+        if not callable(transform):
+            raise TypeError(f"ImageDataset: transform must be callable, got {type(transform).__name__}")
+        self.records = list(records)
+        self.transform = transform
+        self.labels = None if labels is None else [int(x) for x in labels]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, int]:
+        record = self.records[index]
+        label = record.pid if self.labels is None else self.labels[index]
+        return self.transform(read_image(record.path)), label, record.camid, index
+
+
+def relabel(records: Iterable[Record]) -> tuple[list[int], dict[int, int]]:
+    """Map the records' pids to 0..N-1 in sorted pid order: (label per record, {pid: label})."""
+    records = list(records)
+    mapping = {pid: label for label, pid in enumerate(sorted({r.pid for r in records}))}
+    return [mapping[r.pid] for r in records], mapping

@@ -1,0 +1,104 @@
+"""Identity-balanced P x K batches: seeded, resumable mid-epoch, and split across distributed ranks.
+
+One epoch's plan is a pure function of ``(seed, epoch)``:
+
+1. identity slots: random permutations of all identities are concatenated until ``num_batches * p`` slots are
+   filled, and cut into batches of ``p``. Where a permutation ends inside a batch, the next permutation moves
+   that batch's ids to its end, so every batch holds ``p`` distinct ids. The first permutation is used whole
+   when ``num_batches * p >= num_ids`` (the default), so every identity appears at least once per epoch.
+2. images: each slot draws ``k`` of its identity's indices, without replacement when it has at least ``k``,
+   with replacement otherwise.
+
+With ``world_size`` W, every rank builds the same global plan and yields its own ``p / W`` ids of each batch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+
+class PKSampler(torch.utils.data.Sampler[list[int]]):
+    """A batch_sampler yielding lists of ``p/world_size * k`` dataset indices (``k`` per identity)."""
+
+    def __init__(self, labels: Sequence[int], p: int, k: int, seed: int = 0,
+                 num_batches: int | None = None, rank: int = 0, world_size: int = 1) -> None:
+        labels = np.asarray(labels, dtype=np.int64)
+        ids, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        check_arguments(len(ids), p, k, num_batches, rank, world_size)
+        self.p, self.k, self.seed = p, k, seed
+        self.rank, self.world_size = rank, world_size
+        self.num_ids = len(ids)
+        self.num_batches = num_batches if num_batches is not None else math.ceil(len(ids) / p)
+        self.counts = counts
+        # members[i, :counts[i]] are the dataset indices of identity i (stable order), the rest is padding
+        order = np.argsort(inverse, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        column = np.arange(len(labels)) - np.repeat(starts, counts)
+        self.members = np.zeros((len(ids), counts.max()), dtype=np.int64)
+        self.members[inverse[order], column] = order
+        self.epoch, self.start_batch = 0, 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch's plan; ``start_batch`` skips the batches a resumed run already consumed."""
+        if not 0 <= start_batch <= self.num_batches:
+            raise ValueError(f"PKSampler: start_batch={start_batch} outside 0..{self.num_batches}")
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __len__(self) -> int:
+        """Batches the next iteration yields (``num_batches - start_batch``)."""
+        return self.num_batches - self.start_batch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        slots = identity_slots(rng, self.num_ids, self.p, self.num_batches)
+        images = draw_images(rng, self.members, self.counts, slots.reshape(-1), self.k)
+        batches = images.reshape(self.num_batches, self.p, self.k)
+        share = self.p // self.world_size
+        mine = batches[:, self.rank * share:(self.rank + 1) * share, :].reshape(self.num_batches, -1)
+        for batch in mine[self.start_batch:]:
+            yield batch.tolist()
+
+
+def check_arguments(num_ids: int, p: int, k: int, num_batches: int | None, rank: int, world_size: int) -> None:
+    if p < 1 or k < 1:
+        raise ValueError(f"PKSampler: p={p} and k={k} must both be >= 1")
+    if p > num_ids:
+        raise ValueError(f"PKSampler: p={p} identities per batch, but the training set has only {num_ids} ids")
+    if num_batches is not None and num_batches < 1:
+        raise ValueError(f"PKSampler: num_batches={num_batches} must be >= 1 (or None for ceil(ids / p))")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"PKSampler: rank={rank} must lie in 0..world_size-1 (world_size={world_size})")
+    if p % world_size:
+        raise ValueError(f"PKSampler: p={p} must be divisible by world_size={world_size} so each rank gets "
+                         f"the same number of ids of the global batch")
+
+
+def identity_slots(rng: np.random.Generator, num_ids: int, p: int, num_batches: int) -> np.ndarray:
+    """[num_batches, p] identity indices, distinct within each row (see the module docstring)."""
+    total = num_batches * p
+    pieces, filled = [], 0
+    while filled < total:
+        permutation = rng.permutation(num_ids)
+        tail = filled % p  # ids already placed in the batch this permutation continues
+        if tail and pieces:
+            in_batch = np.isin(permutation, np.concatenate(pieces)[filled - tail:filled])
+            permutation = np.concatenate([permutation[~in_batch], permutation[in_batch]])
+        pieces.append(permutation)
+        filled += num_ids
+    return np.concatenate(pieces)[:total].reshape(num_batches, p)
+
+
+def draw_images(rng: np.random.Generator, members: np.ndarray, counts: np.ndarray,
+                slots: np.ndarray, k: int) -> np.ndarray:
+    """[S, k] dataset indices: ``k`` images per slot, with replacement only for ids with fewer than ``k``."""
+    slot_counts = counts[slots]
+    keys = rng.random((len(slots), members.shape[1]))
+    keys[np.arange(members.shape[1])[None, :] >= slot_counts[:, None]] = np.inf  # padding sorts last
+    without = np.argsort(keys, axis=1)[:, :k] if members.shape[1] >= k else np.zeros((len(slots), k), np.int64)
+    with_replacement = np.floor(rng.random((len(slots), k)) * slot_counts[:, None]).astype(np.int64)
+    columns = np.where((slot_counts >= k)[:, None], without, with_replacement)
+    return members[slots[:, None], columns]

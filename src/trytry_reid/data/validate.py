@@ -1,0 +1,125 @@
+"""Dataset validation before training: bad image files, the bad-image policy, suspicious identities.
+
+Two depths, both reporting every problem at once:
+
+* cheap (``full=False``, the start of every run): Pillow opens the header and runs ``verify()`` (PNG CRCs,
+  structure), and a JPEG must end with its end-of-image marker, which catches truncated JPEGs without
+  decoding them;
+* full (``full=True``, ``--check-data``): every image is decoded, exactly as training would.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from .datasets import DatasetError, Record, Splits
+from .images import ImageReadError, read_image
+
+logger = logging.getLogger("trytry_reid.data")
+
+POLICIES = ("error", "skip")
+JPEG_END = b"\xff\xd9"
+JPEG_TAIL_BYTES = 1024  # some writers pad after the end marker; look for it near the end
+
+
+def check_header(path: str) -> str | None:
+    """None when the cheap check passes, else the reason."""
+    try:
+        with Image.open(path) as image:
+            image_format = image.format
+            image.verify()
+        if image_format == "JPEG":
+            with open(path, "rb") as handle:
+                handle.seek(max(0, Path(path).stat().st_size - JPEG_TAIL_BYTES))
+                if JPEG_END not in handle.read():
+                    return "truncated JPEG (no end-of-image marker)"
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def check_decode(path: str) -> str | None:
+    """None when the image decodes fully, else the reason."""
+    try:
+        read_image(path)
+    except ImageReadError as error:
+        return str(error.__cause__ or error)
+    return None
+
+
+def find_bad_images(records: Iterable[Record], workers: int = 4, full: bool = False) -> list[tuple[str, str]]:
+    """Every unreadable, truncated or non-image file among ``records``, as sorted (path, reason) pairs."""
+    paths = sorted({r.path for r in records})
+    check = check_decode if full else check_header
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        reasons = list(pool.map(check, paths))
+    return [(path, reason) for path, reason in zip(paths, reasons) if reason is not None]
+
+
+def apply_bad_image_policy(records: Sequence[Record], bad: Sequence[tuple[str, str]], policy: str,
+                           max_skipped: int) -> list[Record]:
+    """``error``: raise listing every bad path. ``skip``: log and drop each, raise above ``max_skipped``."""
+    if policy not in POLICIES:
+        raise ValueError(f"bad-image policy '{policy}': expected one of {', '.join(POLICIES)}")
+    if not bad:
+        return list(records)
+    listing = "\n  ".join(f"{path}: {reason}" for path, reason in bad)
+    if policy == "error":
+        raise DatasetError(f"{len(bad)} bad image file(s) (policy 'error'; use 'skip' to drop them):\n  {listing}")
+    if len(bad) > max_skipped:
+        raise DatasetError(f"{len(bad)} bad image file(s), more than the cap of {max_skipped} that policy "
+                           f"'skip' may drop; fix the data or raise the cap:\n  {listing}")
+    for path, reason in bad:
+        logger.warning("skipping bad image %s: %s", path, reason)
+    bad_paths = {path for path, _ in bad}
+    kept = [r for r in records if r.path not in bad_paths]
+    logger.warning("skipped %d bad image file(s) (%d records)", len(bad), len(records) - len(kept))
+    return kept
+
+
+def empty_identity_folders(root: str | Path, splits: Sequence[str] = ("train", "query", "gallery")) -> list[str]:
+    """Identity folders ``<root>/<split>/<pid>/`` holding no file (the ``folder`` layout)."""
+    found = []
+    for split in splits:
+        split_dir = Path(root) / split
+        if split_dir.is_dir():
+            found += [str(d) for d in sorted(split_dir.iterdir()) if d.is_dir() and not any(d.iterdir())]
+    return found
+
+
+def cameras_by_id(records: Iterable[Record]) -> dict[int, set[int]]:
+    cameras: dict[int, set[int]] = {}
+    for record in records:
+        cameras.setdefault(record.pid, set()).add(record.camid)
+    return cameras
+
+
+def unmatchable_query_ids(splits: Splits) -> list[int]:
+    """Query ids none of whose images has a gallery image of the same id from another camera."""
+    gallery = cameras_by_id(splits.gallery)
+    return sorted(pid for pid, cams in cameras_by_id(splits.query).items()
+                  if all(gallery.get(pid, set()) <= {cam} for cam in cams))
+
+
+def single_image_train_ids(splits: Splits) -> list[int]:
+    pids, counts = np.unique([r.pid for r in splits.train], return_counts=True)
+    return pids[counts == 1].tolist()
+
+
+def check_identities(splits: Splits, root: str | Path | None = None) -> list[str]:
+    """Warnings about identities, one line each: empty identity folders (when ``root`` has the ``folder``
+    layout), query ids that can never match (no gallery image from another camera), and train ids with a
+    single image (no positive pair for metric losses)."""
+    problems = [f"empty identity folder: {path}" for path in (empty_identity_folders(root) if root else [])]
+    problems += [f"query id {pid} has no gallery image from another camera: its queries can never match"
+                 for pid in unmatchable_query_ids(splits)]
+    singles = single_image_train_ids(splits)
+    if singles:
+        problems.append(f"{len(singles)} train id(s) with a single image: {singles[:20]}")
+    return problems
