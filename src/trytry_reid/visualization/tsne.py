@@ -15,16 +15,22 @@ from matplotlib.figure import Figure
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from PIL import Image
 from sklearn.manifold import TSNE
+from threadpoolctl import threadpool_limits
 
 FIGSIZE = (8.0, 7.0)  # inches
 DPI = 120  # the PNG is FIGSIZE * DPI pixels: 960 x 840
 THUMB_PX = 26  # thumbnail height in pixels
 
 
-def tsne_embed(features: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
+def tsne_embed(
+    features: np.ndarray, seed: int = 0, perplexity: float = 30.0, num_threads: int | None = 1
+) -> np.ndarray:
     """2-D t-SNE of ``features`` [N, D] -> [N, 2] (float64), seeded.
 
     The perplexity is clipped to (N - 1) / 3 (at least 1) so small sets work; scikit-learn needs it < N.
+    ``num_threads`` caps scikit-learn's OpenMP threads (None: its default). One thread is the default
+    because in a process that has imported torch, two OpenMP runtimes busy-wait against each other on a
+    loaded CPU: 80 points took 14-31 s with 2 threads and about 1 s with one on the 2-core dev machine.
     """
     x = np.asarray(features, dtype=np.float64)
     if x.ndim != 2:
@@ -35,7 +41,8 @@ def tsne_embed(features: np.ndarray, seed: int = 0, perplexity: float = 30.0) ->
         raise ValueError("features hold NaN or infinite values; t-SNE cannot embed them")
     perplexity = float(min(perplexity, max(1.0, (x.shape[0] - 1) / 3)))
     tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed)
-    return tsne.fit_transform(x)
+    with threadpool_limits(limits=num_threads, user_api="openmp"):
+        return tsne.fit_transform(x)
 
 
 def sample_identities(labels: Sequence[int] | np.ndarray, max_ids: int = 20, seed: int = 0) -> np.ndarray:
