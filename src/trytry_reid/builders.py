@@ -7,7 +7,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import DataLoader
 
 from .config import Config
 from .data.datasets import Record, Splits, build_dataset
@@ -15,6 +14,7 @@ from .data.images import ImageDataset, relabel
 from .data.sampler import PKSampler
 from .data.transforms import build_test_transform, build_train_transform
 from .data.validate import apply_bad_image_policy, find_bad_images
+from .engine.rng import EpochLoaders
 from .engine.schedule import build_scheduler
 from .losses.criterion import Criterion, LossTerm
 from .losses.center import CenterLoss
@@ -32,7 +32,7 @@ class TrainData:
     records: list[Record]  # the training records kept after the bad-image policy
     labels: list[int]  # 0..num_classes-1 per record
     sampler: PKSampler
-    loader: DataLoader
+    loaders: EpochLoaders  # loaders(epoch, start_batch) -> that epoch's DataLoader (exactly resumable)
     num_classes: int
     steps_per_epoch: int
 
@@ -73,9 +73,9 @@ def build_train_data(config: Config, splits: Splits, rank: int = 0, world_size: 
     sampler = PKSampler(labels, config.data.batch_p, config.data.batch_k, seed=config.train.seed,
                         num_batches=steps, rank=rank, world_size=world_size)
     dataset = ImageDataset(records, train_transform(config), labels)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=config.data.workers,
-                        persistent_workers=False, pin_memory=torch.cuda.is_available())
-    return TrainData(splits, records, labels, sampler, loader, len(mapping), steps)
+    loaders = EpochLoaders(dataset, sampler, seed=config.train.seed, workers=config.data.workers,
+                           pin_memory=torch.cuda.is_available())
+    return TrainData(splits, records, labels, sampler, loaders, len(mapping), steps)
 
 
 def build_model(config: Config, num_classes: int) -> ReidModel:
