@@ -3,7 +3,7 @@
 Pre-empted GPU jobs get SIGTERM and a short grace period. :class:`StopRequest` turns the first signal into a
 flag the training loop checks after each step; the loop then writes a resumable checkpoint and raises
 :class:`TrainingInterrupted`. A second signal means "now": the handlers are uninstalled and
-``KeyboardInterrupt`` is raised immediately.
+:class:`ImmediateStop` (a ``SystemExit``) is raised wherever the program is.
 """
 
 from __future__ import annotations
@@ -36,8 +36,17 @@ class TrainingInterrupted(SystemExit):
         return self.message
 
 
+class ImmediateStop(SystemExit):
+    """A second signal: leave at once (exit status ``128 + signum``), no checkpoint."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
 class StopRequest:
-    """Context manager installing the handlers; ``requested`` becomes the signal number on the first one.
+    """Context manager installing the handlers; ``requested`` becomes the signal number on the first one;
+    the second raises :class:`ImmediateStop`.
 
     Outside the main thread (where Python cannot install signal handlers) it installs nothing and
     ``requested`` stays ``None``.
@@ -74,7 +83,7 @@ class StopRequest:
             return
         self._restore()
         print(f"\nsecond {name}: stopping now, without a checkpoint", file=sys.stderr, flush=True)
-        raise KeyboardInterrupt(f"second {name}")
+        raise ImmediateStop(signum)
 
 
 def resume_message(signum: int, checkpoint: str | None) -> str:
