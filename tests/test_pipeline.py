@@ -1,0 +1,89 @@
+"""End to end: the demo command in reduced form, its outputs, resume, evaluate/rank/tsne and CLI errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from trytry_reid.cli import main as cli_main
+from trytry_reid.engine.checkpoint import load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK = ["train.epochs=2", "train.steps_per_epoch=4", "train.eval_every=2", "train.warmup_epochs=1",
+         "train.milestones=[1]", "test.ranking_queries=4", "test.tsne_max_ids=10"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    """`python main.py` (the README's main job) with fewer steps, in a subprocess like a user runs it."""
+    out = tmp_path_factory.mktemp("demo") / "run"
+    cache = tmp_path_factory.getbasetemp() / "cache"
+    proc = subprocess.run([sys.executable, str(REPO / "main.py"), *QUICK, f"output_dir={out}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "TRYTRY_REID_CACHE": str(cache)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "run folder:" in proc.stdout and "rank1" in proc.stdout
+    return out
+
+
+def test_demo_writes_every_output(demo_run: Path):
+    for name in ("config.yml", "metrics.json", "summary.json", "curves.png", "checkpoints/last.pt",
+                 "checkpoints/best.pt", "figures/ranking_digits.png", "figures/ranking_digits.json",
+                 "figures/tsne_digits.png"):
+        assert (demo_run / name).is_file(), name
+    assert any((demo_run / "tb").iterdir())
+    metrics = json.loads((demo_run / "metrics.json").read_text())
+    digits = metrics["datasets"]["digits"]
+    assert set(digits) >= {"rank1", "rank5", "rank10", "mAP", "mINP"}
+    assert all(0.0 <= digits[k] <= 1.0 for k in ("rank1", "rank5", "rank10", "mAP", "mINP"))
+    assert digits["rank1"] <= digits["rank5"] <= digits["rank10"]
+    assert metrics["epoch"] == 2
+    with Image.open(demo_run / "curves.png") as img:
+        assert img.size[0] > 400 and img.size[1] > 300
+
+
+def test_checkpoint_is_weights_only_and_self_describing(demo_run: Path):
+    state = load_checkpoint(demo_run / "checkpoints" / "last.pt")
+    assert state["config"]["model"]["backbone"] == "small_cnn"
+    assert state["config"]["data"]["name"] == "digits"
+
+
+def test_evaluate_rank_tsne_commands_from_checkpoint(demo_run: Path, tmp_path: Path, capsys):
+    config, ckpt = str(REPO / "config" / "demo_digits.yml"), str(demo_run / "checkpoints" / "last.pt")
+    assert cli_main(["evaluate", "--config", config, "--checkpoint", ckpt, "--out", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert "digits" in table and "mAP" in table
+    evaluated = json.loads((tmp_path / "metrics.json").read_text())["datasets"]["digits"]
+    trained = json.loads((demo_run / "metrics.json").read_text())["datasets"]["digits"]
+    assert evaluated["mAP"] == pytest.approx(trained["mAP"], abs=1e-6)  # same weights, same numbers
+    assert cli_main(["rank", "--config", config, "--checkpoint", ckpt, "--queries", "worst", "--num", "3",
+                     "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "ranking_digits_worst.json").read_text())
+    assert len(rows["rows"] if isinstance(rows, dict) else rows) == 3
+    assert cli_main(["tsne", "--config", config, "--checkpoint", ckpt, "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "tsne_digits.png").is_file()
+
+
+def test_missing_market_root_says_what_and_where(capsys, tmp_path):
+    code = cli_main(["train", "--config", str(REPO / "config" / "resnet_softtrip.yml")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "data.root" in err and "market1501" in err
+
+
+def test_typo_override_fails_before_training(capsys):
+    code = cli_main(["train", "--config", str(REPO / "config" / "demo_digits.yml"), "train.epoch=3"])
+    assert code == 2
+    assert "Did you mean 'train.epochs'" in capsys.readouterr().err
+
+
+def test_every_command_has_help():
+    for command in ("train", "evaluate", "extract", "index", "search", "rank", "tsne", "export", "serve"):
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main([command, "--help"])
+        assert exit_info.value.code == 0
