@@ -77,7 +77,8 @@ class GalleryIndex:
         candidates = self._backend.candidates(self.features, queries, count)
         finish = search.finish_exact if self._backend.exact else search.finish_approximate
         scores, ids = finish(self.features, queries, candidates, k)
-        return (1.0 - scores).astype(np.float32), ids
+        # Rounding can put a unit vector's self-similarity a hair above 1; a distance is never negative.
+        return np.maximum(1.0 - scores, 0.0).astype(np.float32), ids
 
     def save(self, directory: str | Path) -> Path:
         """Write ``features.npz`` + ``index.json`` (+ backend files) into ``directory``."""
