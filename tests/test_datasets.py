@@ -117,6 +117,9 @@ def test_msmt17_lists_cameras_and_shifted_pids(tmp_path):
     assert [(r.pid, r.camid) for r in splits.query] == [(1, 1)]
     assert [(r.pid, r.camid) for r in splits.gallery] == [(3, 14), (1, 1)]
     assert splits.gallery[0].path == str(tmp_path / "test" / "0002/0002_004_15_0303noon_0002_0.jpg")
+    (tmp_path / "list_gallery.txt").write_text("\n")
+    with pytest.raises(DatasetError, match="split 'gallery' is empty: '.*list_gallery.txt'"):
+        build_dataset("msmt17", str(tmp_path))
     (tmp_path / "list_query.txt").write_text("garbage line here\n")
     with pytest.raises(DatasetError, match=r"list_query.txt:1: 'garbage line here'"):
         build_dataset("msmt17", str(tmp_path))

@@ -182,6 +182,8 @@ def msmt17(root: str | None) -> Splits:
         if not list_file.is_file():
             raise layout_error("msmt17", list_file, layout)
         lists[split] = msmt17_list(list_file, require_dir("msmt17", image_dir, layout))
+        if not lists[split] and split != "val":
+            raise DatasetError(f"msmt17: split '{split}' is empty: '{list_file}' lists no image.\n{layout}")
     return Splits("msmt17", lists["train"] + lists["val"], lists["query"], lists["gallery"])
 
 

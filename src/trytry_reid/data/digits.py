@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -126,13 +127,29 @@ def closed_set_parts(materialised: dict[str, list[tuple[str, int]]]) -> DigitPar
     return DigitParts(materialised["train"], [test[i] for i in query], [test[i] for i in gallery])
 
 
-def sklearn_digits_parts() -> DigitParts:
-    """scikit-learn's bundled 1,797 8x8 digits (values 0..16, scaled to 0..255); no download."""
+def load_sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
+    """(images [1797, 8, 8] in 0..16, labels [1797]) from scikit-learn's bundled data, offline.
+
+    The bundled ``datasets/data/digits.csv.gz`` is read directly when present: importing
+    ``sklearn.datasets`` costs seconds (it pulls in scipy), the file itself milliseconds.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        bundled = Path(location) / "datasets" / "data" / "digits.csv.gz"
+        if bundled.is_file():
+            table = np.loadtxt(bundled, delimiter=",", dtype=np.float64)
+            return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
-    labels = bunch.target.astype(np.int64)
+    return bunch.images, bunch.target.astype(np.int64)
+
+
+def sklearn_digits_parts() -> DigitParts:
+    """scikit-learn's bundled 1,797 8x8 digits (values 0..16, scaled to 0..255); no download."""
+    raw, labels = load_sklearn_digits()
+    images = np.round(raw * (255.0 / 16.0)).astype(np.uint8)
     class_sizes = np.bincount(labels)
     train_counts = np.round(class_sizes * DIGITS_TRAIN_FRACTION).astype(int)
     train, test = split_per_class(labels, train_counts, SPLIT_SEED)
