@@ -11,16 +11,21 @@ from torch import Tensor, nn
 from trytry_reid.catalog import lookup
 from trytry_reid.losses.selectors import SELECTORS
 
-# Squared distances below this are clamped before the square root: sqrt has an infinite slope at 0, and
-# the clamp's zero gradient keeps identical rows (and the diagonal) from producing NaN gradients.
+# Squared distances are clamped to at least this before the sqrt: sqrt has an infinite slope at 0, and the
+# clamp's zero gradient keeps identical rows from producing inf/NaN gradients.
 _MIN_SQUARED_DISTANCE = 1e-12
 
 
 def euclidean_distances(x: Tensor) -> Tensor:
-    """``[N, D] -> [N, N]`` Euclidean distances via ``|a|^2 + |b|^2 - 2 a.b``, clamped before the sqrt."""
+    """``[N, D] -> [N, N]`` Euclidean distances via ``|a|^2 + |b|^2 - 2 a.b`` (one matmul).
+
+    The expansion cancels in float32: two identical rows of norm ~10 can come out ~1e-3 apart. The diagonal
+    is set to exactly 0 (with no gradient); the selectors never read it.
+    """
     squared_norms = x.pow(2).sum(dim=1)
     squared = squared_norms[:, None] + squared_norms[None, :] - 2.0 * (x @ x.t())
-    return squared.clamp(min=_MIN_SQUARED_DISTANCE).sqrt()
+    eye = torch.eye(len(x), dtype=torch.bool, device=x.device)
+    return squared.clamp(min=_MIN_SQUARED_DISTANCE).sqrt().masked_fill(eye, 0.0)
 
 
 def cosine_distances(x: Tensor) -> Tensor:

@@ -81,7 +81,6 @@ BACKBONES: dict[str, Callable[..., tuple[nn.Module, int]]] = {
     "resnet34": _resnet_factory("resnet34"),
     "resnet50": _resnet_factory("resnet50"),
     "resnet101": _resnet_factory("resnet101"),
-    "resnet152": _resnet_factory("resnet152"),
     "mobilenet_v2": _mobilenet_v2_trunk,
 }
 
@@ -91,7 +90,6 @@ IMAGENET_WEIGHTS: dict[str, torchvision.models.WeightsEnum] = {
     "resnet34": torchvision.models.ResNet34_Weights.IMAGENET1K_V1,
     "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
     "resnet101": torchvision.models.ResNet101_Weights.IMAGENET1K_V1,
-    "resnet152": torchvision.models.ResNet152_Weights.IMAGENET1K_V1,
     "mobilenet_v2": torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1,
 }
 

@@ -1,0 +1,134 @@
+"""Backbone trunks: output sizes with last stride 1 and 2, and pretrained weight loading (never downloading)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+import torchvision
+from conftest import MOBILENET_WEIGHTS, require
+
+from trytry_reid.catalog import UnknownNameError
+from trytry_reid.models.backbones import BACKBONES, build_backbone
+
+EXPECTED_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048, "mobilenet_v2": 1280}
+
+
+@pytest.fixture
+def zero_init(monkeypatch):
+    """Make torch's initialisers fill zeros: shape tests then skip the costly random init of deep nets."""
+
+    def fill_zeros(tensor, *args, **kwargs):
+        with torch.no_grad():
+            return tensor.zero_()
+
+    for name in ("kaiming_normal_", "kaiming_uniform_", "normal_", "uniform_", "constant_", "ones_", "zeros_"):
+        monkeypatch.setattr(torch.nn.init, name, fill_zeros)
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_last_stride_one_doubles_the_feature_map(name, zero_init):
+    assert set(BACKBONES) == set(EXPECTED_DIMS)
+    shapes = {}
+    for last_stride in (1, 2):
+        trunk, dim = BACKBONES[name](last_stride)
+        with torch.no_grad():
+            shapes[last_stride] = tuple(trunk.eval()(torch.zeros(1, 3, 64, 32)).shape)
+        assert dim == EXPECTED_DIMS[name]
+    assert shapes[2] == (1, EXPECTED_DIMS[name], 2, 1)  # total stride 32
+    assert shapes[1] == (1, EXPECTED_DIMS[name], 4, 2)  # total stride 16
+
+
+def test_trunk_runs_for_real_and_has_no_classifier():
+    trunk, dim = build_backbone("resnet18", last_stride=1)
+    with torch.no_grad():
+        out = trunk.eval()(torch.randn(1, 3, 64, 32))
+    assert out.shape == (1, dim, 4, 2) and torch.isfinite(out).all()
+    assert not any(key.startswith(("fc.", "avgpool")) for key in trunk.state_dict())
+    assert trunk.layer4[0].downsample[0].stride == (1, 1)
+
+
+def test_bad_names_and_strides_are_refused():
+    with pytest.raises(UnknownNameError, match="resnet50"):
+        build_backbone("resnet5")
+    with pytest.raises(ValueError, match="last_stride"):
+        build_backbone("resnet18", last_stride=3)
+
+
+def test_shared_mobilenet_weights_load(caplog, tmp_path):
+    path = require(MOBILENET_WEIGHTS)
+    with caplog.at_level(logging.WARNING):
+        trunk, dim = build_backbone("mobilenet_v2", last_stride=1, pretrained=str(path))
+    assert dim == 1280
+    assert not caplog.records  # only the classifier is absent from the file, and that is expected
+    state = torch.load(path, weights_only=True)
+    own = trunk.state_dict()
+    for key in ("features.0.0.weight", "features.18.1.running_mean", "features.14.conv.1.0.weight"):
+        assert torch.equal(own[key], state[key])
+
+
+def mobilenet_state_file(tmp_path, name="weights.pth", prefix="", edit=None):
+    """Save a random mobilenet_v2 trunk's state dict (+ an ImageNet classifier) and return (path, state)."""
+    trunk, _ = BACKBONES["mobilenet_v2"](2)
+    state = {prefix + key: value for key, value in trunk.state_dict().items()}
+    state["classifier.1.weight"] = torch.zeros(1000, 1280)
+    if edit:
+        edit(state)
+    path = tmp_path / name
+    torch.save(state, path)
+    return path, state
+
+
+def test_trunk_prefixed_keys_load_and_overwrite_the_weights(tmp_path, caplog):
+    path, state = mobilenet_state_file(tmp_path, prefix="trunk.")
+    with caplog.at_level(logging.WARNING):
+        trunk, _ = build_backbone("mobilenet_v2", pretrained=str(path))
+    assert not caplog.records
+    assert torch.equal(trunk.state_dict()["features.3.conv.0.0.weight"], state["trunk.features.3.conv.0.0.weight"])
+
+
+def test_missing_and_unexpected_keys_are_reported(tmp_path, caplog):
+    def edit(state):
+        del state["features.1.conv.1.weight"]
+        state["extra.weight"] = torch.zeros(3)
+
+    path, state = mobilenet_state_file(tmp_path, edit=edit)
+    with caplog.at_level(logging.WARNING):
+        trunk, _ = build_backbone("mobilenet_v2", pretrained=str(path))
+    message = caplog.text
+    assert "features.1.conv.1.weight" in message and "extra.weight" in message
+    assert "classifier" not in message
+    assert torch.equal(trunk.state_dict()["features.0.0.weight"], state["features.0.0.weight"])
+
+
+def test_shape_mismatch_is_refused_with_key_and_shapes(tmp_path):
+    path, _ = mobilenet_state_file(tmp_path, edit=lambda s: s.update({"features.0.0.weight": torch.zeros(32, 3, 5, 5)}))
+    with pytest.raises(ValueError, match=r"features\.0\.0\.weight.*\(32, 3, 5, 5\).*\(32, 3, 3, 3\)"):
+        build_backbone("mobilenet_v2", pretrained=str(path))
+
+
+def test_unreadable_or_wrong_files_are_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="'none', 'imagenet'"):
+        build_backbone("mobilenet_v2", pretrained=str(tmp_path / "absent.pth"))
+    torch.save([torch.zeros(1)], tmp_path / "list.pth")
+    with pytest.raises(ValueError, match="holds a list"):
+        build_backbone("mobilenet_v2", pretrained=str(tmp_path / "list.pth"))
+    torch.save({"model": {"a": torch.zeros(1)}, "epoch": 3}, tmp_path / "ckpt.pth")
+    with pytest.raises(ValueError, match="key 'model' holds a dict"):
+        build_backbone("mobilenet_v2", pretrained=str(tmp_path / "ckpt.pth"))
+    (tmp_path / "junk.pth").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="junk.pth"):
+        build_backbone("mobilenet_v2", pretrained=str(tmp_path / "junk.pth"))
+
+
+def test_imagenet_weights_are_read_from_the_hub_cache_never_downloaded(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    file_name = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[1]
+    with pytest.raises(FileNotFoundError) as error:
+        build_backbone("mobilenet_v2", pretrained="imagenet")
+    assert file_name in str(error.value) and str(tmp_path / "checkpoints") in str(error.value)
+    (tmp_path / "checkpoints").mkdir()
+    _, state = mobilenet_state_file(tmp_path / "checkpoints", name=file_name)
+    trunk, _ = build_backbone("mobilenet_v2", pretrained="imagenet")
+    assert torch.equal(trunk.state_dict()["features.17.conv.2.weight"], state["features.17.conv.2.weight"])
