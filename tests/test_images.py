@@ -67,3 +67,12 @@ def test_relabel_maps_sorted_pids_to_consecutive_labels():
     labels, mapping = relabel(records)
     assert mapping == {7: 0, 42: 1, 1000: 2}
     assert labels == [1, 0, 1, 2]
+
+
+def test_a_worker_process_reports_the_bad_file_instead_of_hanging(tmp_path):
+    root = make_market_tree(tmp_path / "m", truncated=True)
+    bad = Record(str(root / "bounding_box_train" / truncated_name()), 4, 1)
+    loader = torch.utils.data.DataLoader(ImageDataset([bad], lambda image: image), num_workers=1,
+                                         collate_fn=lambda items: items, timeout=60)
+    with pytest.raises(ImageReadError, match=truncated_name()):
+        next(iter(loader))
