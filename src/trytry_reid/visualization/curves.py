@@ -1,11 +1,14 @@
 """curves.png: a run's training history on one page, for people without TensorBoard.
 
-The history is the plain dict the training loop keeps (see ``engine/train.py``)::
+The history is the plain dict ``engine.train.fit`` returns (its module docstring is the reference)::
 
-    {"steps": [int], "loss": {term_name: [float]}, "valid_fraction": [float], "lr": [float],
-     "eval": [{"epoch": int, "dataset": str, "rank1": float, "mAP": float, "mINP": float}]}
+    {"steps": [int], "lr": [float], "loss": {"total": [float], term_name: [float]},
+     "stats": {"<term>/valid_fraction": [float], ...},
+     "eval": [{"epoch": int, "dataset": str, "rank1": float, "mAP": float, ...}],
+     "warnings": [{"step": int, "message": str}]}
 
-Every per-step series is aligned with ``steps``. Missing or empty parts are allowed: their panel says so.
+Every per-step series is aligned with ``steps`` (NaN where a value was absent). A top-level
+``"valid_fraction"`` list is read too. Missing or empty parts are allowed: their panel says so.
 """
 
 from __future__ import annotations
@@ -71,7 +74,12 @@ def _loss_terms(history: dict, length: int | None) -> dict[str, np.ndarray]:
     return {name: values for name, values in terms.items() if values is not None}
 
 
-def _draw_loss(ax, steps: np.ndarray | None, terms: dict[str, np.ndarray]) -> None:
+def _warning_steps(history: dict) -> list[int]:
+    """Steps of the training loop's warnings (e.g. embedding collapse), marked on the loss panel."""
+    return [int(w["step"]) for w in history.get("warnings") or [] if isinstance(w, dict) and "step" in w]
+
+
+def _draw_loss(ax, steps: np.ndarray | None, terms: dict[str, np.ndarray], warning_steps: list[int]) -> None:
     ax.set_title("Loss terms (weighted) and total")
     if steps is None or not terms:
         _say(ax, "no loss recorded in this run")
@@ -87,17 +95,33 @@ def _draw_loss(ax, steps: np.ndarray | None, terms: dict[str, np.ndarray]) -> No
         total = np.sum(list(parts.values()), axis=0)
     if total is not None:
         _plot_step_series(ax, steps, total, "black", "total", width=2.2)
+    for i, step in enumerate(warning_steps):
+        ax.axvline(step, color="tab:red", linestyle=":", linewidth=1.5, label="warning" if i == 0 else None)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.legend(fontsize=10)
 
 
-def _draw_valid_fraction(ax, steps: np.ndarray | None, fraction: np.ndarray | None) -> None:
+def _valid_fractions(history: dict, length: int | None) -> dict[str, np.ndarray]:
+    """{triplet term name: valid fraction per step} from stats["<term>/valid_fraction"] (or a top-level list)."""
+    stats = history.get("stats") or {}
+    found = {key[: -len("/valid_fraction")]: _series(stats, key, length)
+             for key in stats if key.endswith("/valid_fraction")}
+    if not found:
+        found["triplet"] = _series(history, "valid_fraction", length)
+    return {name: values for name, values in found.items() if values is not None and not np.isnan(values).all()}
+
+
+def _draw_valid_fraction(ax, steps: np.ndarray | None, fractions: dict[str, np.ndarray]) -> None:
     ax.set_title("Valid-triplet fraction (loss > 0)")
-    if steps is None or fraction is None or np.isnan(fraction).all():
+    if steps is None or not fractions:
         _say(ax, "no triplet loss in this run")
         return
-    _plot_step_series(ax, steps, fraction, "tab:purple", "valid fraction")
+    shades = ["tab:purple", "tab:pink", "tab:olive", "tab:cyan"]
+    for i, (name, values) in enumerate(fractions.items()):
+        _plot_step_series(ax, steps, values, shades[i % len(shades)], name)
+    if len(fractions) > 1:
+        ax.legend(fontsize=10)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("step")
     ax.set_ylabel("fraction of triplets")
@@ -169,8 +193,8 @@ def draw_curves(history: dict, out_path: str | Path) -> Path:
     fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, 2)
-    _draw_loss(axes[0, 0], steps, _loss_terms(history, length))
-    _draw_valid_fraction(axes[0, 1], steps, _series(history, "valid_fraction", length))
+    _draw_loss(axes[0, 0], steps, _loss_terms(history, length), _warning_steps(history))
+    _draw_valid_fraction(axes[0, 1], steps, _valid_fractions(history, length))
     _draw_eval(axes[1, 0], history.get("eval") or [])
     _draw_lr(axes[1, 1], steps, _series(history, "lr", length))
     for ax in axes.flat:
