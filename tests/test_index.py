@@ -1,12 +1,17 @@
-"""Gallery index and search: both exact backends equal a brute-force ranking written from the definition."""
+"""Gallery index and search: both exact backends equal a brute-force ranking written from the definition;
+folders of crops listed, labelled from Market-style names and embedded into the index's input."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import MARKET_DEVSPLIT, require
+from trytry_reid.serving.folder_images import (extract_folder, folder_records, list_images, load_features,
+                                               parse_market_name, save_features)
 from trytry_reid.serving.index import GalleryIndex
 from trytry_reid.serving.search import recall_at_k
 
@@ -170,3 +175,88 @@ def test_bad_inputs_get_clear_errors(tmp_path):
     (tmp_path / "index.json").write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(ValueError, match="expected 'trytry-reid-gallery-index/1'"):
         GalleryIndex.load(tmp_path)
+
+
+# ---- folders of crops: listing, Market-style names, extraction into the index's input ----
+
+def test_market_style_names_give_pid_and_zero_based_camera():
+    assert parse_market_name("0002_c1s1_000451_03.jpg") == (2, 0)
+    assert parse_market_name("/any/dir/1501_c6s4_001877_01.png") == (1501, 5)
+    assert parse_market_name("-1_c3s2_000000_00.jpg") == (-1, 2)         # Market junk
+    assert parse_market_name("0000_c2s1_000001_00.jpg") == (0, 1)        # distractor
+    for name in ("person.jpg", "c1_0002.jpg", "0002-c1.jpg", "0002_cam1.jpg"):
+        assert parse_market_name(name) == (-1, -1), name
+
+
+def test_list_images_is_recursive_sorted_and_skips_other_files(tmp_path):
+    for rel in ("b/2.jpg", "a/z/1.PNG", "a/0.bmp", "c.jpeg", "notes.txt", "a/z/model.pt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    found = [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)]
+    assert found == ["a/0.bmp", "a/z/1.PNG", "b/2.jpg", "c.jpeg"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no images"):
+        list_images(tmp_path / "empty")
+    with pytest.raises(NotADirectoryError, match="does not exist"):
+        list_images(tmp_path / "absent")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from test_export import write_tiny_checkpoint
+    from trytry_reid.inference import load_model
+
+    return load_model(write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny.pt"))
+
+
+def test_extract_folder_equals_embedding_each_image_and_round_trips(tiny_model, tmp_path):
+    import torch
+    from PIL import Image
+    from test_export import write_images
+
+    images = write_images(tmp_path / "crops" / "day1", 5, seed=4)
+    (tmp_path / "crops" / "other.png").write_bytes(images[0].read_bytes())      # a name without labels
+    result = extract_folder(tiny_model, tmp_path / "crops", batch_size=2, progress=False)
+    expected_paths = sorted(str(p.resolve()) for p in images) + [str((tmp_path / "crops/other.png").resolve())]
+    assert result.paths == expected_paths                                   # day1/... sorts before other.png
+    assert result.pids.tolist() == [0, 0, 1, 1, 2, -1] and result.camids.tolist() == [0, 1, 0, 2, 1, -1]
+    transform = tiny_model.transform()
+    with torch.inference_mode():
+        expected = tiny_model.model.embed(torch.stack([transform(Image.open(p).convert("RGB"))
+                                                        for p in result.paths])).numpy()
+    np.testing.assert_allclose(result.features, expected, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(result.features, axis=1), 1.0, atol=1e-6)
+    again = load_features(save_features(result, tmp_path / "out" / "features.npz"))
+    np.testing.assert_array_equal(again.features, result.features)
+    assert again.paths == result.paths and again.pids.tolist() == result.pids.tolist()
+    index = GalleryIndex(result.features.shape[1])
+    index.add(result.features, result.paths)
+    assert index.search(result.features[5:6], 2)[1][0].tolist() == [0, 5]       # same pixels as id 0: tie
+
+
+def test_feature_files_with_pickled_objects_or_missing_keys_are_refused(tmp_path):
+    path = tmp_path / "bad.npz"
+    np.savez(path, features=np.zeros((1, 2), np.float32), paths=np.array([{"a": 1}], dtype=object),
+             pids=np.zeros(1), camids=np.zeros(1))
+    with pytest.raises(ValueError, match="pickle"):
+        load_features(path)
+    np.savez(path, features=np.zeros((1, 2), np.float32))
+    with pytest.raises(KeyError, match=r"lacks \['paths', 'pids', 'camids'\]"):
+        load_features(path)
+
+
+def test_devsplit_folder_labels_match_the_dataset_and_extraction_matches_evaluate(tiny_model, tmp_path):
+    from trytry_reid.data.datasets import market1501
+    from trytry_reid.evaluation.features import extract_features
+
+    query_dir = require(MARKET_DEVSPLIT / "query")
+    splits = market1501(str(MARKET_DEVSPLIT))
+    assert [(Path(r.path).name, r.pid, r.camid) for r in folder_records(query_dir)] == \
+        [(Path(r.path).name, r.pid, r.camid) for r in splits.query]
+    subset = splits.query[:12]
+    for record in subset:                                                  # a folder of links, not copies
+        (tmp_path / Path(record.path).name).symlink_to(record.path)
+    ours = extract_folder(tiny_model, tmp_path, batch_size=5, progress=False)
+    theirs = extract_features(tiny_model.model, subset, tiny_model.transform(), batch_size=5, progress=False)
+    np.testing.assert_allclose(ours.features, theirs, atol=1e-6)
+    assert ours.pids.tolist() == [r.pid for r in subset] and ours.camids.tolist() == [r.camid for r in subset]

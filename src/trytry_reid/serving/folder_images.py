@@ -64,18 +64,19 @@ def l2_normalise(features: np.ndarray) -> np.ndarray:
 
 
 def extract_folder(loaded_model, images_dir: str | Path, batch_size: int = 64,
-                   workers: int = 0) -> FolderFeatures:
+                   workers: int = 0, progress: bool = True) -> FolderFeatures:
     """Embed every image under ``images_dir`` with ``loaded_model`` (a ``trytry_reid.inference.LoadedModel``).
 
     Uses the same ``extract_features`` as evaluation, so features equal the ones ``evaluate`` computes.
-    ``workers`` > 0 decodes images in that many DataLoader processes.
+    ``workers`` > 0 decodes images in that many DataLoader processes; ``progress`` shows a tqdm bar.
     """
     from trytry_reid.evaluation.features import extract_features
 
     records = folder_records(images_dir)
     device = str(next(loaded_model.model.parameters()).device)
     features = extract_features(loaded_model.model, records, loaded_model.transform(),
-                                batch_size=batch_size, workers=workers, device=device)
+                                batch_size=batch_size, workers=workers, device=device, progress=progress,
+                                desc=f"extract {Path(images_dir).name}")
     return FolderFeatures(
         features=l2_normalise(features),
         paths=[r.path for r in records],
