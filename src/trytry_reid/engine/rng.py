@@ -100,12 +100,17 @@ class SeededDataset(torch.utils.data.Dataset):
 
 
 def seeded_batches(
-    batches: Iterable[Sequence[int]], *, seed: int, epoch: int, start_batch: int = 0
+    batches: Iterable[Sequence[int]], *, seed: int, epoch: int, start_batch: int = 0, rank: int = 0
 ) -> Iterator[list[tuple[int, int]]]:
     """Attach a per-sample seed to each index: batch ``b`` (counted from the epoch's start) position ``i``
-    gets ``derive_seed(seed, epoch, b) + i``. ``batches`` yields the epoch's batches from ``start_batch`` on."""
+    gets ``derive_seed(seed, epoch, b) + i``. ``batches`` yields the epoch's batches from ``start_batch`` on.
+
+    Under DDP each rank's batch is the ``rank``-th equal slice of the global batch (PKSampler), so
+    positions are offset by ``rank * len(batch)``: every sample gets the seed it has in the global batch,
+    and ranks never share augmentation draws.
+    """
     for b, batch in enumerate(batches, start=start_batch):
-        base = derive_seed(seed, epoch, b)
+        base = derive_seed(seed, epoch, b) + rank * len(batch)
         yield [(int(index), (base + i) & _MASK64) for i, index in enumerate(batch)]
 
 
@@ -139,7 +144,8 @@ class EpochLoaders:
         batches = list(itertools.islice(iter(self.batch_sampler), start_batch, None))
         return torch.utils.data.DataLoader(
             self.dataset,
-            batch_sampler=list(seeded_batches(batches, seed=self.seed, epoch=epoch, start_batch=start_batch)),
+            batch_sampler=list(seeded_batches(batches, seed=self.seed, epoch=epoch, start_batch=start_batch,
+                                              rank=getattr(self.batch_sampler, "rank", 0))),
             num_workers=self.workers,
             pin_memory=self.pin_memory,
             generator=loader_generator(self.seed, epoch),
