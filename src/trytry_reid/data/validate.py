@@ -29,14 +29,15 @@ JPEG_TAIL_BYTES = 1024  # some writers pad after the end marker; look for it nea
 
 
 def check_header(path: str) -> str | None:
-    """None when the cheap check passes, else the reason."""
+    """None when the cheap check passes, else the reason. One open, no pixel decoding."""
     try:
-        with Image.open(path) as image:
-            image_format = image.format
-            image.verify()
-        if image_format == "JPEG":
-            with open(path, "rb") as handle:
-                handle.seek(max(0, Path(path).stat().st_size - JPEG_TAIL_BYTES))
+        with open(path, "rb") as handle:
+            with Image.open(handle) as image:
+                image_format = image.format
+                image.verify()
+            if image_format == "JPEG":
+                size = handle.seek(0, 2)
+                handle.seek(max(0, size - JPEG_TAIL_BYTES))
                 if JPEG_END not in handle.read():
                     return "truncated JPEG (no end-of-image marker)"
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
