@@ -224,8 +224,11 @@ def _draw_labels(draw, layout: GridLayout, row: int, col: int, lines: tuple[str,
 
 def _draw_header(draw, layout: GridLayout, title: str | None) -> None:
     if title:
-        _centered_text(draw, layout.width // 2, MARGIN, title, _font(layout.font_size + 3, True),
-                       TEXT_COLOR, layout.width - 2 * MARGIN)
+        room = layout.width - 2 * MARGIN
+        size = layout.font_size + 3  # shrink a long title down to 10 px before shortening it
+        while size > 10 and draw.textlength(title, font=_font(size, True)) > room:
+            size -= 1
+        _centered_text(draw, layout.width // 2, MARGIN, title, _font(size, True), TEXT_COLOR, room)
     top = MARGIN + layout.title_h
     for col in range(layout.n_cols + 1):
         x, _ = layout.box_origin(0, col)
