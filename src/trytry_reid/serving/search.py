@@ -53,8 +53,9 @@ def torch_candidates(gallery: np.ndarray, queries: np.ndarray, count: int) -> np
 def rescore(gallery: np.ndarray, queries: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """Float64 inner products [Q, C] of each query with its candidate ids; -inf where an id is -1 (none)."""
     valid = ids >= 0
-    rows = gallery[np.where(valid, ids, 0)].astype(np.float64)              # [Q, C, D]
-    scores = np.einsum("qcd,qd->qc", rows, queries.astype(np.float64))
+    rows = gallery[np.where(valid, ids, 0)]                                 # [Q, C, D] float32
+    # float32 x float32 products are exact in float64; einsum casts in small buffers (no float64 copy).
+    scores = np.einsum("qcd,qd->qc", rows, queries, dtype=np.float64, casting="safe")
     return np.where(valid, scores, -np.inf)
 
 
