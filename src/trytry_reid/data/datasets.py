@@ -31,13 +31,17 @@ CAMERA_TOKEN = re.compile(r"(?:^|[_\-\s.])c(\d+)(?=$|[_\-\s.]|s\d)")
 
 
 class Record(NamedTuple):
-    path: str
-    pid: int
-    camid: int
+    """One image: where it is, who it shows, which camera took it."""
+
+    path: str  # absolute path of a real image file
+    pid: int  # the dataset's own identity number (not relabelled); 0 = distractor (gallery only)
+    camid: int  # 0-based camera index
 
 
 @dataclass(frozen=True)
 class Splits:
+    """A dataset's three record lists; ``train`` may be empty for test-only datasets (VIPeR)."""
+
     name: str
     train: list[Record]
     query: list[Record]
