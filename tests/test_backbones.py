@@ -12,7 +12,9 @@ from conftest import MOBILENET_WEIGHTS, require
 from trytry_reid.catalog import UnknownNameError
 from trytry_reid.models.backbones import BACKBONES, build_backbone
 
-EXPECTED_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048, "mobilenet_v2": 1280}
+# name -> (feature channels, total stride with last_stride 2)
+EXPECTED = {"resnet18": (512, 32), "resnet34": (512, 32), "resnet50": (2048, 32), "resnet101": (2048, 32),
+            "mobilenet_v2": (1280, 32), "small_cnn": (128, 4)}
 
 
 @pytest.fixture
@@ -29,15 +31,16 @@ def zero_init(monkeypatch):
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_last_stride_one_doubles_the_feature_map(name, zero_init):
-    assert set(BACKBONES) == set(EXPECTED_DIMS)
+    assert set(BACKBONES) == set(EXPECTED)
+    channels, stride = EXPECTED[name]
     shapes = {}
     for last_stride in (1, 2):
         trunk, dim = BACKBONES[name](last_stride)
         with torch.no_grad():
             shapes[last_stride] = tuple(trunk.eval()(torch.zeros(1, 3, 64, 32)).shape)
-        assert dim == EXPECTED_DIMS[name]
-    assert shapes[2] == (1, EXPECTED_DIMS[name], 2, 1)  # total stride 32
-    assert shapes[1] == (1, EXPECTED_DIMS[name], 4, 2)  # total stride 16
+        assert dim == channels
+    assert shapes[2] == (1, channels, 64 // stride, 32 // stride)
+    assert shapes[1] == (1, channels, 2 * 64 // stride, 2 * 32 // stride)
 
 
 def test_trunk_runs_for_real_and_has_no_classifier():

@@ -25,6 +25,7 @@ import torchvision
 from torch import nn
 
 from trytry_reid.catalog import lookup
+from trytry_reid.models.small_cnn import small_cnn
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,12 @@ def _mobilenet_v2_trunk(last_stride: int) -> tuple[nn.Module, int]:
     return trunk, net.last_channel
 
 
+def _small_cnn_trunk(last_stride: int = 2) -> tuple[nn.Module, int]:
+    """The digits/MNIST demo's small CNN (total stride 4, or 2 with last_stride 1); no pretrained weights."""
+    _check_last_stride(last_stride)
+    return small_cnn(last_stride)
+
+
 def _resnet_factory(arch: str) -> Callable[[int], tuple[nn.Module, int]]:
     def factory(last_stride: int = 2) -> tuple[nn.Module, int]:
         return _resnet_trunk(arch, last_stride)
@@ -82,6 +89,7 @@ BACKBONES: dict[str, Callable[..., tuple[nn.Module, int]]] = {
     "resnet50": _resnet_factory("resnet50"),
     "resnet101": _resnet_factory("resnet101"),
     "mobilenet_v2": _mobilenet_v2_trunk,
+    "small_cnn": _small_cnn_trunk,
 }
 
 # torchvision weights used by pretrained="imagenet" (V1: the weights the ReID literature trained from).
