@@ -73,23 +73,30 @@ class TripletLoss(nn.Module):
         dist = self.distances(features)
         a, p, n = self.select(dist.detach(), labels, self.margin)
         d_ap, d_an = dist[a, p], dist[a, n]
-        valid = int((d_ap - d_an + self.margin > 0).sum().item())
+        violating = (d_ap - d_an + self.margin > 0).detach()
         if self.soft:
             losses = F.softplus(d_ap - d_an)
         else:
             losses = F.relu(d_ap - d_an + self.margin)
-        averaged_over = valid if self.mean_over_violating and not self.soft else len(losses)
-        loss = losses.sum() / max(averaged_over, 1)
-        return loss, _stats(d_ap.detach(), d_an.detach(), valid)
+        if self.mean_over_violating and not self.soft:
+            loss = losses.sum() / violating.sum().clamp(min=1)
+        else:
+            loss = losses.sum() / max(len(losses), 1)
+        return loss, _stats(d_ap.detach(), d_an.detach(), violating)
 
 
-def _stats(d_ap: Tensor, d_an: Tensor, valid: int) -> dict[str, float]:
+def _stats(d_ap: Tensor, d_an: Tensor, violating: Tensor) -> dict[str, float]:
+    """The triplet statistics, read from the device in one transfer."""
     triplets = len(d_ap)
-    nan = float("nan")
+    if triplets == 0:
+        nan = float("nan")
+        return {"triplets": 0.0, "valid_triplets": 0.0, "valid_fraction": 0.0, "mean_pos_dist": nan,
+                "mean_neg_dist": nan}
+    valid, mean_pos, mean_neg = torch.stack([violating.sum().to(d_ap.dtype), d_ap.mean(), d_an.mean()]).tolist()
     return {
         "triplets": float(triplets),
-        "valid_triplets": float(valid),
-        "valid_fraction": valid / triplets if triplets else 0.0,
-        "mean_pos_dist": d_ap.mean().item() if triplets else nan,
-        "mean_neg_dist": d_an.mean().item() if triplets else nan,
+        "valid_triplets": valid,
+        "valid_fraction": valid / triplets,
+        "mean_pos_dist": mean_pos,
+        "mean_neg_dist": mean_neg,
     }
