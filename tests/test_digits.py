@@ -37,16 +37,16 @@ def test_mnist_pngs_hold_the_source_pixels_and_split_per_class(tmp_path):
     raw = tmp_path / "data" / "MNIST" / "raw"
     train_labels, test_labels = make_mnist_raw(raw, train_per_class=3, test_per_class=12, compress=True)
     splits = build_dataset("mnist", str(tmp_path / "data"))
-    assert [r.pid - 1 for r in splits.train] == train_labels.tolist()  # pid = digit + 1, file order
+    assert [r.pid for r in splits.train] == train_labels.tolist()  # pid = the digit, file order
     images = digit_sets.read_idx(raw / "train-images-idx3-ubyte.gz", 3)
     np.testing.assert_array_equal(pixels(splits.train[5].path), images[5])
-    assert Counter(r.pid for r in splits.query) == {pid: 10 for pid in range(1, 11)}
-    assert Counter(r.pid for r in splits.gallery) == {pid: 2 for pid in range(1, 11)}
+    assert Counter(r.pid for r in splits.query) == {pid: 10 for pid in range(10)}
+    assert Counter(r.pid for r in splits.gallery) == {pid: 2 for pid in range(10)}
     assert {r.camid for r in splits.train + splits.query} == {0} and {r.camid for r in splits.gallery} == {1}
     test_images = digit_sets.read_idx(raw / "t10k-images-idx3-ubyte.gz", 3)
     index = int(Path(splits.query[0].path).stem.split("_")[0])
     np.testing.assert_array_equal(pixels(splits.query[0].path), test_images[index])
-    assert test_labels[index] + 1 == splits.query[0].pid
+    assert test_labels[index] == splits.query[0].pid
     assert not {r.path for r in splits.query} & {r.path for r in splits.gallery}
 
 
@@ -105,7 +105,7 @@ def test_sklearn_digits_split_is_seeded_and_per_class():
     train = Counter(r.pid for r in splits.train)
     assert sum(sizes.values()) == 1797
     assert all(train[pid] == round(0.6 * sizes[pid]) for pid in sizes)
-    assert Counter(r.pid for r in splits.query) == {pid: 10 for pid in range(1, 11)}
+    assert Counter(r.pid for r in splits.query) == {pid: 10 for pid in range(10)}
     assert build_dataset("digits", None) == splits
     assert pixels(splits.train[0].path).shape == (8, 8)
 

@@ -87,16 +87,17 @@ def draw_ranking(result: RetrievalResult, out_path: Path, *, strategy: str = "fi
 
 def draw_tsne_map(result: RetrievalResult, out_path: Path, *, max_ids: int = 20, seed: int = 0,
                   thumbnails: bool = False) -> Path:
-    """t-SNE of query + gallery features of a sample of identities (distractors excluded)."""
+    """t-SNE of query + gallery features of a sample of the query identities (gallery-only ids, such as
+    Market's distractors, excluded)."""
     records = list(result.query) + list(result.gallery)
     features = np.concatenate([result.query_features, result.gallery_features])
     labels = np.asarray([r.pid for r in records])
-    keep = (labels > 0) if (labels > 0).any() else np.ones(len(labels), bool)
-    keep &= sample_identities(labels, max_ids=max_ids, seed=seed)
-    points = tsne_embed(features[keep], seed=seed)
-    paths = [r.path for r, k in zip(records, keep) if k] if thumbnails else None
-    title = f"{result.label}: t-SNE of {int(keep.sum())} embeddings, {len(np.unique(labels[keep]))} identities"
-    return draw_tsne(points, labels[keep], out_path, title=title, thumbnails=paths)
+    candidates = np.flatnonzero(np.isin(labels, [r.pid for r in result.query]))
+    chosen = candidates[sample_identities(labels[candidates], max_ids=max_ids, seed=seed)]
+    points = tsne_embed(features[chosen], seed=seed)
+    paths = [records[i].path for i in chosen] if thumbnails else None
+    title = f"{result.label}: t-SNE of {len(chosen)} embeddings, {len(np.unique(labels[chosen]))} identities"
+    return draw_tsne(points, labels[chosen], out_path, title=title, thumbnails=paths)
 
 
 def write_figures(results: Sequence[RetrievalResult], folder: Path, *, num_queries: int, top_k: int,

@@ -279,9 +279,13 @@ def check_folder_split(records: list[Record], split: str, path: Path, layout: st
 
 
 def digit_splits(name: str, parts: digit_sets.DigitParts) -> Splits:
-    """Closed-set digits: train camid 0, query camid 0, gallery camid 1; pid = digit + 1."""
+    """Closed-set digits: train camid 0, query camid 0, gallery camid 1; pid = the digit itself (0..9).
+
+    pid 0 is a real identity here (the digit zero), not a distractor: these loaders drop nothing, and the
+    evaluator treats pid 0 like any other label; only the Market-style loaders give pid 0 its meaning.
+    """
     def as_records(items: list[tuple[str, int]], camid: int) -> list[Record]:
-        return [Record(path, label + 1, camid) for path, label in items]
+        return [Record(path, label, camid) for path, label in items]
 
     return Splits(name, as_records(parts.train, 0), as_records(parts.query, 0), as_records(parts.gallery, 1))
 
