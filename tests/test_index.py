@@ -260,3 +260,24 @@ def test_devsplit_folder_labels_match_the_dataset_and_extraction_matches_evaluat
     theirs = extract_features(tiny_model.model, subset, tiny_model.transform(), batch_size=5, progress=False)
     np.testing.assert_allclose(ours.features, theirs, atol=1e-6)
     assert ours.pids.tolist() == [r.pid for r in subset] and ours.camids.tolist() == [r.camid for r in subset]
+
+
+def test_index_folder_builds_then_extends_with_only_the_new_images(tiny_model, tmp_path):
+    from test_export import write_images
+    from trytry_reid.serving.folder_images import embed_images
+    from trytry_reid.serving.index import index_folder
+
+    first = write_images(tmp_path / "crops" / "a", 4, seed=6)
+    index, added = index_folder(tiny_model, tmp_path / "crops", tmp_path / "idx", checkpoint=tmp_path / "m.pt",
+                                progress=False)
+    assert added == 4 and len(index) == 4
+    second = write_images(tmp_path / "crops" / "b", 2, seed=7)
+    index, added = index_folder(tiny_model, tmp_path / "crops", tmp_path / "idx", progress=False)
+    assert added == 2 and len(index) == 6
+    assert index.paths == sorted(str(p.resolve()) for p in first) + sorted(str(p.resolve()) for p in second)
+    assert index.info == {"checkpoint": str((tmp_path / "m.pt").resolve())}
+    np.testing.assert_allclose(index.features, embed_images(tiny_model, index.paths), atol=1e-5)
+    assert index_folder(tiny_model, tmp_path / "crops", tmp_path / "idx", progress=False)[1] == 0
+    GalleryIndex(8).save(tmp_path / "other")
+    with pytest.raises(ValueError, match="holds 8-d features but the model gives 32-d"):
+        index_folder(tiny_model, tmp_path / "crops", tmp_path / "other", progress=False)

@@ -63,26 +63,44 @@ def l2_normalise(features: np.ndarray) -> np.ndarray:
     return features / np.maximum(norms, 1e-12)
 
 
-def extract_folder(loaded_model, images_dir: str | Path, batch_size: int = 64,
-                   workers: int = 0, progress: bool = True) -> FolderFeatures:
-    """Embed every image under ``images_dir`` with ``loaded_model`` (a ``trytry_reid.inference.LoadedModel``).
+def extract_records(loaded_model, records: list, batch_size: int = 64, workers: int = 0,
+                    progress: bool = True, desc: str = "extract") -> FolderFeatures:
+    """Embed ``records`` with ``loaded_model`` (a ``trytry_reid.inference.LoadedModel``).
 
     Uses the same ``extract_features`` as evaluation, so features equal the ones ``evaluate`` computes.
     ``workers`` > 0 decodes images in that many DataLoader processes; ``progress`` shows a tqdm bar.
     """
     from trytry_reid.evaluation.features import extract_features
 
-    records = folder_records(images_dir)
     device = str(next(loaded_model.model.parameters()).device)
-    features = extract_features(loaded_model.model, records, loaded_model.transform(),
-                                batch_size=batch_size, workers=workers, device=device, progress=progress,
-                                desc=f"extract {Path(images_dir).name}")
+    features = extract_features(loaded_model.model, records, loaded_model.transform(), batch_size=batch_size,
+                                workers=workers, device=device, progress=progress, desc=desc)
     return FolderFeatures(
         features=l2_normalise(features),
         paths=[r.path for r in records],
         pids=np.array([r.pid for r in records], dtype=np.int64),
         camids=np.array([r.camid for r in records], dtype=np.int64),
     )
+
+
+def extract_folder(loaded_model, images_dir: str | Path, batch_size: int = 64,
+                   workers: int = 0, progress: bool = True) -> FolderFeatures:
+    """Embed every image under ``images_dir`` (recursive, sorted); see ``extract_records``."""
+    return extract_records(loaded_model, folder_records(images_dir), batch_size, workers, progress,
+                           desc=f"extract {Path(images_dir).name}")
+
+
+def embed_images(loaded_model, paths: list[str | Path]) -> np.ndarray:
+    """L2-normalised features [len(paths), D] of a few images (e.g. search queries), in one batch."""
+    import torch
+
+    from trytry_reid.data.images import read_image
+
+    transform = loaded_model.transform()
+    batch = torch.stack([transform(read_image(str(p))) for p in paths])
+    device = next(loaded_model.model.parameters()).device
+    with torch.inference_mode():
+        return l2_normalise(loaded_model.model.eval().embed(batch.to(device)).float().cpu().numpy())
 
 
 def save_features(result: FolderFeatures, out_path: str | Path) -> Path:

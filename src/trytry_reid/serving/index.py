@@ -160,3 +160,35 @@ def _read_meta(directory: Path) -> dict:
     if missing:
         raise KeyError(f"'{path}' lacks keys {missing}")
     return meta
+
+
+def index_folder(loaded_model, images_dir: str | Path, index_dir: str | Path, *, backend: str = "numpy",
+                 batch_size: int = 64, workers: int = 0, checkpoint: str | Path | None = None,
+                 progress: bool = True, **options: object) -> tuple[GalleryIndex, int]:
+    """Build the index in ``index_dir`` from the images under ``images_dir``, or extend the one already
+    there with the images it does not hold yet (same absolute path = same image). Saves it and returns
+    ``(index, number of images added)``. ``checkpoint`` is recorded in the index's ``info``."""
+    from trytry_reid.serving.folder_images import extract_records, folder_records
+
+    index_dir = Path(index_dir)
+    exists = (index_dir / "index.json").is_file()
+    index = GalleryIndex.load(index_dir) if exists else \
+        GalleryIndex(_embedding_dim(loaded_model), backend, **options)
+    if index.dim != _embedding_dim(loaded_model):
+        raise ValueError(f"index '{index_dir}' holds {index.dim}-d features but the model gives "
+                         f"{_embedding_dim(loaded_model)}-d: it was built with another model")
+    known = set(index.paths)
+    new_records = [r for r in folder_records(images_dir) if r.path not in known]
+    if new_records:
+        found = extract_records(loaded_model, new_records, batch_size, workers, progress,
+                                desc=f"index {Path(images_dir).name}")
+        index.add(found.features, found.paths)
+    if checkpoint is not None:
+        index.info["checkpoint"] = str(Path(checkpoint).resolve())
+    index.save(index_dir)
+    return index, len(new_records)
+
+
+def _embedding_dim(loaded_model) -> int:
+    """D of ``loaded_model``'s retrieval feature (``ReidModel.output_dim``)."""
+    return int(loaded_model.model.output_dim)
