@@ -106,22 +106,29 @@ def _reciprocal_weights(feats, sq, neighbours, row_max, k1, chunk_size) -> sp.cs
     half_k = min(int(np.around(k1 / 2.0)) + 1, neighbours.shape[1])
     half_nb = neighbours[:, :half_k]
     half_mask = (half_nb[half_nb] == torch.arange(n)[:, None, None]).any(-1)
-    rows_out, cols_out, vals_out = [], [], []
-    for start in range(0, n, max(1, chunk_size // 4)):
-        rows = torch.arange(start, min(start + max(1, chunk_size // 4), n))
+    rows_out, cols_out = [], []
+    step = max(1, chunk_size // 4)
+    for start in range(0, n, step):
+        rows = torch.arange(start, min(start + step, n))
         members = _expanded_sets(neighbours, half_nb, half_mask, rows)
-        valid = members >= 0
-        safe = members.clamp(min=0)
-        d = (sq[rows][:, None] + sq[safe] - 2.0 * torch.einsum("cd,ckd->ck", feats[rows], feats[safe]))
-        d = d.clamp(min=0) / row_max[rows][:, None]
-        w = torch.where(valid, torch.exp(-d), torch.zeros_like(d))
-        w = w / w.sum(1, keepdim=True)
-        r, c = torch.nonzero(valid, as_tuple=True)
-        rows_out.append(rows[r].numpy())
-        cols_out.append(members[r, c].numpy())
-        vals_out.append(w[r, c].numpy())
-    return sp.csr_matrix((np.concatenate(vals_out), (np.concatenate(rows_out), np.concatenate(cols_out))),
-                         shape=(n, n), dtype=np.float32)
+        r, c = torch.nonzero(members >= 0, as_tuple=True)
+        rows_out.append(rows[r])
+        cols_out.append(members[r, c])
+    rows, cols = torch.cat(rows_out), torch.cat(cols_out)
+    weights = torch.exp(-_pair_sq_distance(feats, sq, rows, cols, chunk_size * 64) / row_max[rows])
+    totals = torch.zeros(n).index_add_(0, rows, weights)
+    weights = (weights / totals[rows]).numpy()
+    return sp.csr_matrix((weights, (rows.numpy(), cols.numpy())), shape=(n, n), dtype=np.float32)
+
+
+def _pair_sq_distance(feats, sq, rows, cols, block: int) -> torch.Tensor:
+    """Squared distances of the (rows[p], cols[p]) pairs only, ``block`` pairs at a time."""
+    out = torch.empty(len(rows))
+    for start in range(0, len(rows), block):
+        i, j = rows[start:start + block], cols[start:start + block]
+        dot = (feats[i] * feats[j]).sum(1)
+        out[start:start + len(i)] = (sq[i] + sq[j] - 2.0 * dot).clamp_(min=0)
+    return out
 
 
 def _local_query_expansion(weights: sp.csr_matrix, nearest: torch.Tensor) -> sp.csr_matrix:
