@@ -193,3 +193,11 @@ def test_bad_eval_run_files_name_the_problem(tmp_path):
         load_eval_run(path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_eval_run(tmp_path / "absent.json")
+
+
+def test_serve_needs_a_checkpoint_when_the_index_records_none(setup):
+    from trytry_reid.serving.app import serve
+
+    root = setup[2]
+    with pytest.raises(ValueError, match="records no checkpoint; pass one explicitly"):
+        serve(root / "index")
