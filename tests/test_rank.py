@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import MARKET_DEVSPLIT, require
 from reference_eval import reference_evaluate, reference_single_shot_cmc
 
 from trytry_reid.evaluation import evaluate_rank
@@ -109,3 +110,24 @@ def test_single_gallery_shot_equals_multi_shot_with_one_image_per_identity():
     args = (dist, q_pids, g_pids, np.zeros(15, int), np.ones(20, int))
     single = evaluate_rank(*args, max_rank=8, cuhk03_single_gallery_shot=True)
     np.testing.assert_allclose(single["cmc"], evaluate_rank(*args, max_rank=8)["cmc"])
+
+
+def _market_labels(folder):
+    names = sorted(p.name for p in folder.glob("*.jpg"))
+    return (np.array([int(n.split("_")[0]) for n in names]), np.array([int(n.split("_")[1][1]) - 1 for n in names]))
+
+
+def test_real_market_devsplit_label_structure_against_reference():
+    root = require(MARKET_DEVSPLIT)
+    q_pids, q_cams = _market_labels(root / "query")
+    g_pids, g_cams = _market_labels(root / "bounding_box_test")
+    # queries whose identity has no gallery image from another camera (the README's 4 one-camera ids)
+    expected_skipped = sum(not np.any((g_pids == p) & (g_cams != c)) for p, c in zip(q_pids, q_cams))
+    assert expected_skipped > 0
+    dist = np.random.default_rng(0).random((len(q_pids), len(g_pids))).astype(np.float32)
+    ours = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams)
+    assert ours["num_skipped_queries"] == expected_skipped
+    subset = np.r_[0:40, np.flatnonzero(np.isnan(ours["all_ap"]))[:2]]  # the loop reference is slow: a sample
+    ref = reference_evaluate(dist[subset], q_pids[subset], g_pids, q_cams[subset], g_cams)
+    np.testing.assert_allclose(ours["all_ap"][subset], ref["all_ap"], atol=1e-12)
+    np.testing.assert_allclose(ours["all_inp"][subset], ref["all_inp"], atol=1e-12)
