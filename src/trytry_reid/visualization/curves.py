@@ -135,7 +135,7 @@ def _draw_lr(ax, steps: np.ndarray | None, lr: np.ndarray | None) -> None:
     ax.plot(steps, lr, color="tab:gray", linewidth=1.8)
     ax.set_xlabel("step")
     ax.set_ylabel("learning rate")
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.1e}" if value else "0"))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
 
 
 def _eval_by_dataset(entries: Sequence[dict]) -> dict[str, dict[str, np.ndarray]]:
@@ -167,6 +167,8 @@ def _draw_eval(ax, entries: Sequence[dict]) -> None:
         ax.plot(series["epoch"], 100 * series["rank1"], color=color, marker="o", linewidth=2, label=f"{name} rank-1")
         ax.plot(series["epoch"], 100 * series["mAP"], color=color, marker="s", linewidth=2, linestyle="--",
                 label=f"{name} mAP")
+    epochs = [float(entry["epoch"]) for entry in entries]
+    ax.set_xlim(min(epochs) - 1, max(epochs) + 1)  # a single evaluation still gets integer epoch ticks
     ax.set_ylim(0, 102)
     ax.set_xlabel("epoch")
     ax.set_ylabel("%")
