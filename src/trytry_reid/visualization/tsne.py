@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 
 FIGSIZE = (8.0, 7.0)  # inches
 DPI = 120  # the PNG is FIGSIZE * DPI pixels: 960 x 840
-THUMB_PX = 26  # thumbnail height in pixels
+THUMB_PX = 34  # a thumbnail's longer side in pixels
 
 
 def tsne_embed(
@@ -83,11 +83,11 @@ def _spread_subset(points: np.ndarray, min_gap: float, max_count: int) -> list[i
 
 
 def _add_thumbnails(ax, points: np.ndarray, paths: Sequence[str], colors: list, max_count: int) -> None:
-    """Small image thumbnails (about THUMB_PX tall) at well-separated points, framed in the identity colour."""
-    for i in _spread_subset(points, min_gap=0.045, max_count=max_count):
+    """Small image thumbnails (longer side THUMB_PX) at well-separated points, framed in the identity colour."""
+    for i in _spread_subset(points, min_gap=0.05, max_count=max_count):
         with Image.open(paths[i]) as raw:
             image = raw.convert("RGB")
-        zoom = THUMB_PX / max(image.height, 1) * 72 / DPI  # OffsetImage scales by dpi / 72
+        zoom = THUMB_PX / max(image.size) * 72 / DPI  # OffsetImage scales by dpi / 72
         box = AnnotationBbox(OffsetImage(np.asarray(image), zoom=zoom), points[i], frameon=True, pad=0.05,
                              bboxprops={"edgecolor": colors[i], "linewidth": 1.5})
         ax.add_artist(box)
