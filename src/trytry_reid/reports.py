@@ -18,6 +18,7 @@ from .visualization.tsne import draw_tsne, sample_identities, tsne_embed
 
 log = logging.getLogger("trytry_reid")
 TABLE_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP")
+DIGIT_SETS = {"digits", "mnist"}  # their identities are digits: the t-SNE legend says so
 
 
 def write_json(path: Path, data: dict) -> Path:
@@ -97,7 +98,8 @@ def draw_tsne_map(result: RetrievalResult, out_path: Path, *, max_ids: int = 20,
     points = tsne_embed(features[chosen], seed=seed)
     paths = [records[i].path for i in chosen] if thumbnails else None
     title = f"{result.label}: t-SNE of {len(chosen)} embeddings, {len(np.unique(labels[chosen]))} identities"
-    return draw_tsne(points, labels[chosen], out_path, title=title, thumbnails=paths)
+    legend = "digit" if result.label in DIGIT_SETS else "identity"
+    return draw_tsne(points, labels[chosen], out_path, title=title, thumbnails=paths, legend_title=legend)
 
 
 def write_figures(results: Sequence[RetrievalResult], folder: Path, *, num_queries: int, top_k: int,
