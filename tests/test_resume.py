@@ -1,26 +1,26 @@
 """Exact resume: a run killed (SIGKILL) or stopped (SIGTERM) and resumed equals an uninterrupted run, bit for bit.
 
-The interrupted runs are real processes (tests/engine_scripts/tiny_run.py); the resumed halves and the
-reference run happen in this process with the same seeds.
+The interrupted runs are real child processes (forked, running tests/engine_scripts/tiny_run.py's
+``run_child``) that receive real signals; the resumed halves and the reference run happen in this process
+with the same seeds and one thread, like the children (float sums depend on the thread count).
 """
 
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import signal
-import subprocess
-import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from engine_scripts.tiny_run import build, make_evaluate
+from engine_scripts.tiny_run import build, make_evaluate, run_child
 from trytry_reid.engine import fit, load_checkpoint
 from trytry_reid.engine.signals import ImmediateStop
 
-TESTS = Path(__file__).resolve().parent
 EPOCHS, EVERY = 3, 3  # 2 steps per epoch: checkpoints after steps 2, 3, 4, 6
 
 
@@ -30,8 +30,17 @@ def _run(ckpt_dir: Path | None, resume: Path | None = None, every: int = EVERY):
     return objects, history
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The forked children run single-threaded (see run_child); so does everything they are compared with."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
-def reference():
+def reference(one_thread):
     return _run(None)
 
 
@@ -57,36 +66,48 @@ def _same(a: list[float], b: list[float]) -> bool:
     return len(a) == len(b) and all(x == y or (math.isnan(x) and math.isnan(y)) for x, y in zip(a, b))
 
 
-def _script(ckpt_dir: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "engine_scripts.tiny_run", str(ckpt_dir), "--epochs", str(EPOCHS), *args]
-    return subprocess.Popen(command, cwd=TESTS, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _child(ckpt_dir: Path, **kwargs) -> tuple[multiprocessing.Process, Path]:
+    """Start the tiny run in a forked process (it reuses this process's imports: no slow re-import)."""
+    log = ckpt_dir.parent / f"{ckpt_dir.name}.log"
+    proc = multiprocessing.get_context("fork").Process(
+        target=run_child, args=(ckpt_dir, log), kwargs={"epochs": EPOCHS, **kwargs})
+    proc.start()
+    return proc, log
+
+
+def _wait_for_line(log: Path, line: str, proc: multiprocessing.Process, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.is_alive():
+        if log.exists() and line in log.read_text().splitlines():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the child never printed {line!r}; its log: {log.read_text() if log.exists() else ''}")
 
 
 def test_sigkill_between_checkpoints_then_resume_equals_uninterrupted_run(tmp_path: Path, reference) -> None:
     # checkpoints after steps 2 (epoch end) and 3 (every 3 steps); killed while fetching step 4
-    proc = _script(tmp_path, "--every", str(EVERY), "--kill-at-step", "4")
-    out, err = proc.communicate(timeout=240)
-    assert proc.returncode == -signal.SIGKILL, err
-    assert "fetched 3" in out and "finished" not in out
-    last = load_checkpoint(tmp_path / "last.pt")
+    proc, log = _child(tmp_path / "ckpt", every=EVERY, kill_at=4)
+    proc.join(timeout=240)
+    output = log.read_text()
+    assert proc.exitcode == -signal.SIGKILL, output
+    assert "fetched 3" in output and "finished" not in output
+    last = load_checkpoint(tmp_path / "ckpt" / "last.pt")
     assert (last["step"], last["epoch"], last["step_in_epoch"]) == (3, 1, 1)
-    _assert_same_run(_run(tmp_path, resume=tmp_path / "last.pt"), reference)
+    _assert_same_run(_run(tmp_path / "ckpt", resume=tmp_path / "ckpt" / "last.pt"), reference)
 
 
 def test_sigterm_finishes_step_writes_checkpoint_and_resumes_exactly(tmp_path: Path, reference) -> None:
-    proc = _script(tmp_path, "--sleep", "0.5")
-    for line in proc.stdout:
-        if line.strip() == "fetched 2":  # the last batch of epoch 1: the stop comes before its evaluation
-            proc.send_signal(signal.SIGTERM)
-            break
-    out, err = proc.communicate(timeout=240)
-    assert proc.returncode == 128 + signal.SIGTERM, err
-    assert "SIGTERM received" in err and f"--resume {tmp_path / 'last.pt'}" in err
-    assert "fetched 3" not in out  # it stopped after the step in flight, before taking another batch
-    last = load_checkpoint(tmp_path / "last.pt")
+    proc, log = _child(tmp_path / "ckpt", sleep=0.5)
+    _wait_for_line(log, "fetched 2", proc)  # the last batch of epoch 1: the stop comes before its evaluation
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.join(timeout=240)
+    output = log.read_text()
+    assert proc.exitcode == 128 + signal.SIGTERM, output
+    assert "SIGTERM received" in output and f"--resume {tmp_path / 'ckpt' / 'last.pt'}" in output
+    assert "fetched 3" not in output  # it stopped after the step in flight, before taking another batch
+    last = load_checkpoint(tmp_path / "ckpt" / "last.pt")
     assert (last["step"], last["epoch"], last["step_in_epoch"]) == (2, 0, 2)
-    _assert_same_run(_run(tmp_path, resume=tmp_path / "last.pt", every=0), reference)
+    _assert_same_run(_run(tmp_path / "ckpt", resume=tmp_path / "ckpt" / "last.pt", every=0), reference)
 
 
 def test_second_signal_stops_at_once_without_checkpoint(tmp_path: Path) -> None:

@@ -199,3 +199,10 @@ def test_write_metrics_json(tmp_path: Path) -> None:
 def test_bad_options_are_named(bad: dict, fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):
         FitOptions(**{"epochs": 1, "steps_per_epoch": 1, **bad})
+
+
+def test_loader_shorter_than_steps_per_epoch_is_an_error() -> None:
+    objects, loaders, options = build(seed=0, epochs=1)
+    options.steps_per_epoch = len(loaders) + 1
+    with pytest.raises(ValueError, match=r"ran out after batch 2, but steps_per_epoch is 3"):
+        fit(objects, loaders, options)

@@ -5,7 +5,7 @@ with cross-entropy + triplet (``random_negative``: random selection) + center lo
 EpochLoaders (per-sample seeded augmentation), evaluate_rank. Images are 3x12x12 class prototypes plus noise;
 augmentation adds random noise and random flips.
 
-As a script (for the kill/resume and signal tests)::
+As a forked child process (:func:`run_child`, used by the kill/resume and signal tests) or a script::
 
     python tiny_run.py CKPT_DIR [--resume PATH] [--kill-at-step N] [--sleep S] [--every N] [--epochs E]
 
@@ -127,6 +127,20 @@ def watched(loaders: EpochLoaders, kill_at: int | None, sleep: float) -> Callabl
             yield batch
 
     return make
+
+
+def run_child(ckpt_dir: Path, log_path: Path, *, every: int = 0, kill_at: int | None = None,
+              sleep: float = 0.0, epochs: int = 2) -> None:
+    """Body of a forked child process: stdout and stderr go to ``log_path``; trains like :func:`main`."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
+    torch.set_num_threads(1)  # OpenMP thread pools do not survive fork(); one thread never enters one
+    objects, loaders, options = build(epochs=epochs, ckpt_dir=ckpt_dir, every=every)
+    fit(objects, watched(loaders, kill_at, sleep), options, evaluate=make_evaluate(objects.model))
+    print("finished", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,20 +4,29 @@ Saving writes a temporary file in the destination folder, flushes and fsyncs it,
 destination with ``os.replace`` (atomic on POSIX) and fsyncs the folder, so a crash or a full disk at any
 moment leaves either the previous file or the new one, never a torn one. Loading always uses
 ``torch.load(weights_only=True)``: a checkpoint must hold only tensors, numbers, strings, lists and dicts.
+The second half builds and restores the resume state (model, optimizers, schedule, scaler, progress, RNGs).
 """
 
 from __future__ import annotations
 
 import errno
+import math
 import os
 import pickle
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+from trytry_reid.engine import distributed
+from trytry_reid.engine.rng import capture_rng_state, restore_rng_state
+
+if TYPE_CHECKING:
+    from trytry_reid.engine.train import TrainObjects
 
 _NUMBERED = re.compile(r"^(?P<prefix>.*?)(?P<number>\d+)$")
 
@@ -180,3 +189,65 @@ def _tensor_bytes(obj: Any) -> int:
     if isinstance(obj, (list, tuple)):
         return sum(_tensor_bytes(v) for v in obj)
     return 0
+
+
+# --- resume state: everything an exact continuation needs, as one plain dict ---------------------------------
+
+
+@dataclass
+class Progress:
+    """Where a run is: ``step_in_epoch`` batches of ``epoch`` (0-based) are done, ``global_step`` in all."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best_map: float = -math.inf
+    skipped_in_a_row: int = 0  # consecutive fp16-skipped optimizer steps
+    metrics: dict = field(default_factory=dict)  # the latest evaluation, {dataset: {metric: value}}
+
+
+RESUME_KEYS = ("model", "optimizer", "scheduler", "rng", "epoch", "step_in_epoch", "step")
+
+
+def training_state(objects: "TrainObjects", progress: Progress, history: Any, run_config: dict) -> dict[str, Any]:
+    """The checkpoint dict (ARCHITECTURE.md's keys plus what resuming needs); RNG states captured now."""
+    model = distributed.unwrap(objects.model)
+    classifier = getattr(model, "classifier", None)
+    return {
+        "model": model.state_dict(),
+        "criterion": objects.criterion.state_dict(),
+        "config": run_config,
+        "num_classes": int(getattr(classifier, "out_features", 0) or 0),
+        "epoch": progress.epoch,
+        "step_in_epoch": progress.step_in_epoch,
+        "step": progress.global_step,
+        "best_map": progress.best_map,
+        "skipped_in_a_row": progress.skipped_in_a_row,
+        "metrics": progress.metrics,
+        "optimizer": objects.optimizer.state_dict(),
+        "center_optimizer": None if objects.center_optimizer is None else objects.center_optimizer.state_dict(),
+        "scheduler": objects.scheduler.state_dict(),
+        "scaler": objects.scaler.state_dict() if objects.scaler is not None else {},
+        "rng": capture_rng_state(),
+        "history": history.state_dict(),
+    }
+
+
+def restore_training_state(state: dict[str, Any], objects: "TrainObjects", history: Any) -> Progress:
+    """Load a :func:`training_state` dict into the objects and history; the RNGs are restored last."""
+    missing = [key for key in RESUME_KEYS if key not in state]
+    if missing:
+        raise KeyError(f"checkpoint cannot resume training: it lacks {', '.join(missing)} (a weights-only export?)")
+    distributed.unwrap(objects.model).load_state_dict(state["model"])
+    objects.criterion.load_state_dict(state.get("criterion", {}))
+    objects.optimizer.load_state_dict(state["optimizer"])
+    if objects.center_optimizer is not None and state.get("center_optimizer") is not None:
+        objects.center_optimizer.load_state_dict(state["center_optimizer"])
+    objects.scheduler.load_state_dict(state["scheduler"])
+    if objects.scaler is not None and state.get("scaler"):
+        objects.scaler.load_state_dict(state["scaler"])
+    history.load_state_dict(state.get("history", {}))
+    progress = Progress(state["epoch"], state["step_in_epoch"], state["step"], state.get("best_map", -math.inf),
+                        state.get("skipped_in_a_row", 0), state.get("metrics", {}))
+    restore_rng_state(state["rng"])
+    return progress

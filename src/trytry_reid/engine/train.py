@@ -29,6 +29,7 @@ import itertools
 import json
 import logging
 import math
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -40,8 +41,15 @@ from torch import nn
 from tqdm import tqdm
 
 from trytry_reid.engine import distributed
-from trytry_reid.engine.checkpoint import check_writable, estimate_checkpoint_bytes, load_checkpoint, save_checkpoint
-from trytry_reid.engine.rng import capture_rng_state, restore_rng_state
+from trytry_reid.engine.checkpoint import (
+    Progress,
+    check_writable,
+    estimate_checkpoint_bytes,
+    load_checkpoint,
+    restore_training_state,
+    save_checkpoint,
+    training_state,
+)
 from trytry_reid.engine.signals import StopRequest, TrainingInterrupted, resume_message
 
 log = logging.getLogger(__name__)
@@ -98,18 +106,6 @@ class FitOptions:
                 raise ValueError(f"FitOptions.{name} must be >= 1, got {getattr(self, name)}")
 
 
-@dataclass
-class Progress:
-    """Where the run is: ``step_in_epoch`` batches of ``epoch`` (0-based) are done."""
-
-    epoch: int = 0
-    step_in_epoch: int = 0
-    global_step: int = 0
-    best_map: float = -math.inf
-    skipped_in_a_row: int = 0
-    metrics: dict = field(default_factory=dict)  # the latest evaluation, {dataset: {metric: value}}
-
-
 def fit(objects: TrainObjects, loaders: Loaders, options: FitOptions, *, evaluate: Evaluate | None = None,
         writer: Any = None, resume_from: str | Path | None = None) -> dict[str, Any]:
     """Train for ``options.epochs`` epochs (continuing ``resume_from`` exactly); return the history.
@@ -117,7 +113,9 @@ def fit(objects: TrainObjects, loaders: Loaders, options: FitOptions, *, evaluat
     ``loaders(epoch, start_batch)`` yields that epoch's batches from ``start_batch`` on, each a sequence
     ``(images [B,3,H,W], labels [B], ...)`` with dataset indices at position 3 when present (see
     ``rng.EpochLoaders``). ``evaluate(epoch)`` returns ``{dataset: {"rank1", "mAP", "mINP", ...}}``; the
-    first dataset's mAP selects best.pt. ``writer`` is a TensorBoard SummaryWriter or None.
+    first dataset's mAP selects best.pt. ``writer`` is a TensorBoard SummaryWriter or None (when resuming,
+    open it with ``purge_step=load_checkpoint(path)["step"] + 1`` so replayed steps are not drawn twice).
+    Raises NonFiniteLossError, SkippedStepsError, CheckpointError, or TrainingInterrupted after a signal.
     """
     device = torch.device(options.device)
     is_main = distributed.current().is_main
@@ -174,6 +172,11 @@ def train_one_epoch(objects: TrainObjects, batches: Iterable[Sequence[Any]], pro
         if distributed.any_rank([stop.requested is not None], device)[0]:
             _stop_on_signal(objects, progress, options, history, stop.requested or 15)
     bar.close()
+    if progress.step_in_epoch < options.steps_per_epoch:
+        raise ValueError(
+            f"the loader of epoch {progress.epoch} ran out after batch {progress.step_in_epoch}, but "
+            f"steps_per_epoch is {options.steps_per_epoch}: lower steps_per_epoch or give the sampler more batches"
+        )
 
 
 def train_step(objects: TrainObjects, images: torch.Tensor, labels: torch.Tensor, options: FitOptions,
@@ -298,58 +301,19 @@ def _stop_on_signal(objects: TrainObjects, progress: Progress, options: FitOptio
                     signum: int) -> None:
     path = save_training_state(objects, progress, options, history)
     message = resume_message(signum, None if path is None else str(path))
-    log.warning(message)
+    log.info(message)
+    print(message, file=sys.stderr, flush=True)  # shown whatever the logging setup: it says how to resume
     raise TrainingInterrupted(message, signum)
 
 
 def save_training_state(objects: TrainObjects, progress: Progress, options: FitOptions, history: "History",
                         name: str = "last.pt") -> Path | None:
-    """Write everything an exact resume needs to ``checkpoint_dir / name`` (rank 0; others return None)."""
+    """Write the resume state to ``checkpoint_dir / name`` (rank 0 only; returns the path, else None)."""
     if options.checkpoint_dir is None or not distributed.current().is_main:
         return None
-    model = distributed.unwrap(objects.model)
-    classifier = getattr(model, "classifier", None)
-    state = {
-        "model": model.state_dict(),
-        "criterion": objects.criterion.state_dict(),
-        "config": options.run_config,
-        "num_classes": int(getattr(classifier, "out_features", 0) or 0),
-        "epoch": progress.epoch,
-        "step_in_epoch": progress.step_in_epoch,
-        "step": progress.global_step,
-        "best_map": progress.best_map,
-        "skipped_in_a_row": progress.skipped_in_a_row,
-        "metrics": progress.metrics,
-        "optimizer": objects.optimizer.state_dict(),
-        "center_optimizer": None if objects.center_optimizer is None else objects.center_optimizer.state_dict(),
-        "scheduler": objects.scheduler.state_dict(),
-        "scaler": objects.scaler.state_dict() if objects.scaler is not None else {},
-        "rng": capture_rng_state(),
-        "history": history.state_dict(),
-    }
     path = Path(options.checkpoint_dir) / name
-    save_checkpoint(state, path, keep=options.keep)
+    save_checkpoint(training_state(objects, progress, history, options.run_config), path, keep=options.keep)
     return path
-
-
-def restore_training_state(state: dict[str, Any], objects: TrainObjects, history: "History") -> Progress:
-    """Load a checkpoint written by :func:`save_training_state` into the objects; RNGs are restored last."""
-    missing = [k for k in ("model", "optimizer", "scheduler", "rng", "epoch", "step_in_epoch", "step") if k not in state]
-    if missing:
-        raise KeyError(f"checkpoint cannot resume training: it lacks {', '.join(missing)} (a weights-only export?)")
-    distributed.unwrap(objects.model).load_state_dict(state["model"])
-    objects.criterion.load_state_dict(state.get("criterion", {}))
-    objects.optimizer.load_state_dict(state["optimizer"])
-    if objects.center_optimizer is not None and state.get("center_optimizer") is not None:
-        objects.center_optimizer.load_state_dict(state["center_optimizer"])
-    objects.scheduler.load_state_dict(state["scheduler"])
-    if objects.scaler is not None and state.get("scaler"):
-        objects.scaler.load_state_dict(state["scaler"])
-    history.load_state_dict(state.get("history", {}))
-    progress = Progress(state["epoch"], state["step_in_epoch"], state["step"], state.get("best_map", -math.inf),
-                        state.get("skipped_in_a_row", 0), state.get("metrics", {}))
-    restore_rng_state(state["rng"])
-    return progress
 
 
 def write_metrics_json(path: str | Path, metrics: dict[str, dict[str, float]], epoch: int) -> Path:
