@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import random
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -163,7 +165,12 @@ def test_epoch_loaders_same_batches_for_any_workers_and_start(monkeypatch) -> No
     full = list(loaders(epoch=2))
     assert torch.equal(torch.get_rng_state(), rng_before)  # augmentation left the global RNG alone
     tail = list(loaders(epoch=2, start_batch=2))
-    parallel = list(EpochLoaders(dataset, sampler, seed=7, workers=2)(epoch=2))
+    parallel_iter = iter(EpochLoaders(dataset, sampler, seed=7, workers=2)(epoch=2))
+    parallel = [next(parallel_iter)]
+    for worker in parallel_iter._workers:  # Ctrl-C reaches the whole process group: workers must survive it
+        os.kill(worker.pid, signal.SIGINT)
+        os.kill(worker.pid, signal.SIGTERM)
+    parallel += list(parallel_iter)
     other_epoch = list(loaders(epoch=3))
     assert len(full) == 4 and len(tail) == 2
     for a, b in zip(full[2:], tail):

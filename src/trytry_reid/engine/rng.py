@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import signal
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -150,4 +151,13 @@ class EpochLoaders:
             pin_memory=self.pin_memory,
             generator=loader_generator(self.seed, epoch),
             persistent_workers=False,
+            worker_init_fn=ignore_stop_signals,
         )
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers ignore SIGINT/SIGTERM sent to the whole process group (Ctrl-C, a scheduler's
+    pre-emption): the main process finishes its step and checkpoints; had a worker died, fetching the next
+    batch would fail first. Workers still exit when the main process stops them or dies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
