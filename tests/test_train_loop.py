@@ -80,6 +80,9 @@ def test_fit_logs_evaluates_checkpoints_and_learns(tmp_path: Path) -> None:
     assert set(history["loss"]) == {"total", "cross_entropy", "triplet", "center"}
     assert history["loss"]["total"][-1] < history["loss"]["total"][0]
     assert history["warnings"] == []  # a healthy run does not look collapsed
+    warmup = options.steps_per_epoch  # build(): warmup over the first epoch from 0.1x of lr 0.01
+    assert history["lr"][:warmup + 1] == pytest.approx([0.01 * (0.1 + 0.9 * s / warmup) for s in range(warmup)]
+                                                       + [0.01])
     assert [(e["epoch"], e["dataset"]) for e in history["eval"]] == [(2, "generated"), (4, "generated")]
     for tag in ("train/loss/total", "train/loss/triplet", "train/lr", "train/triplet/valid_fraction",
                 "train/triplet/valid_triplets", "train/triplet/mean_pos_dist", "train/embedding_norm",

@@ -157,6 +157,7 @@ def train_one_epoch(objects: TrainObjects, batches: Iterable[Sequence[Any]], pro
     tick = time.perf_counter()
     for batch in itertools.islice(batches, remaining):
         images, labels = _to_device(batch, device, options.channels_last)
+        lr = objects.optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler steps inside)
         values = train_step(objects, images, labels, options, progress.global_step + 1, _batch_ids(batch))
         _count_skipped(values, progress, options)
         progress.step_in_epoch += 1
@@ -164,7 +165,7 @@ def train_one_epoch(objects: TrainObjects, batches: Iterable[Sequence[Any]], pro
         now = time.perf_counter()
         values["images_per_s"] = len(labels) * distributed.current().world_size / max(now - tick, 1e-9)
         tick = now
-        history.record_step(values, progress, options, writer, lr=objects.optimizer.param_groups[0]["lr"])
+        history.record_step(values, progress, options, writer, lr=lr)
         bar.update(1)
         bar.set_postfix(loss=f"{values['loss/total']:.4f}", **_bar_extras(values), refresh=False)
         if options.checkpoint_every_steps and progress.global_step % options.checkpoint_every_steps == 0:
