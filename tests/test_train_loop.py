@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from engine_scripts.tiny_run import GeneratedImages, build, make_evaluate
 from trytry_reid.data.sampler import PKSampler

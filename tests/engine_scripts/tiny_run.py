@@ -77,8 +77,8 @@ def tiny_criterion(num_classes: int, feat_dim: int = 16) -> Criterion:
     ])
 
 
-def build(seed: int = 0, *, epochs: int = 2, ckpt_dir: Path | None = None, every: int = 0,
-          amp: str = "off", workers: int = 0, lr: float = 0.01, dropout: float = 0.1) -> tuple[TrainObjects, EpochLoaders, FitOptions]:
+def build(seed: int = 0, *, epochs: int = 2, ckpt_dir: Path | None = None, every: int = 0, amp: str = "off",
+          workers: int = 0, lr: float = 0.01, dropout: float = 0.1) -> tuple[TrainObjects, EpochLoaders, FitOptions]:
     """Objects, loaders and options of the tiny run (3 ids x 4 images per batch, 2 batches per epoch)."""
     seed_everything(seed)
     model, criterion = tiny_model(NUM_IDS, dropout), tiny_criterion(NUM_IDS)
