@@ -15,12 +15,9 @@ from PIL import Image
 from conftest import MARKET_DEVSPLIT, require
 from trytry_reid.models.reid_model import ReidModel
 
-onnx = pytest.importorskip("onnx")
-onnxruntime = pytest.importorskip("onnxruntime")
-
-from trytry_reid.inference import load_model  # noqa: E402
-from trytry_reid.serving.export import (OnnxParityError, check_onnx, export_onnx,  # noqa: E402
-                                        ranking_agreement, read_preprocessing)
+from trytry_reid.inference import load_model
+from trytry_reid.serving.export import (OnnxParityError, check_onnx, export_onnx, ranking_agreement,
+                                        read_preprocessing)
 
 HEIGHT, WIDTH = 64, 32
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -64,6 +61,9 @@ def write_images(folder: Path, count: int, seed: int = 0, size: tuple[int, int] 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
+    # Skipped here, not at import: test_app and test_browser import this module's helpers without onnx.
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
     root = tmp_path_factory.mktemp("export")
     loaded = load_model(write_tiny_checkpoint(root / "tiny.pt"))
     return loaded, export_onnx(loaded, root / "model.onnx"), write_images(root / "images", 12)
@@ -75,6 +75,8 @@ def test_onnx_matches_pytorch_on_images_and_has_dynamic_batch(exported):
     report = check_onnx(onnx_path, loaded, images)
     assert report["max_abs_diff"] <= 1e-4
     assert report["num_queries"] == 12 and report["top10_equivalent"] == 1.0
+    import onnxruntime
+
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     for batch in (1, 5):
         x = torch.randn(batch, 3, HEIGHT, WIDTH)
