@@ -132,3 +132,28 @@ def test_resume_refuses_a_weights_only_export(tmp_path: Path) -> None:
     torch.save({"model": objects.model.state_dict(), "config": {}}, tmp_path / "export.pt")
     with pytest.raises(KeyError, match="cannot resume training: it lacks optimizer"):
         fit(objects, loaders, options, resume_from=tmp_path / "export.pt")
+
+
+def _fp16_run(ckpt_dir: Path, crash_at: int | None = None, resume: Path | None = None):
+    """fp16 from a loss scale that overflows for the first steps, so the scaler's state matters."""
+    objects, loaders, options = build(epochs=EPOCHS, ckpt_dir=ckpt_dir, every=1, amp="fp16")
+    objects.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**20)
+
+    def crashing(epoch: int, start: int):
+        for b, batch in enumerate(loaders(epoch, start), start=start):
+            if epoch * options.steps_per_epoch + b + 1 == crash_at:
+                raise RuntimeError("simulated crash")
+            yield batch
+
+    history = fit(objects, crashing, options, evaluate=make_evaluate(objects.model), resume_from=resume)
+    return objects, history
+
+
+def test_fp16_loss_scale_resumes_exactly(tmp_path: Path) -> None:
+    want = _fp16_run(tmp_path / "ref")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _fp16_run(tmp_path / "ckpt", crash_at=4)
+    assert load_checkpoint(tmp_path / "ckpt" / "last.pt")["scaler"]["scale"] < 2.0**20  # steps were skipped
+    got = _fp16_run(tmp_path / "ckpt", resume=tmp_path / "ckpt" / "last.pt")
+    assert got[0].scaler.get_scale() == want[0].scaler.get_scale()
+    _assert_same_run(got, want)
