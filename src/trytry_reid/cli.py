@@ -75,7 +75,10 @@ def index_parser(sub) -> None:
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--images", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="index folder")
-    p.add_argument("--backend", default="numpy", choices=["numpy", "faiss"])
+    p.add_argument("--backend", default="numpy", choices=["numpy", "faiss", "faiss-ivf"],
+                   help="exact search (numpy or faiss, identical results) or approximate (faiss-ivf)")
+    p.add_argument("--nlist", type=int, default=1024, help="faiss-ivf: number of clusters")
+    p.add_argument("--nprobe", type=int, default=16, help="faiss-ivf: clusters visited per query")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--workers", type=int, default=2)
 

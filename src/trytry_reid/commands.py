@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from .config import Config, load_config
@@ -55,4 +56,70 @@ def cmd_tsne(args: argparse.Namespace) -> int:
     from .evaluate_jobs import run_tsne
 
     run_tsne(config_from(args), args.checkpoint, max_ids=args.max_ids, thumbnails=args.thumbnails, out=args.out)
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from .inference import load_model
+    from .serving.folder_images import extract_folder, save_features
+
+    found = extract_folder(load_model(args.checkpoint), args.images, batch_size=args.batch_size,
+                           workers=args.workers)
+    path = save_features(found, args.out)
+    print(f"{len(found.paths)} features ({found.features.shape[1]}-d, L2-normalised) written to {path}")
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from .inference import load_model
+    from .serving.index import index_folder
+
+    options = {"nlist": args.nlist, "nprobe": args.nprobe} if args.backend == "faiss-ivf" else {}
+    index, added = index_folder(load_model(args.checkpoint), args.images, args.out, backend=args.backend,
+                                batch_size=args.batch_size, workers=args.workers, checkpoint=args.checkpoint,
+                                **options)
+    print(f"index {args.out}: {added} images added, {len(index)} in all")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .inference import load_model
+    from .serving.folder_images import embed_images
+    from .serving.index import GalleryIndex, read_index_info
+
+    checkpoint = args.checkpoint or read_index_info(args.index).get("checkpoint")
+    if checkpoint is None:
+        raise ValueError(f"index {args.index} records no checkpoint; pass --checkpoint")
+    index = GalleryIndex.load(args.index)
+    distances, ids = index.search(embed_images(load_model(checkpoint), [args.query]), args.top_k)
+    for rank, (dist, gid) in enumerate(zip(distances[0], ids[0]), start=1):
+        print(f"{rank:3d}  {dist:.4f}  {index.paths[gid]}")
+    if args.figure is not None:
+        from .reports import draw_search_result
+
+        path = draw_search_result(str(args.query), index.paths, ids[0], distances[0], args.figure)
+        print(f"figure written to {path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .inference import load_model
+    from .serving.export import check_onnx, export_onnx
+    from .serving.folder_images import list_images
+
+    loaded = load_model(args.checkpoint)
+    path = export_onnx(loaded, args.out)
+    print(f"exported {path} (input: batch x 3 x {loaded.height} x {loaded.width}, RGB in [0, 1] "
+          f"normalised with mean {list(loaded.mean)} and std {list(loaded.std)}; output: L2-normalised features)")
+    if args.check_images is not None:
+        images = [str(p) for p in list_images(args.check_images)][:256]
+        report = check_onnx(path, loaded, images)
+        print(f"onnxruntime check on {len(images)} images: " + json.dumps(report, default=str))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serving.app import serve
+
+    serve(args.index, args.checkpoint, args.host, args.port, eval_run=args.eval_run)
     return 0

@@ -98,6 +98,15 @@ class Evaluator:
             self.writer.add_image(f"ranking/{result.label}", grid, epoch, dataformats="HWC")
 
 
+def tensorboard_writer(out: Path, checkpoint: Path | None) -> SummaryWriter:
+    """A resumed run drops the events logged after its checkpoint, so replayed steps are not drawn twice."""
+    if checkpoint is None:
+        return SummaryWriter(str(out / "tb"))
+    from .engine.checkpoint import load_checkpoint
+
+    return SummaryWriter(str(out / "tb"), purge_step=int(load_checkpoint(checkpoint).get("step", 0)) + 1)
+
+
 def fit_options(config: Config, out: Path, steps: int, device) -> FitOptions:
     t = config.train
     return FitOptions(epochs=t.epochs, steps_per_epoch=steps, device=device, eval_every=t.eval_every,
@@ -131,7 +140,7 @@ def run_train(config: Config, resume: str | None = None) -> dict[str, Any]:
     train = builders.build_train_data(config, splits, info.rank, info.world_size)
     test_sets = builders.build_test_sets(config, splits)
     objects = build_objects(config, train, info, device)
-    writer = SummaryWriter(str(out / "tb")) if info.is_main else None
+    writer = tensorboard_writer(out, checkpoint) if info.is_main else None
     evaluator = Evaluator(config, objects.model, test_sets, str(device), writer)
     log.info("training %s for %d epochs x %d steps; outputs in %s", config.name, config.train.epochs,
              train.steps_per_epoch, out)

@@ -112,3 +112,20 @@ def write_figures(results: Sequence[RetrievalResult], folder: Path, *, num_queri
             written.append(draw_ranking(result, folder / f"ranking_{slug}.png", num=num_queries, top_k=top_k))
         written.append(draw_tsne_map(result, folder / f"tsne_{slug}.png", max_ids=tsne_max_ids, seed=seed))
     return written
+
+
+def draw_search_result(query_path: str, gallery_paths: Sequence[str], ids: np.ndarray, distances: np.ndarray,
+                       out_path: Path) -> Path:
+    """One ranking row for a search: green where the file names carry the query's identity (Market-style
+    names), red otherwise (also when names carry no identity)."""
+    from .serving.folder_images import parse_market_name
+    from .visualization.ranking import RankingRow
+
+    q_pid, q_cam = parse_market_name(Path(query_path).name)
+    labels = np.asarray([parse_market_name(Path(gallery_paths[i]).name) for i in ids], dtype=np.int64).reshape(-1, 2)
+    row = RankingRow(query_index=0, query_pid=q_pid, query_camid=q_cam, gallery_indices=np.asarray(ids),
+                     distances=np.asarray(distances, dtype=np.float64),
+                     is_match=(labels[:, 0] == q_pid) & (q_pid >= 0), gallery_pids=labels[:, 0],
+                     gallery_camids=labels[:, 1])
+    return draw_ranking_grid([row], [query_path], list(gallery_paths), Path(out_path),
+                             title=f"search: top-{len(ids)} for {Path(query_path).name}")
