@@ -87,3 +87,36 @@ def test_every_command_has_help():
         with pytest.raises(SystemExit) as exit_info:
             cli_main([command, "--help"])
         assert exit_info.value.code == 0
+
+
+def test_extract_index_search_export_commands(demo_run: Path, tmp_path: Path, capsys):
+    """The serving commands on the demo's checkpoint and a folder of Market-named crops."""
+    import shutil
+
+    import numpy as np
+
+    from trytry_reid.data.datasets import build_dataset
+
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    for i, record in enumerate(build_dataset("digits", None).gallery[:12]):
+        shutil.copy(record.path, folder / f"{record.pid + 1:04d}_c2s1_{i:06d}_00.png")
+    ckpt = str(demo_run / "checkpoints" / "last.pt")
+    assert cli_main(["extract", "--checkpoint", ckpt, "--images", str(folder), "--out", str(tmp_path / "f.npz"),
+                     "--workers", "0"]) == 0
+    with np.load(tmp_path / "f.npz", allow_pickle=False) as data:
+        features = data["features"]
+        assert features.shape[0] == 12
+        np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, atol=1e-5)
+    assert cli_main(["index", "--checkpoint", ckpt, "--images", str(folder), "--out", str(tmp_path / "idx"),
+                     "--workers", "0"]) == 0
+    capsys.readouterr()
+    query = sorted(folder.iterdir())[0]
+    assert cli_main(["search", "--index", str(tmp_path / "idx"), "--query", str(query), "--top-k", "5",
+                     "--figure", str(tmp_path / "search.png")]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()[:1].isdigit()]
+    assert len(lines) == 5 and lines[0].split()[-1].endswith(query.name)  # the query itself ranks first
+    assert (tmp_path / "search.png").is_file()
+    assert cli_main(["export", "--checkpoint", ckpt, "--out", str(tmp_path / "m.onnx"),
+                     "--check-images", str(folder)]) == 0
+    assert "max_abs_diff" in capsys.readouterr().out
