@@ -4,7 +4,8 @@ For each backbone: images/s of a bare step (forward, CE on the logits, backward,
 step (CE with label smoothing + triplet loss with one selector + center loss, backward, Adam step for the
 model and the center loss's own SGD with its gradient rescaled by 1/weight), for every selector. The bare
 step is the reference, measured in the same process and interleaved with the full steps round by round, so
-load from other processes hits both alike. Targets: full/bare throughput >= 0.90; selection + triplet loss
+load from other processes hits both alike. The objective's own cost (the losses' forward/backward on a
+model-sized output plus the center step) is also timed alone, a low-noise estimate of the overhead. Targets: full/bare throughput >= 0.90; selection + triplet loss
 (forward and backward) on a batch x 2048 feature matrix < 2% of a resnet50 step.
 
     python benchmarks/train_step.py                      # batch 64 at 256x128, mobilenet_v2 and resnet50
@@ -23,11 +24,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from trytry_reid.losses.criterion import Criterion, build_term
+from trytry_reid.losses.criterion import Criterion, LossTerm, build_term
 from trytry_reid.losses.selectors import SELECTORS
 from trytry_reid.losses.triplet import TripletLoss
 from trytry_reid.models.backbones import build_backbone
-from trytry_reid.models.reid_model import ReidModel
+from trytry_reid.models.reid_model import ReidModel, ReidOutput
 
 CENTER_WEIGHT = 5e-4
 NUM_CLASSES = 751  # Market-1501's training identities: the classifier's real size
@@ -50,10 +51,36 @@ def bare_step(model: ReidModel, images: torch.Tensor, labels: torch.Tensor) -> C
     return step
 
 
-def full_step(model: ReidModel, images: torch.Tensor, labels: torch.Tensor, selector: str) -> Callable[[], None]:
-    center = build_term("center", CENTER_WEIGHT, num_classes=NUM_CLASSES, feat_dim=model.output_dim)
+def full_criterion(selector: str, feat_dim: int) -> tuple[Criterion, LossTerm]:
+    """CE (smoothing 0.1) + triplet (margin 0.3) + center (5e-4), as BoT; returns the center term too."""
+    center = build_term("center", CENTER_WEIGHT, num_classes=NUM_CLASSES, feat_dim=feat_dim)
     criterion = Criterion([build_term("cross_entropy", 1.0, label_smoothing=0.1),
                            build_term("triplet", 1.0, selector=selector, margin=0.3), center])
+    return criterion, center
+
+
+def objective_step(batch: int, feat_dim: int, selector: str) -> Callable[[], None]:
+    """The full step's extra work alone: the objective's forward/backward on a model-sized output and the
+    center optimizer's step. Low-noise, unlike the difference of two whole-step timings on a busy machine."""
+    criterion, center = full_criterion(selector, feat_dim)
+    center_optimizer = torch.optim.SGD(center.module.parameters(), lr=0.5)
+    features = torch.randn(batch, feat_dim, requires_grad=True)
+    logits = torch.randn(batch, NUM_CLASSES, requires_grad=True)
+    labels = pk_labels(batch)
+
+    def step() -> None:
+        losses, _ = criterion(ReidOutput(features, features, logits), labels)
+        center_optimizer.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        for p in center.module.parameters():
+            p.grad.mul_(1.0 / CENTER_WEIGHT)
+        center_optimizer.step()
+
+    return step
+
+
+def full_step(model: ReidModel, images: torch.Tensor, labels: torch.Tensor, selector: str) -> Callable[[], None]:
+    criterion, center = full_criterion(selector, model.output_dim)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3.5e-4)
     center_optimizer = torch.optim.SGD(center.module.parameters(), lr=0.5)
 
@@ -103,7 +130,11 @@ def bench_backbone(name: str, args: argparse.Namespace) -> dict:
     measured = interleaved_medians(steps, args.iters, args.warmup)
     wall = {key: value[0] for key, value in measured.items()}
     cpu = {key: value[1] for key, value in measured.items()}
+    objective = interleaved_medians({s: objective_step(args.batch, model.output_dim, s) for s in SELECTORS},
+                                    args.triplet_reps, warmup=2)
     return {
+        "objective_only_seconds": {key: value[0] for key, value in objective.items()},
+        "objective_only_fraction_of_bare_step": {key: value[0] / wall["bare_ce"] for key, value in objective.items()},
         "step_seconds": wall,
         "step_cpu_seconds": cpu,
         "images_per_s": {key: args.batch / value for key, value in wall.items()},
