@@ -77,13 +77,12 @@ def _sort_by_value_then_index(vals: torch.Tensor, idx: torch.Tensor) -> torch.Te
     return idx.gather(1, by_value)
 
 
-def _reciprocal_mask(neighbours: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+def _reciprocal_mask(neighbours: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """[len(rows), k]: is rows[r] among the neighbours of its own neighbour neighbours[rows[r], a]?"""
-    fwd = neighbours[rows]
-    return (neighbours[fwd] == rows[:, None, None]).any(-1)
+    return (neighbours[neighbours[rows]] == rows[:, None, None]).any(-1)
 
 
-def _expanded_sets(neighbours, half_nb, half_mask, rows) -> torch.Tensor:
+def _expanded_sets(neighbours, half_nb, half_mask, rows) -> np.ndarray:
     """[len(rows), K + K * Kh] member indices of the expanded k-reciprocal sets (-1 where absent)."""
     fwd = neighbours[rows]                                   # [c, K]
     recip = _reciprocal_mask(neighbours, rows)               # [c, K]
@@ -92,42 +91,42 @@ def _expanded_sets(neighbours, half_nb, half_mask, rows) -> torch.Tensor:
     in_recip = ((cand_sets[..., None] == fwd[:, None, None, :]) & recip[:, None, None, :]).any(-1)
     overlap = (in_recip & cand_mask).sum(-1)
     accept = recip & (overlap > 2.0 / 3.0 * cand_mask.sum(-1))
-    members = torch.cat([torch.where(recip, fwd, -1),
-                         torch.where(cand_mask & accept[:, :, None], cand_sets, -1).flatten(1)], dim=1)
-    members = members.sort(dim=1).values
-    duplicate = torch.zeros_like(members, dtype=torch.bool)
+    members = np.concatenate([np.where(recip, fwd, -1),
+                              np.where(cand_mask & accept[:, :, None], cand_sets, -1).reshape(len(rows), -1)], 1)
+    members.sort(axis=1)
+    duplicate = np.zeros(members.shape, dtype=bool)
     duplicate[:, 1:] = members[:, 1:] == members[:, :-1]
-    return torch.where(duplicate, -1, members)
+    return np.where(duplicate, -1, members)
 
 
 def _reciprocal_weights(feats, sq, neighbours, row_max, k1, chunk_size) -> sp.csr_matrix:
     """Sparse V [N, N] float32: exp(-d) over each row's expanded k-reciprocal set, rows summing to 1."""
-    n = len(feats)
+    neighbours = neighbours.numpy()
+    n = len(neighbours)
     half_k = min(int(np.around(k1 / 2.0)) + 1, neighbours.shape[1])
-    half_nb = neighbours[:, :half_k]
-    half_mask = (half_nb[half_nb] == torch.arange(n)[:, None, None]).any(-1)
+    half_nb = np.ascontiguousarray(neighbours[:, :half_k])
+    half_mask = _reciprocal_mask(half_nb, np.arange(n))
     rows_out, cols_out = [], []
     step = max(1, chunk_size // 4)
     for start in range(0, n, step):
-        rows = torch.arange(start, min(start + step, n))
+        rows = np.arange(start, min(start + step, n))
         members = _expanded_sets(neighbours, half_nb, half_mask, rows)
-        r, c = torch.nonzero(members >= 0, as_tuple=True)
+        r, c = np.nonzero(members >= 0)
         rows_out.append(rows[r])
         cols_out.append(members[r, c])
-    rows, cols = torch.cat(rows_out), torch.cat(cols_out)
-    weights = torch.exp(-_pair_sq_distance(feats, sq, rows, cols, chunk_size * 64) / row_max[rows])
-    totals = torch.zeros(n).index_add_(0, rows, weights)
-    weights = (weights / totals[rows]).numpy()
-    return sp.csr_matrix((weights, (rows.numpy(), cols.numpy())), shape=(n, n), dtype=np.float32)
+    rows, cols = np.concatenate(rows_out), np.concatenate(cols_out)
+    weights = np.exp(-_pair_sq_distance(feats.numpy(), sq.numpy(), rows, cols) / row_max.numpy()[rows])
+    weights = weights / np.bincount(rows, weights=weights, minlength=n)[rows]
+    return sp.csr_matrix((weights.astype(np.float32), (rows, cols)), shape=(n, n))
 
 
-def _pair_sq_distance(feats, sq, rows, cols, block: int) -> torch.Tensor:
-    """Squared distances of the (rows[p], cols[p]) pairs only, ``block`` pairs at a time."""
-    out = torch.empty(len(rows))
+def _pair_sq_distance(feats: np.ndarray, sq: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                      block: int = 4096) -> np.ndarray:
+    """Squared distances of the (rows[p], cols[p]) pairs only, ``block`` pairs at a time (float32)."""
+    out = np.empty(len(rows), dtype=np.float32)
     for start in range(0, len(rows), block):
         i, j = rows[start:start + block], cols[start:start + block]
-        dot = (feats[i] * feats[j]).sum(1)
-        out[start:start + len(i)] = (sq[i] + sq[j] - 2.0 * dot).clamp_(min=0)
+        out[start:start + len(i)] = np.maximum(sq[i] + sq[j] - 2.0 * np.einsum("pd,pd->p", feats[i], feats[j]), 0)
     return out
 
 
