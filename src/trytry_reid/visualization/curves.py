@@ -102,29 +102,37 @@ def _draw_loss(ax, steps: np.ndarray | None, terms: dict[str, np.ndarray], warni
     ax.legend(fontsize=10)
 
 
-def _valid_fractions(history: dict, length: int | None) -> dict[str, np.ndarray]:
-    """{triplet term name: valid fraction per step} from stats["<term>/valid_fraction"] (or a top-level list)."""
+def _valid_series(history: dict, length: int | None) -> tuple[dict[str, np.ndarray], bool]:
+    """({triplet term: per-step series}, is_count): the number of valid triplets per batch (the seed's
+    convergence indicator, from stats["<term>/valid_triplets"]) when logged, else their fraction
+    (stats["<term>/valid_fraction"] or a top-level "valid_fraction" list)."""
     stats = history.get("stats") or {}
-    found = {key[: -len("/valid_fraction")]: _series(stats, key, length)
-             for key in stats if key.endswith("/valid_fraction")}
-    if not found:
-        found["triplet"] = _series(history, "valid_fraction", length)
-    return {name: values for name, values in found.items() if values is not None and not np.isnan(values).all()}
+    for suffix, is_count in (("/valid_triplets", True), ("/valid_fraction", False)):
+        found = {key[: -len(suffix)]: _series(stats, key, length) for key in stats if key.endswith(suffix)}
+        found = {k: v for k, v in found.items() if v is not None and not np.isnan(v).all()}
+        if found:
+            return found, is_count
+    values = _series(history, "valid_fraction", length)
+    found = {"triplet": values} if values is not None and not np.isnan(values).all() else {}
+    return found, False
 
 
-def _draw_valid_fraction(ax, steps: np.ndarray | None, fractions: dict[str, np.ndarray]) -> None:
-    ax.set_title("Valid-triplet fraction (loss > 0)")
-    if steps is None or not fractions:
+def _draw_valid_triplets(ax, steps: np.ndarray | None, series: dict[str, np.ndarray], is_count: bool) -> None:
+    ax.set_title("Valid triplets per batch (loss > 0)" if is_count else "Valid-triplet fraction (loss > 0)")
+    if steps is None or not series:
         _say(ax, "no triplet loss in this run")
         return
     shades = ["tab:purple", "tab:pink", "tab:olive", "tab:cyan"]
-    for i, (name, values) in enumerate(fractions.items()):
+    for i, (name, values) in enumerate(series.items()):
         _plot_step_series(ax, steps, values, shades[i % len(shades)], name)
-    if len(fractions) > 1:
+    if len(series) > 1:
         ax.legend(fontsize=10)
-    ax.set_ylim(-0.02, 1.02)
+    if is_count:
+        ax.set_ylim(bottom=0)
+    else:
+        ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("step")
-    ax.set_ylabel("fraction of triplets")
+    ax.set_ylabel("valid triplets" if is_count else "fraction of triplets")
 
 
 def _draw_lr(ax, steps: np.ndarray | None, lr: np.ndarray | None) -> None:
@@ -196,7 +204,7 @@ def draw_curves(history: dict, out_path: str | Path) -> Path:
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, 2)
     _draw_loss(axes[0, 0], steps, _loss_terms(history, length), _warning_steps(history))
-    _draw_valid_fraction(axes[0, 1], steps, _valid_fractions(history, length))
+    _draw_valid_triplets(axes[0, 1], steps, *_valid_series(history, length))
     _draw_eval(axes[1, 0], history.get("eval") or [])
     _draw_lr(axes[1, 1], steps, _series(history, "lr", length))
     for ax in axes.flat:
