@@ -56,10 +56,12 @@ def run_row(table: str, index: int, label: str, overrides: list[str], seed: int)
             "metrics": {RENAME.get(k, k): v for k, v in metrics["datasets"].items()}}
 
 
-def run_table(table: str, seed: int, dry_run: bool) -> None:
+def run_table(table: str, seed: int, dry_run: bool, only: list[str] | None = None) -> None:
     path = RESULTS / f"{table}.jsonl"
     done = {run_key(e) for e in read_lines(path)}
     for index, (label, overrides) in enumerate(TABLES[table]()):
+        if only and label not in only:
+            continue
         overrides = overrides + BUDGET
         key = (CONFIG, tuple(overrides), seed)
         if key in done:
@@ -90,11 +92,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--background", action="store_true")
+    parser.add_argument("--rows", nargs="*", help="run only the rows with these labels (e.g. the endpoints)")
     args = parser.parse_args()
     if args.background:
         return detach(sys.argv[1:])
     for table in TABLES if args.table == "all" else [args.table]:
-        run_table(table, args.seed, args.dry_run)
+        run_table(table, args.seed, args.dry_run, args.rows)
 
 
 if __name__ == "__main__":
