@@ -61,26 +61,27 @@ def tsne_parser(sub) -> None:
     p.add_argument("--out", type=Path, help="output folder (default: <checkpoint run>/figures)")
 
 
-def extract_parser(sub) -> None:
-    p = sub.add_parser("extract", help="features for a folder of person crops -> .npz")
+def add_folder_args(p: argparse.ArgumentParser, out_help: str) -> None:
+    """A checkpoint applied to a folder of crops, batched."""
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--images", type=Path, required=True, help="folder searched recursively")
-    p.add_argument("--out", type=Path, required=True, help="output .npz")
+    p.add_argument("--out", type=Path, required=True, help=out_help)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--workers", type=int, default=2)
+
+
+def extract_parser(sub) -> None:
+    p = sub.add_parser("extract", help="features for a folder of person crops -> .npz")
+    add_folder_args(p, "output .npz")
 
 
 def index_parser(sub) -> None:
     p = sub.add_parser("index", help="build (or extend) a gallery index from a folder of crops")
-    p.add_argument("--checkpoint", type=Path, required=True)
-    p.add_argument("--images", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True, help="index folder")
+    add_folder_args(p, "index folder")
     p.add_argument("--backend", default="numpy", choices=["numpy", "faiss", "faiss-ivf"],
                    help="exact search (numpy or faiss, identical results) or approximate (faiss-ivf)")
     p.add_argument("--nlist", type=int, default=1024, help="faiss-ivf: number of clusters")
     p.add_argument("--nprobe", type=int, default=16, help="faiss-ivf: clusters visited per query")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--workers", type=int, default=2)
 
 
 def search_parser(sub) -> None:
