@@ -45,6 +45,7 @@ def test_unknown_top_level_section(tmp_path):
 
 @pytest.mark.parametrize("override, pattern", [
     ("train.epochs=two", r"'train.epochs' must be int, got 'two'"),
+    ("train.lr=fast", r"'train.lr' must be float, got 'fast'"),
     ("model.bnneck=3", r"'model.bnneck' must be bool"),
     ("train.lr=-0.1", r"'train.lr' = -0.1: expected a positive number"),
     ("data.batch_size=60", r"'data.batch_size' = 60: expected data.batch_p \* data.batch_k = 64"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import yaml
 
 from .config_checks import check_values
 
+FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
@@ -232,6 +234,8 @@ def convert(hint: Any, value: Any, key: str) -> Any:
 
 
 def convert_scalar(hint: type, value: Any, key: str) -> Any:
+    if hint is float and isinstance(value, str) and FLOAT_TEXT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads `1e-3` (no dot) as a string; it is plainly a number
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
