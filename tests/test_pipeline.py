@@ -63,8 +63,10 @@ def test_evaluate_rank_tsne_commands_from_checkpoint(demo_run: Path, tmp_path: P
     assert evaluated["mAP"] == pytest.approx(trained["mAP"], abs=1e-6)  # same weights, same numbers
     assert cli_main(["rank", "--config", config, "--checkpoint", ckpt, "--queries", "worst", "--num", "3",
                      "--out", str(tmp_path)]) == 0
-    rows = json.loads((tmp_path / "ranking_digits_worst.json").read_text())
-    assert len(rows["rows"] if isinstance(rows, dict) else rows) == 3
+    rows = json.loads((tmp_path / "ranking_digits_worst.json").read_text())["rows"]
+    assert len(rows) == 3
+    aps = [row["ap"] for row in rows]  # the true AP of each drawn query, for `serve --eval-run`
+    assert all(0.0 <= ap <= 1.0 for ap in aps) and aps == sorted(aps)
     assert cli_main(["tsne", "--config", config, "--checkpoint", ckpt, "--out", str(tmp_path)]) == 0
     assert (tmp_path / "tsne_digits.png").is_file()
 

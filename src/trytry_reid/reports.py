@@ -82,8 +82,22 @@ def draw_ranking(result: RetrievalResult, out_path: Path, *, strategy: str = "fi
                              names=names)
     rows = rows_for(result, indices, top_k)
     title = f"{result.label}: {strategy} {len(indices)} queries, top-{top_k} (green = same identity)"
-    return draw_ranking_grid(rows, [r.path for r in result.query], [r.path for r in result.gallery], out_path,
-                             cell_size=cell_size_for(result), title=title)
+    png = draw_ranking_grid(rows, [r.path for r in result.query], [r.path for r in result.gallery], out_path,
+                            cell_size=cell_size_for(result), title=title)
+    add_query_ap(png.with_suffix(".json"), result.ranking.get("all_ap"))
+    return png
+
+
+def add_query_ap(sidecar: Path, all_ap: np.ndarray | None) -> None:
+    """Write each row's true AP (over the whole gallery) into the sidecar JSON; `serve --eval-run` sorts by
+    it. A query without a valid match gets null."""
+    if all_ap is None:
+        return
+    payload = json.loads(sidecar.read_text())
+    for row in payload["rows"]:
+        ap = float(all_ap[row["query_index"]])
+        row["ap"] = None if np.isnan(ap) else ap
+    write_json(sidecar, payload)
 
 
 def draw_tsne_map(result: RetrievalResult, out_path: Path, *, max_ids: int = 20, seed: int = 0,
