@@ -14,8 +14,8 @@ from trytry_reid.cli import main as cli_main
 from trytry_reid.engine.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-QUICK = ["train.epochs=2", "train.steps_per_epoch=4", "train.eval_every=2", "train.warmup_epochs=1",
-         "train.milestones=[1]", "test.ranking_queries=4", "test.tsne_max_ids=10"]
+# The demo with 3 of its 8 epochs (39 steps): enough to pass the bar of rank-1 >= 0.95 on digits.
+QUICK = ["train.epochs=3", "train.eval_every=3", "train.milestones=[2]", "test.ranking_queries=4"]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,8 @@ def test_demo_writes_every_output(demo_run: Path):
     assert set(digits) >= {"rank1", "rank5", "rank10", "mAP", "mINP"}
     assert all(0.0 <= digits[k] <= 1.0 for k in ("rank1", "rank5", "rank10", "mAP", "mINP"))
     assert digits["rank1"] <= digits["rank5"] <= digits["rank10"]
-    assert metrics["epoch"] == 2
+    assert digits["rank1"] >= 0.95, digits  # a triplet + CE embedding that works, not just runs
+    assert metrics["epoch"] == 3
     with Image.open(demo_run / "curves.png") as img:
         assert img.size[0] > 400 and img.size[1] > 300
 
