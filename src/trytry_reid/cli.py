@@ -115,7 +115,8 @@ PARSERS = (train_parser, evaluate_parser, extract_parser, index_parser, search_p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trytry-reid", description=__doc__)
+    parser = argparse.ArgumentParser(prog="trytry-reid", description="Train, evaluate and use person "
+                                     "re-identification models. `trytry-reid COMMAND --help` for each command.")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in PARSERS:
