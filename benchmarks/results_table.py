@@ -9,6 +9,9 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from accuracy_rows import TABLES  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 TEST_SETS = ("market1501-devsplit", "viper")
@@ -45,6 +48,8 @@ def render() -> str:
             parts.append(f"## {title}\n\nNot run yet (`python benchmarks/accuracy.py --table {name}`).\n")
             continue
         entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        order = [label for label, _ in TABLES[name]()]  # rows in the table's own order, not run order
+        entries.sort(key=lambda e: order.index(e["row"]) if e["row"] in order else len(order))
         parts.append(f"## {title}\n\nFrom `docs/results/{name}.jsonl`; rank-1 (R1) and mAP in %.\n\n"
                      + "\n".join(table(entries)) + "\n")
     return "\n".join(parts)
