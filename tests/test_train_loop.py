@@ -26,7 +26,6 @@ from trytry_reid.engine import (
     restore_rng_state,
     save_checkpoint,
     train_step,
-    write_metrics_json,
 )
 from trytry_reid.engine.train import FitOptions
 
@@ -194,13 +193,6 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path: Path)
     restore_rng_state(load_checkpoint(tmp_path / "rng.pt")["rng"])
     got = (random.random(), random.gauss(0, 1), np.random.randn(3).tolist(), torch.rand(3))
     assert got[:3] == expected[:3] and torch.equal(got[3], expected[3])
-
-
-def test_write_metrics_json(tmp_path: Path) -> None:
-    import json
-
-    path = write_metrics_json(tmp_path / "metrics.json", {"market": {"rank1": 0.9, "mAP": 0.7}}, epoch=12)
-    assert json.loads(path.read_text()) == {"epoch": 12, "market": {"mAP": 0.7, "rank1": 0.9}}
 
 
 @pytest.mark.parametrize("bad, fragment", [({"amp": "fp8"}, "amp must be one of"),

@@ -11,7 +11,8 @@ from .builders import build_test_sets
 from .config import Config
 from .data.datasets import Record
 from .evaluation.feature_file import load_feature_file
-from .inference import LoadedModel, load_model, resolve_device
+from .engine import distributed
+from .inference import LoadedModel, load_model
 from .reports import draw_ranking, draw_tsne_map, format_table, write_figures, write_metrics
 from .retrieval import RetrievalResult, evaluate_model, rank_features
 
@@ -26,7 +27,7 @@ def default_out(checkpoint: Path, sub: str) -> Path:
 
 def evaluate_checkpoint(config: Config, loaded: LoadedModel) -> list[RetrievalResult]:
     """Rank every configured test set with the loaded model (inference mode, batched)."""
-    device = str(resolve_device(config.train.device))
+    device = str(distributed.device_for(distributed.current(), config.train.device))
     loaded.model.to(device)
     results = []
     for label, splits in build_test_sets(config, None):

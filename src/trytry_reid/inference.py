@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 
 from .data.transforms import build_test_transform
 from .engine.checkpoint import load_checkpoint
@@ -49,12 +48,3 @@ def load_model(checkpoint: str | Path, device: str = "cpu") -> LoadedModel:
     data = config["data"]
     return LoadedModel(model=model, height=int(data["height"]), width=int(data["width"]),
                        mean=tuple(data["mean"]), std=tuple(data["std"]), config=config)
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` -> cuda when available, else cpu; `cuda` without a GPU is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but no CUDA device is available; use train.device=cpu or auto")
-    return torch.device(name)

@@ -12,12 +12,10 @@ from trytry_reid.engine.train import (
     fit,
     train_one_epoch,
     train_step,
-    write_metrics_json,
 )
 
 __all__ = [
     "CheckpointError", "EpochLoaders", "FitOptions", "NonFiniteLossError", "SkippedStepsError", "TrainObjects",
     "TrainingInterrupted", "build_scheduler", "capture_rng_state", "check_writable", "fit", "load_checkpoint",
     "lr_factor", "restore_rng_state", "save_checkpoint", "seed_everything", "train_one_epoch", "train_step",
-    "write_metrics_json",
 ]

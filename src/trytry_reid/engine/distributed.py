@@ -80,6 +80,9 @@ def device_for(info: DistInfo, requested: str = "auto") -> torch.device:
     """``cuda:LOCAL_RANK`` under DDP with CUDA, else ``requested`` (``auto`` = cuda if available)."""
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{requested}' was asked for but no CUDA device is available; "
+                           "use train.device=cpu or auto")
     if requested.startswith("cuda") and info.enabled:
         return torch.device("cuda", info.local_rank)
     return torch.device(requested)

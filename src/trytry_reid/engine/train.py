@@ -26,7 +26,6 @@ named ``triplet``. "epoch" in "eval" counts completed epochs (1-based).
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 import sys
@@ -314,15 +313,6 @@ def save_training_state(objects: TrainObjects, progress: Progress, options: FitO
         return None
     path = Path(options.checkpoint_dir) / name
     save_checkpoint(training_state(objects, progress, history, options.run_config), path, keep=options.keep)
-    return path
-
-
-def write_metrics_json(path: str | Path, metrics: dict[str, dict[str, float]], epoch: int) -> Path:
-    """``{"epoch": epoch, "<dataset>": {"rank1": ..., "mAP": ..., ...}}`` written atomically as JSON."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"epoch": epoch, **metrics}, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
     return path
 
 
