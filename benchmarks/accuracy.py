@@ -1,12 +1,15 @@
 """Train and evaluate the rows of the accuracy study; append one JSON line per row to docs/results/<table>.jsonl.
 
-    python benchmarks/accuracy.py --table ablation            # run (or resume) one table in the foreground
-    python benchmarks/accuracy.py --table all --background    # detach; progress in docs/results/accuracy.log
-    python benchmarks/accuracy.py --table ablation --dry-run  # print the commands only
+    python benchmarks/accuracy.py --table recipe_val            # run (or resume) one table in the foreground
+    python benchmarks/accuracy.py --table all --background      # detach; progress in docs/results/accuracy.log
+    python benchmarks/accuracy.py --table recipe_val --dry-run  # print the rows only
+    OMP_NUM_THREADS=1 python benchmarks/accuracy.py --table recipe_val --indices 0 2 4 &   # two rows at a
+    OMP_NUM_THREADS=1 python benchmarks/accuracy.py --table recipe_val --indices 1 3 5 &   # time on 2 cores
 
 A row already present in the table's JSONL file (same config, overrides and seed) is skipped, so an
 interrupted list resumes where it stopped; a row whose exact run exists in another table reuses its metrics.
-Each row is one `main.py` run in a subprocess; its own metrics.json and summary.json are read back.
+Each row is one `main.py` run in a subprocess; its own metrics.json, summary.json and the fully resolved
+config.yml are read back and kept in the JSON line.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy_rows import CONFIG, BUDGET, TABLES  # noqa: E402
+import yaml  # noqa: E402
+from accuracy_rows import TABLES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
@@ -42,28 +46,32 @@ def known_runs() -> dict[tuple, dict]:
 
 
 def run_row(table: str, index: int, label: str, overrides: list[str], seed: int) -> dict:
-    out_dir = ROOT / "runs" / "accuracy" / table / f"{index:02d}"
-    cmd = [sys.executable, str(ROOT / "main.py"), "--config", str(ROOT / CONFIG), *overrides,
-           f"train.seed={seed}", f"output_dir={out_dir}"]
+    config = TABLES[table].config
+    out_dir = ROOT / "runs" / "accuracy" / table / f"{index:02d}-seed{seed}"
+    cmd = [sys.executable, str(ROOT / "main.py"), "--config", str(ROOT / config), *overrides,
+           f"train.seed={seed}", f"output_dir={out_dir}", "--overwrite"]
     print(f"[accuracy] {table} row {index} '{label}': {' '.join(cmd[2:])}", flush=True)
     start = time.time()
     subprocess.run(cmd, cwd=ROOT, check=True)
     wall = time.time() - start
     metrics = json.loads((out_dir / "metrics.json").read_text())
     summary = json.loads((out_dir / "summary.json").read_text())
-    return {"row": label, "config": CONFIG, "overrides": overrides, "seed": seed,
-            "epochs": summary["epochs"], "wall_s": round(wall, 1), "images_per_s": summary["images_per_s"],
-            "metrics": {RENAME.get(k, k): v for k, v in metrics["datasets"].items()}}
+    return {"row": label, "config": config, "overrides": overrides, "seed": seed,
+            "epochs": summary["epochs"], "wall_s": round(wall, 1), "train_s": summary.get("train_s"),
+            "images_per_s": summary["images_per_s"], "threads": os.environ.get("OMP_NUM_THREADS", "default"),
+            "metrics": {RENAME.get(k, k): v for k, v in metrics["datasets"].items()},
+            "resolved_config": yaml.safe_load((out_dir / "config.yml").read_text())}
 
 
-def run_table(table: str, seed: int, dry_run: bool, only: list[str] | None = None) -> None:
+def run_table(table: str, seed: int, dry_run: bool, only: list[str] | None = None,
+              indices: list[int] | None = None) -> None:
     path = RESULTS / f"{table}.jsonl"
     done = {run_key(e) for e in read_lines(path)}
-    for index, (label, overrides) in enumerate(TABLES[table]()):
-        if only and label not in only:
+    for index, (label, overrides) in enumerate(TABLES[table].rows()):
+        if (only and label not in only) or (indices and index not in indices):
             continue
-        overrides = overrides + BUDGET
-        key = (CONFIG, tuple(overrides), seed)
+        overrides = overrides + TABLES[table].budget
+        key = (TABLES[table].config, tuple(overrides), seed)
         if key in done:
             continue
         if dry_run:
@@ -93,11 +101,12 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--background", action="store_true")
     parser.add_argument("--rows", nargs="*", help="run only the rows with these labels (e.g. the endpoints)")
+    parser.add_argument("--indices", nargs="*", type=int, help="run only the rows at these positions")
     args = parser.parse_args()
     if args.background:
         return detach(sys.argv[1:])
     for table in TABLES if args.table == "all" else [args.table]:
-        run_table(table, args.seed, args.dry_run, args.rows)
+        run_table(table, args.seed, args.dry_run, args.rows, args.indices)
 
 
 if __name__ == "__main__":

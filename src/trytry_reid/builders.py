@@ -10,6 +10,7 @@ import torch
 
 from .config import Config
 from .data.datasets import Record, Splits, build_dataset
+from .data.holdout import carve_validation
 from .data.images import ImageDataset, relabel
 from .data.sampler import PKSampler
 from .data.transforms import build_test_transform, build_train_transform
@@ -35,6 +36,17 @@ class TrainData:
     loaders: EpochLoaders  # loaders(epoch, start_batch) -> that epoch's DataLoader (exactly resumable)
     num_classes: int
     steps_per_epoch: int
+
+
+def build_train_splits(config: Config) -> Splits:
+    """The training dataset; with ``data.validation_ids`` its query/gallery are the held-out training ids."""
+    splits = build_dataset(config.data.name, config.data.root)
+    if config.data.validation_ids > 0:
+        splits = carve_validation(splits, config.data.validation_ids)
+        log.info("validation split: training on %d ids, ranking %d held-out ids (%d queries, %d gallery)",
+                 len({r.pid for r in splits.train}), len({r.pid for r in splits.query}), len(splits.query),
+                 len(splits.gallery))
+    return splits
 
 
 def test_transform(config: Config):
@@ -100,9 +112,19 @@ def build_criterion(config: Config, num_classes: int, feature_dim: int) -> Crite
     return Criterion(terms)
 
 
-def build_optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+def parameter_groups(model: ReidModel, lr: float, head_lr_factor: float) -> list[dict]:
+    """The trunk at ``lr``; the new layers after it (pooling, embedding, BNNeck, classifier) at
+    ``lr * head_lr_factor``. Frozen parameters (BNNeck's bias) are left out."""
+    trunk = {id(p) for p in model.trunk.parameters()}
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) in trunk], "lr": lr},
+              {"params": [p for p in model.parameters() if p.requires_grad and id(p) not in trunk],
+               "lr": lr * head_lr_factor}]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(config: Config, model: ReidModel) -> torch.optim.Optimizer:
     t = config.train
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = parameter_groups(model, t.lr, t.head_lr_factor)
     if t.optimizer == "sgd":
         return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=True)
     if t.optimizer == "adamw":
@@ -127,6 +149,6 @@ def build_lr_scheduler(config: Config, optimizer: torch.optim.Optimizer, steps: 
 def build_test_sets(config: Config, train_splits: Splits | None) -> list[tuple[str, Splits]]:
     """(label, splits) for each configured test set; none configured = the training dataset itself."""
     if not config.test.datasets:
-        splits = train_splits or build_dataset(config.data.name, config.data.root)
-        return [(config.data.name, splits)]
+        splits = train_splits or build_train_splits(config)
+        return [(splits.name, splits)]
     return [(item.label or item.name, build_dataset(item.name, item.root)) for item in config.test.datasets]

@@ -26,6 +26,8 @@ def train_parser(sub) -> None:
     add_config_args(p)
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
                    help="continue a run exactly; without a path: <output_dir>/checkpoints/last.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a run already in output_dir (its checkpoints, logs and metrics are deleted)")
     p.add_argument("--check-data", action="store_true",
                    help="decode every image of every split, report all bad files, and exit")
 

@@ -26,7 +26,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = config_from(args)
     if args.check_data:
         return run_check_data(config)
-    run_train(config, resume=args.resume)
+    run_train(config, resume=args.resume, overwrite=args.overwrite)
     return 0
 
 

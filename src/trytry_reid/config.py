@@ -48,6 +48,7 @@ class DataConfig:
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     on_bad_image: str = "error"  # error | skip
     max_bad_images: int = 100  # with skip: abort when more images than this are bad
+    validation_ids: int = 0  # > 0: hold out this many training ids as query/gallery (data/holdout.py)
 
 
 @dataclass
@@ -93,6 +94,7 @@ class TrainConfig:
     epochs: int = 120
     optimizer: str = "adam"  # sgd | adam | adamw
     lr: float = 3.5e-4
+    head_lr_factor: float = 1.0  # lr multiplier for the layers after the trunk (pooling, embedding, BNNeck, classifier)
     weight_decay: float = 5e-4
     momentum: float = 0.9
     warmup_epochs: int = 10

@@ -87,6 +87,8 @@ def check_data(config: "Config") -> None:
         fail("data.batch_size", data.batch_size, f"data.batch_p * data.batch_k = {data.batch_p * data.batch_k}")
     if data.workers < 0:
         fail("data.workers", data.workers, "0 or more")
+    if data.validation_ids < 0:
+        fail("data.validation_ids", data.validation_ids, "0 (no validation split) or a number of identities")
     for key in ("flip_p", "random_erasing"):
         if not 0.0 <= get(config, f"data.{key}") <= 1.0:
             fail(f"data.{key}", get(config, f"data.{key}"), "a probability in [0, 1]")
@@ -126,7 +128,8 @@ def check_losses(config: "Config") -> None:
 
 def check_train(config: "Config") -> None:
     train = config.train
-    positive = {"epochs": train.epochs, "lr": train.lr, "eval_every": train.eval_every,
+    positive = {"epochs": train.epochs, "lr": train.lr, "head_lr_factor": train.head_lr_factor,
+                "eval_every": train.eval_every,
                 "log_every": train.log_every, "checkpoint_keep": train.checkpoint_keep}
     for key, value in positive.items():
         if value <= 0:

@@ -6,6 +6,7 @@ The only place (with builders.py) that reads the config; everything it calls tak
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +40,30 @@ def output_dir(config: Config, resume: str | None) -> Path:
                                     f"pass --resume PATH or output_dir=...")
         return runs[-1].parent.parent
     return Path("runs") / f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+# What a training run writes into its folder; a folder holding any of them holds a run.
+RUN_FILES = ("config.yml", "metrics.json", "summary.json", "curves.png")
+RUN_FOLDERS = ("checkpoints", "tb", "figures")
+
+
+class RunExistsError(FileExistsError):
+    """Training would write into a folder that already holds a run."""
+
+
+def claim_output_dir(out: Path, overwrite: bool) -> None:
+    """Refuse a folder that holds a run unless ``overwrite``; with it, delete that run's files (only those)."""
+    found = [name for name in RUN_FILES + RUN_FOLDERS if (out / name).exists()]
+    if not found:
+        return
+    if not overwrite:
+        raise RunExistsError(
+            f"output folder {out} already holds a run ({', '.join(found)}); nothing was changed. Continue it "
+            f"with --resume, train into another folder (output_dir=...), or pass --overwrite to replace it")
+    log.warning("--overwrite: deleting the run in %s (%s)", out, ", ".join(found))
+    for name in found:
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def resume_path(out: Path, resume: str | None) -> Path | None:
@@ -126,17 +151,19 @@ def build_objects(config: Config, train: builders.TrainData, info, device) -> Tr
                         center_weight=config.loss.center.weight or 1.0)
 
 
-def run_train(config: Config, resume: str | None = None) -> dict[str, Any]:
+def run_train(config: Config, resume: str | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Train, evaluate and report; returns the summary written to summary.json."""
     info = distributed.init_distributed()
     device = distributed.device_for(info, config.train.device)
     out = output_dir(config, resume)
     checkpoint = resume_path(out, resume)
+    if info.is_main and checkpoint is None:
+        claim_output_dir(out, overwrite)
     if info.is_main:
         check_writable(out)
         (out / "config.yml").write_text(dump_yaml(config))
     seed_everything(config.train.seed)
-    splits = build_dataset(config.data.name, config.data.root)
+    splits = builders.build_train_splits(config)
     train = builders.build_train_data(config, splits, info.rank, info.world_size)
     test_sets = builders.build_test_sets(config, splits)
     objects = build_objects(config, train, info, device)
@@ -157,16 +184,18 @@ def run_train(config: Config, resume: str | None = None) -> dict[str, Any]:
 
 
 def training_speed(history: dict) -> float:
-    """Mean training images/s over the logged points (evaluation time excluded)."""
-    values = [v for v in history.get("stats", {}).get("images_per_s", []) if v == v]
-    return round(sum(values) / len(values), 1) if values else 0.0
+    """Training images per second of wall time: every image trained on over the time the training epochs
+    took (data loading included; evaluation and end-of-epoch checkpoints excluded)."""
+    seconds = history.get("train_seconds", 0.0)
+    return round(history.get("train_images", 0) / seconds, 1) if seconds > 0 else 0.0
 
 
 def finish(config: Config, out: Path, history: dict, evaluator: Evaluator, wall: float) -> dict[str, Any]:
     """Write metrics.json, summary.json, curves.png and the figures; print where they are."""
     summaries = {r.label: r.summary() for r in evaluator.results}
     summary = {"epochs": config.train.epochs, "steps": history["steps"][-1] if history["steps"] else 0,
-               "wall_s": round(wall, 1), "images_per_s": training_speed(history), "metrics": summaries}
+               "wall_s": round(wall, 1), "train_s": round(history.get("train_seconds", 0.0), 1),
+               "images_per_s": training_speed(history), "metrics": summaries}
     written = [write_metrics(out / "metrics.json", summaries, config.train.epochs),
                write_json(out / "summary.json", summary), draw_curves(history, out / "curves.png")]
     if config.test.figures and evaluator.results:

@@ -16,7 +16,9 @@ History (returned by ``fit``, stored in every checkpoint, drawn by ``visualizati
      "loss":   {"total": [...], "<term>": [...]},          # means over the steps since the last point
      "stats":  {"<term>/<key>": [...], "embedding_norm": [...], "images_per_s": [...]},
      "eval":   [{"epoch": int, "dataset": str, "rank1": float, "mAP": float, "mINP": float, ...}, ...],
-     "warnings": [{"step": int, "message": str}, ...]}
+     "warnings": [{"step": int, "message": str}, ...],
+     "train_seconds": float, "train_images": int}   # wall time of the training epochs (evaluation and
+                                                   # checkpoints excluded) and the images they trained on
 
 Every list in "loss" and "stats" is aligned with "steps" (NaN where a key was absent). The triplet stats the
 seed watches are ``stats["triplet/valid_triplets"]`` and ``stats["triplet/valid_fraction"]`` for a term
@@ -153,7 +155,8 @@ def train_one_epoch(objects: TrainObjects, batches: Iterable[Sequence[Any]], pro
                disable=not (options.progress and is_main), leave=False, dynamic_ncols=True)
     objects.model.train()
     objects.criterion.train()
-    tick = time.perf_counter()
+    tick = started = time.perf_counter()
+    trained = 0  # images, over all ranks
     for batch in itertools.islice(batches, remaining):
         images, labels = _to_device(batch, device, options.channels_last)
         lr = objects.optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler steps inside)
@@ -163,6 +166,7 @@ def train_one_epoch(objects: TrainObjects, batches: Iterable[Sequence[Any]], pro
         progress.global_step += 1
         now = time.perf_counter()
         values["images_per_s"] = len(labels) * distributed.current().world_size / max(now - tick, 1e-9)
+        trained += len(labels) * distributed.current().world_size
         tick = now
         history.record_step(values, progress, options, writer, lr=lr)
         bar.update(1)
@@ -172,6 +176,7 @@ def train_one_epoch(objects: TrainObjects, batches: Iterable[Sequence[Any]], pro
         if distributed.any_rank([stop.requested is not None], device)[0]:
             _stop_on_signal(objects, progress, options, history, stop.requested or 15)
     bar.close()
+    history.add_training_time(time.perf_counter() - started, trained)
     if progress.step_in_epoch < options.steps_per_epoch:
         raise ValueError(
             f"the loader of epoch {progress.epoch} ran out after batch {progress.step_in_epoch}, but "
@@ -321,7 +326,7 @@ class History:
 
     def __init__(self) -> None:
         self.data: dict[str, Any] = {"steps": [], "epochs": [], "lr": [], "loss": {}, "stats": {}, "eval": [],
-                                     "warnings": []}
+                                     "warnings": [], "train_seconds": 0.0, "train_images": 0}
         self.window: dict[str, float] = {}  # sums since the last point
         self.count = 0
         self.collapsed_steps = 0
@@ -337,6 +342,11 @@ class History:
 
     def to_dict(self) -> dict[str, Any]:
         return self.data
+
+    def add_training_time(self, seconds: float, images: int) -> None:
+        """Count an epoch's (or a resumed part's) training wall time and images; evaluation is not in it."""
+        self.data["train_seconds"] = self.data.get("train_seconds", 0.0) + seconds
+        self.data["train_images"] = self.data.get("train_images", 0) + images
 
     def record_step(self, values: dict[str, float], progress: Progress, options: FitOptions, writer: Any,
                     lr: float) -> None:

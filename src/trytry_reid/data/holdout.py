@@ -1,0 +1,60 @@
+"""A validation split carved from the training identities, for choosing recipes without touching a test set.
+
+``carve_validation(splits, num_ids)`` holds out ``num_ids`` training identities and returns new Splits whose
+``train`` is every other training image and whose ``query``/``gallery`` are built from the held-out
+identities the way the Market-1501 test split is: per held-out identity, the first image (by file name) of
+each camera is a query and the other images are the gallery. The held-out identities are spread evenly over
+the sorted pids (no random draw), so the split depends on the dataset only, never on the training seed.
+
+Only identities that can be evaluated are eligible: seen by at least two cameras, with more images than
+cameras, so that the gallery keeps at least one image of the identity and every camera's query has a
+true match in another camera (the Market protocol ignores same-camera matches).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from .datasets import DatasetError, Record, Splits
+
+
+def eligible_identities(records: list[Record]) -> list[int]:
+    """Sorted pids with >= 2 cameras and more images than cameras (see the module docstring)."""
+    images: dict[int, int] = defaultdict(int)
+    cameras: dict[int, set[int]] = defaultdict(set)
+    for record in records:
+        images[record.pid] += 1
+        cameras[record.pid].add(record.camid)
+    return sorted(pid for pid in images if len(cameras[pid]) >= 2 and images[pid] > len(cameras[pid]))
+
+
+def held_out_identities(records: list[Record], num_ids: int) -> set[int]:
+    """``num_ids`` eligible pids spread evenly over the sorted eligible pids."""
+    eligible = eligible_identities(records)
+    if not 1 <= num_ids <= len(eligible):
+        raise DatasetError(f"data.validation_ids={num_ids}: expected 1..{len(eligible)} (the training split has "
+                           f"{len(eligible)} identities seen by two or more cameras)")
+    positions = np.linspace(0, len(eligible) - 1, num_ids).round().astype(int)
+    return {eligible[i] for i in positions}
+
+
+def query_gallery(records: list[Record]) -> tuple[list[Record], list[Record]]:
+    """First image (by path) of each (identity, camera) -> query; every other image -> gallery."""
+    query, gallery, seen = [], [], set()
+    for record in sorted(records, key=lambda r: (r.pid, r.camid, r.path)):
+        key = (record.pid, record.camid)
+        (gallery if key in seen else query).append(record)
+        seen.add(key)
+    return query, gallery
+
+
+def carve_validation(splits: Splits, num_ids: int) -> Splits:
+    """Train on all but ``num_ids`` identities; rank the held-out ones (named ``<dataset>-val``)."""
+    if not splits.train:
+        raise DatasetError(f"data.validation_ids: dataset '{splits.name}' has no training split to carve from")
+    held = held_out_identities(splits.train, num_ids)
+    train = [r for r in splits.train if r.pid not in held]
+    query, gallery = query_gallery([r for r in splits.train if r.pid in held])
+    return Splits(f"{splits.name}-val", train, query, gallery)
