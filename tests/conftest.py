@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# TRYTRY_REID_TEST_THREADS=1 keeps the suite to one core while other work shares the machine.
+torch.set_num_threads(int(os.environ.get("TRYTRY_REID_TEST_THREADS", max(1, min(2, os.cpu_count() or 1)))))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TRYTRY_REID_SHARED", REPO.parent / "shared"))
