@@ -6,6 +6,7 @@ Only the tables are generated; the prose around them lives in docs/RESULTS_intro
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -15,23 +16,29 @@ from accuracy_rows import TABLES  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 TEST_SETS = ("market1501-devsplit", "viper")
-TITLES = {
-    "ablation": "Table 1. Bag of Tricks ablation (each row adds one trick to the row above)",
-    "selectors": "Table 2. Triplet selection, with and without cross-entropy (full recipe otherwise)",
-    "init": "Table 3. ImageNet vs random initialisation (full recipe)",
-}
 
 
 def pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_sets_of(entries: list[dict]) -> list[str]:
+    """The test sets of a table: the usual two, or whatever its rows were ranked on (the validation split)."""
+    names = {name for e in entries for name in e["metrics"]}
+    return [t for t in TEST_SETS if t in names] or sorted(names)
+
+
 def table(entries: list[dict]) -> list[str]:
-    head = "| row | " + " | ".join(f"{t} R1 | {t} mAP" for t in TEST_SETS) + " | epochs | wall (s) | img/s |"
-    lines = [head, "|" + "---|" * (2 * len(TEST_SETS) + 4)]
+    sets = test_sets_of(entries)
+    head = "| row | " + " | ".join(f"{t} R1 | {t} mAP" for t in sets) + " | epochs | wall (s) | img/s |"
+    lines = [head, "|" + "---|" * (2 * len(sets) + 4)]
     for e in entries:
         cells = []
-        for name in TEST_SETS:
+        for name in sets:
             m = e["metrics"].get(name, {})
             cells += [pct(m.get("rank1")), pct(m.get("mAP"))]
         lines.append(f"| {e['row']} | " + " | ".join(cells) + f" | {e['epochs']} | {e['wall_s']:.0f} | "
@@ -39,18 +46,53 @@ def table(entries: list[dict]) -> list[str]:
     return lines
 
 
+def spread(values: list[float]) -> str:
+    """Mean, and the range when there is more than one value: '63.2 (62.5-63.9)'."""
+    text = f"{100 * statistics.mean(values):.1f}"
+    return text if len(values) == 1 else f"{text} ({100 * min(values):.1f}-{100 * max(values):.1f})"
+
+
+def peer_table(entries: list[dict]) -> list[str]:
+    """One row per system and label of the newest pair: mean (range) over its seeds."""
+    newest = max(e["pair"] for e in entries)
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for e in entries:
+        if e["pair"] == newest:
+            groups.setdefault((e["system"], e["label"]), []).append(e)
+    sets = test_sets_of(entries)
+    head = "| system | " + " | ".join(f"{t} R1 | {t} mAP" for t in sets) + \
+        " | epochs | seeds | training img/s | training time (s) |"
+    lines = [head, "|" + "---|" * (2 * len(sets) + 5)]
+    for (system, label), runs in groups.items():
+        cells = []
+        for name in sets:
+            cells += [spread([r["metrics"][name]["rank1"] for r in runs]),
+                      spread([r["metrics"][name]["mAP"] for r in runs])]
+        speed = statistics.mean(r["images_per_s"] for r in runs)
+        train_s = statistics.mean(r["train_s"] for r in runs)
+        lines.append(f"| {system}, {label} | " + " | ".join(cells) + f" | {runs[0]['epochs']} | "
+                     f"{', '.join(str(r['seed']) for r in runs)} | {speed:.1f} | {train_s:.0f} |")
+    return lines
+
+
 def render() -> str:
     intro = ROOT / "docs" / "RESULTS_intro.md"
     parts = [intro.read_text().rstrip() + "\n"] if intro.exists() else ["# Results\n"]
-    for name, title in TITLES.items():
+    peers = RESULTS / "peers.jsonl"
+    if peers.exists():
+        parts.append("## Against torchreid (same data, init, input, batch and epochs; same run)\n\n"
+                     "From `docs/results/peers.jsonl` (`benchmarks/peer_torchreid.py`); rank-1 (R1) and mAP in %, "
+                     "mean over the seeds with the range in brackets.\n\n" + "\n".join(peer_table(read_lines(peers)))
+                     + "\n")
+    for name, spec in TABLES.items():
         path = RESULTS / f"{name}.jsonl"
         if not path.exists():
-            parts.append(f"## {title}\n\nNot run yet (`python benchmarks/accuracy.py --table {name}`).\n")
+            parts.append(f"## {spec.title}\n\nNot run yet (`python benchmarks/accuracy.py --table {name}`).\n")
             continue
-        entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        order = [label for label, _ in TABLES[name]()]  # rows in the table's own order, not run order
+        entries = read_lines(path)
+        order = [label for label, _ in spec.rows()]  # rows in the table's own order, not run order
         entries.sort(key=lambda e: order.index(e["row"]) if e["row"] in order else len(order))
-        parts.append(f"## {title}\n\nFrom `docs/results/{name}.jsonl`; rank-1 (R1) and mAP in %.\n\n"
+        parts.append(f"## {spec.title}\n\nFrom `docs/results/{name}.jsonl`; rank-1 (R1) and mAP in %.\n\n"
                      + "\n".join(table(entries)) + "\n")
     return "\n".join(parts)
 

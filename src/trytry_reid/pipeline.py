@@ -195,6 +195,7 @@ def finish(config: Config, out: Path, history: dict, evaluator: Evaluator, wall:
     summaries = {r.label: r.summary() for r in evaluator.results}
     summary = {"epochs": config.train.epochs, "steps": history["steps"][-1] if history["steps"] else 0,
                "wall_s": round(wall, 1), "train_s": round(history.get("train_seconds", 0.0), 1),
+               "train_images": history.get("train_images", 0),
                "images_per_s": training_speed(history), "metrics": summaries}
     written = [write_metrics(out / "metrics.json", summaries, config.train.epochs),
                write_json(out / "summary.json", summary), draw_curves(history, out / "curves.png")]
