@@ -76,7 +76,8 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 class SeededDataset(torch.utils.data.Dataset):
     """Wraps a map-style dataset; ``self[(index, seed)]`` is ``dataset[index]`` drawn under ``seed``.
 
-    The python, numpy and torch CPU generators are seeded from ``seed`` for the call and restored after it.
+    The python, numpy and torch CPU generators are seeded from ``seed`` for the call; in the main process
+    (``workers=0``) they are restored after it, so the caller's random state is untouched.
     """
 
     def __init__(self, dataset: torch.utils.data.Dataset) -> None:
@@ -87,17 +88,26 @@ class SeededDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, seed = key
-        cpu = torch.default_generator  # not torch.manual_seed: that also re-seeds every accelerator, slowly
+        if torch.utils.data.get_worker_info() is not None:
+            # A loader worker: every sample re-seeds, so nothing to restore (saving numpy's state alone costs
+            # more than decoding a Market image).
+            _seed_generators(seed)
+            return self.dataset[index]
+        cpu = torch.default_generator
         saved = (random.getstate(), np.random.get_state(), cpu.get_state())
         try:
-            random.seed(seed)
-            np.random.seed(seed % 2**32)
-            cpu.manual_seed(seed)
+            _seed_generators(seed)
             return self.dataset[index]
         finally:
             random.setstate(saved[0])
             np.random.set_state(saved[1])
             cpu.set_state(saved[2])
+
+
+def _seed_generators(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.default_generator.manual_seed(seed)  # not torch.manual_seed: that also re-seeds accelerators, slowly
 
 
 def seeded_batches(
