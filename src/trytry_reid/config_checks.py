@@ -111,13 +111,17 @@ def check_model(config: "Config") -> None:
 
 
 def check_losses(config: "Config") -> None:
+    from .losses.criterion import LOSSES
+
     loss = config.loss
-    weights = {name: get(loss, f"{name}.weight") for name in ("cross_entropy", "triplet", "center")}
+    weights = {name: get(loss, f"{name}.weight") for name in LOSSES}
     for name, weight in weights.items():
         if weight < 0:
             fail(f"loss.{name}.weight", weight, "0 (term off) or a positive weight")
-    if weights["cross_entropy"] == 0 and weights["triplet"] == 0:
-        fail("loss.cross_entropy.weight", 0.0, "a positive weight for at least one of cross_entropy, triplet")
+    standalone = [name for name in LOSSES if LOSSES[name].standalone]
+    if not any(weights[name] > 0 for name in standalone):
+        fail(f"loss.{standalone[0]}.weight", weights[standalone[0]],
+             f"a positive weight for at least one of {', '.join(standalone)}")
     if not 0.0 <= loss.cross_entropy.label_smoothing < 1.0:
         fail("loss.cross_entropy.label_smoothing", loss.cross_entropy.label_smoothing, "a value in [0, 1)")
     if loss.triplet.margin < 0:

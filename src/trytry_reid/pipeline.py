@@ -141,14 +141,12 @@ def fit_options(config: Config, out: Path, steps: int, device) -> FitOptions:
 
 
 def build_objects(config: Config, train: builders.TrainData, info, device) -> TrainObjects:
-    use_ce = config.loss.cross_entropy.weight > 0
-    model = builders.build_model(config, train.num_classes if use_ce else 0)
+    model = builders.build_model(config, train.num_classes if builders.needs_classifier(config) else 0)
     criterion = builders.build_criterion(config, train.num_classes, model.output_dim)
-    optimizer = builders.build_optimizer(config, model)
+    optimizer = builders.build_optimizer(config, model, criterion)
     return TrainObjects(model=distributed.wrap_model(model.to(device), info, device), criterion=criterion,
                         optimizer=optimizer, scheduler=builders.build_lr_scheduler(config, optimizer, train.steps_per_epoch),
-                        center_optimizer=builders.build_center_optimizer(config, criterion),
-                        center_weight=config.loss.center.weight or 1.0)
+                        loss_optimizer=builders.build_loss_optimizer(criterion))
 
 
 def run_train(config: Config, resume: str | None = None, overwrite: bool = False) -> dict[str, Any]:

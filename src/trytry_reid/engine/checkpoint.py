@@ -225,7 +225,7 @@ def training_state(objects: "TrainObjects", progress: Progress, history: Any, ru
         "skipped_in_a_row": progress.skipped_in_a_row,
         "metrics": progress.metrics,
         "optimizer": objects.optimizer.state_dict(),
-        "center_optimizer": None if objects.center_optimizer is None else objects.center_optimizer.state_dict(),
+        "loss_optimizer": None if objects.loss_optimizer is None else objects.loss_optimizer.state_dict(),
         "scheduler": objects.scheduler.state_dict(),
         "scaler": objects.scaler.state_dict() if objects.scaler is not None else {},
         "rng": capture_rng_state(),
@@ -241,8 +241,9 @@ def restore_training_state(state: dict[str, Any], objects: "TrainObjects", histo
     distributed.unwrap(objects.model).load_state_dict(state["model"])
     objects.criterion.load_state_dict(state.get("criterion", {}))
     objects.optimizer.load_state_dict(state["optimizer"])
-    if objects.center_optimizer is not None and state.get("center_optimizer") is not None:
-        objects.center_optimizer.load_state_dict(state["center_optimizer"])
+    loss_optimizer = state.get("loss_optimizer", state.get("center_optimizer"))  # older checkpoints named it so
+    if objects.loss_optimizer is not None and loss_optimizer is not None:
+        objects.loss_optimizer.load_state_dict(loss_optimizer)
     objects.scheduler.load_state_dict(state["scheduler"])
     if objects.scaler is not None and state.get("scaler"):
         objects.scaler.load_state_dict(state["scaler"])

@@ -5,8 +5,8 @@
     output = model(images)                       # ReidOutput
     terms, stats = criterion(output, labels)     # {name: weighted loss}, {"name/key": float}
     sum(terms.values()).backward()
-    center grads *= 1 / center_weight            # BoT: centres move at their own lr, not weight * lr
-    optimizer.step(); center_optimizer.step(); scheduler.step()   # the schedule is per iteration
+    own-rate loss grads *= 1 / term weight       # BoT: centers move at their own lr, not weight * lr
+    optimizer.step(); loss_optimizer.step(); scheduler.step()   # the schedule is per iteration
 
 History (returned by ``fit``, stored in every checkpoint, drawn by ``visualization/curves.py``)::
 
@@ -70,14 +70,15 @@ class SkippedStepsError(FloatingPointError):
 
 @dataclass(eq=False)
 class TrainObjects:
-    """What one step needs. ``model`` may be DDP-wrapped; ``center_optimizer`` holds the criterion's centres."""
+    """What one step needs. ``model`` may be DDP-wrapped. ``loss_optimizer`` trains the loss parameters that
+    move at their own rate (BoT's centers; ``Criterion.own_optimizer_groups``): each of its parameter groups
+    may carry a ``grad_scale`` that the step multiplies their gradient by first."""
 
     model: nn.Module
     criterion: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    center_optimizer: torch.optim.Optimizer | None = None
-    center_weight: float = 1.0
+    loss_optimizer: torch.optim.Optimizer | None = None
     scaler: torch.amp.GradScaler | None = None  # built by fit from options.amp
 
 
@@ -217,19 +218,19 @@ def _backward_and_step(objects: TrainObjects, total: torch.Tensor) -> bool:
     """Backward, optimizer steps (through the fp16 scaler), scheduler step; True when fp16 skipped it."""
     scaler = objects.scaler
     objects.optimizer.zero_grad(set_to_none=True)
-    if objects.center_optimizer is not None:
-        objects.center_optimizer.zero_grad(set_to_none=True)
+    if objects.loss_optimizer is not None:
+        objects.loss_optimizer.zero_grad(set_to_none=True)
     scaler.scale(total).backward()
     scale_before = scaler.get_scale()
+    distributed.average_gradients(list(objects.criterion.parameters()))  # DDP averages only the model's
     scaler.step(objects.optimizer)
-    if objects.center_optimizer is not None:
-        scaler.unscale_(objects.center_optimizer)
-        centres = [p for group in objects.center_optimizer.param_groups for p in group["params"]]
-        distributed.average_gradients(centres)
-        for p in centres:
-            if p.grad is not None:
-                p.grad.mul_(1.0 / objects.center_weight)
-        scaler.step(objects.center_optimizer)
+    if objects.loss_optimizer is not None:
+        scaler.unscale_(objects.loss_optimizer)
+        for group in objects.loss_optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.grad.mul_(group.get("grad_scale", 1.0))
+        scaler.step(objects.loss_optimizer)
     scaler.update()
     skipped = scaler.is_enabled() and scaler.get_scale() < scale_before
     with warnings.catch_warnings():  # a skipped fp16 step still counts as an iteration of the schedule
