@@ -28,13 +28,13 @@ def write_tiny_checkpoint(path: Path, embedding_dim: int = 32, seed: int = 0) ->
 
     BN running statistics are randomised so the BNNeck is not an identity and eval mode matters.
     """
-    from trytry_reid.inference import model_from_config
+    from trytry_reid.models import build_reid_model
 
     config = {"model": {"backbone": "resnet18", "last_stride": 2, "embedding_dim": embedding_dim,
                         "bnneck": True, "pooling": "avg"},
               "data": {"height": HEIGHT, "width": WIDTH, "mean": list(MEAN), "std": list(STD)}}
     torch.manual_seed(seed)
-    model: ReidModel = model_from_config(config["model"], num_classes=5)
+    model: ReidModel = build_reid_model(num_classes=5, **config["model"])
     for module in model.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.running_mean.uniform_(-0.1, 0.1)

@@ -20,8 +20,7 @@ from .engine.rng import EpochLoaders
 from .engine.schedule import build_scheduler
 from .losses import criterion as losses
 from .losses.criterion import LOSSES, Criterion
-from .models.backbones import build_backbone
-from .models.reid_model import ReidModel
+from .models.reid_model import ReidModel, build_reid_model
 
 log = logging.getLogger("trytry_reid")
 
@@ -90,10 +89,7 @@ def build_train_data(config: Config, splits: Splits, rank: int = 0, world_size: 
 
 
 def build_model(config: Config, num_classes: int) -> ReidModel:
-    m = config.model
-    trunk, feature_dim = build_backbone(m.backbone, last_stride=m.last_stride, pretrained=m.pretrained)
-    return ReidModel(trunk, feature_dim, num_classes, embedding_dim=m.embedding_dim, bnneck=m.bnneck,
-                     pooling=m.pooling)
+    return build_reid_model(num_classes=num_classes, **dataclasses.asdict(config.model))
 
 
 def active_losses(config: Config) -> dict[str, float]:

@@ -22,8 +22,6 @@ import yaml
 from .config_checks import check_values
 
 FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 class ConfigError(ValueError):
@@ -44,8 +42,8 @@ class DataConfig:
     pad: int = 10
     random_erasing: float = 0.0
     color_jitter: float = 0.0
-    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
-    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    mean: list[float] | None = None  # None: what the backbone's pretrained weights expect (models/backbones.py)
+    std: list[float] | None = None
     on_bad_image: str = "error"  # error | skip
     max_bad_images: int = 100  # with skip: abort when more images than this are bad
     validation_ids: int = 0  # > 0: hold out this many training ids as query/gallery (data/holdout.py)
@@ -156,7 +154,17 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         set_dotted(raw, key, value)
     config = from_dict(Config, raw, prefix="")
     check_values(config)
+    resolve_normalisation(config)
     return config
+
+
+def resolve_normalisation(config: Config) -> None:
+    """Fill ``data.mean`` / ``data.std`` left unset with the backbone's own (checkpoints store the values)."""
+    from .models.backbones import BACKBONES
+
+    backbone = BACKBONES[config.model.backbone]
+    config.data.mean = list(config.data.mean if config.data.mean is not None else backbone.mean)
+    config.data.std = list(config.data.std if config.data.std is not None else backbone.std)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

@@ -93,9 +93,10 @@ def check_data(config: "Config") -> None:
         if not 0.0 <= get(config, f"data.{key}") <= 1.0:
             fail(f"data.{key}", get(config, f"data.{key}"), "a probability in [0, 1]")
     for key in ("mean", "std"):
-        if len(get(config, f"data.{key}")) != 3:
-            fail(f"data.{key}", get(config, f"data.{key}"), "three numbers (R, G, B)")
-    if min(data.std) <= 0:
+        value = get(config, f"data.{key}")
+        if value is not None and len(value) != 3:
+            fail(f"data.{key}", value, "three numbers (R, G, B), or null for the backbone's own")
+    if data.std is not None and min(data.std) <= 0:
         fail("data.std", data.std, "positive numbers")
 
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trytry_reid.catalog import lookup
+from trytry_reid.models.backbones import build_backbone
 from trytry_reid.models.pooling import POOLINGS
 
 
@@ -77,6 +78,14 @@ class ReidModel(nn.Module):
             features = self.embedding(features)
         bn_features = self.bnneck(features) if self.bnneck is not None else features
         return features, bn_features
+
+
+def build_reid_model(backbone: str, num_classes: int, *, last_stride: int = 2, embedding_dim: int = 0,
+                     bnneck: bool = True, pooling: str = "avg", pretrained: str = "none") -> ReidModel:
+    """A ReidModel from a config's ``model`` section (its keys are these arguments): the one way to build
+    the model, for training (``pretrained`` from the config) and for loading a checkpoint ("none")."""
+    trunk, feature_dim = build_backbone(backbone, last_stride=last_stride, pretrained=pretrained)
+    return ReidModel(trunk, feature_dim, num_classes, embedding_dim=embedding_dim, bnneck=bnneck, pooling=pooling)
 
 
 def _frozen_bias_batchnorm(dim: int) -> nn.BatchNorm1d:
