@@ -108,7 +108,7 @@ class FitOptions:
 
 
 def fit(objects: TrainObjects, loaders: Loaders, options: FitOptions, *, evaluate: Evaluate | None = None,
-        writer: Any = None, resume_from: str | Path | None = None) -> dict[str, Any]:
+        writer: Any = None, resume_from: str | Path | dict | None = None) -> dict[str, Any]:
     """Train for ``options.epochs`` epochs (continuing ``resume_from`` exactly); return the history.
 
     ``loaders(epoch, start_batch)`` yields that epoch's batches from ``start_batch`` on, each a sequence
@@ -116,6 +116,7 @@ def fit(objects: TrainObjects, loaders: Loaders, options: FitOptions, *, evaluat
     ``rng.EpochLoaders``). ``evaluate(epoch)`` returns ``{dataset: {"rank1", "mAP", "mINP", ...}}``; the
     first dataset's mAP selects best.pt. ``writer`` is a TensorBoard SummaryWriter or None (when resuming,
     open it with ``purge_step=load_checkpoint(path)["step"] + 1`` so replayed steps are not drawn twice).
+    ``resume_from`` is a checkpoint path or the state dict already loaded from one.
     Raises NonFiniteLossError, SkippedStepsError, CheckpointError, or TrainingInterrupted after a signal.
     """
     device = torch.device(options.device)
@@ -126,8 +127,9 @@ def fit(objects: TrainObjects, loaders: Loaders, options: FitOptions, *, evaluat
         need = 3 * estimate_checkpoint_bytes(objects.model, objects.criterion) * (options.keep + 2)
         check_writable(options.checkpoint_dir, need_bytes=need)
     if resume_from is not None:
-        progress = restore_training_state(load_checkpoint(resume_from), objects, history)
-        log.info("resumed from %s at epoch %d step %d", resume_from, progress.epoch, progress.step_in_epoch)
+        state = resume_from if isinstance(resume_from, dict) else load_checkpoint(resume_from)
+        progress = restore_training_state(state, objects, history)
+        log.info("resumed at epoch %d step %d", progress.epoch, progress.step_in_epoch)
     with StopRequest() as stop:
         while progress.epoch < options.epochs:
             batches = loaders(progress.epoch, progress.step_in_epoch)
