@@ -201,7 +201,7 @@ def train_step(objects: TrainObjects, images: torch.Tensor, labels: torch.Tensor
     values = _step_values(total, terms, output.features)
     finite = all(math.isfinite(v) for v in values.values())
     if distributed.any_rank([not finite], images.device)[0]:
-        raise NonFiniteLossError(_non_finite_message(step, values, labels, batch_ids))
+        raise NonFiniteLossError(_non_finite_message(step, values, labels, batch_ids, options.checkpoint_dir))
     values["_skipped"] = float(_backward_and_step(objects, total))
     values.update(stats)
     return values
@@ -253,11 +253,15 @@ def _count_skipped(values: dict[str, float], progress: Progress, options: FitOpt
         )
 
 
-def _non_finite_message(step: int, values: dict[str, float], labels: torch.Tensor, ids: Sequence[int]) -> str:
+def _non_finite_message(step: int, values: dict[str, float], labels: torch.Tensor, ids: Sequence[int],
+                        checkpoint_dir: Path | None) -> str:
     terms = ", ".join(f"{k.removeprefix('loss/')}={v}" for k, v in values.items() if k.startswith("loss/"))
+    last = None if checkpoint_dir is None else Path(checkpoint_dir) / "last.pt"
+    kept = f"the last good checkpoint, {last}, is kept" if last is not None and last.is_file() else \
+        "no checkpoint was written yet"
     return (
         f"non-finite loss at step {step}: {terms}; batch labels {labels.tolist()}, dataset indices "
-        f"{list(ids)}. Training stopped before this step's update; the last good checkpoint is kept."
+        f"{list(ids)}. Training stopped before this step's update; {kept}."
     )
 
 
