@@ -9,6 +9,7 @@ The second half builds and restores the resume state (model, optimizers, schedul
 
 from __future__ import annotations
 
+import codecs
 import errno
 import math
 import os
@@ -114,8 +115,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     never executed; a truncated or corrupt file and a missing path each get their own message.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file; e.g. "
+                              f"{path / 'checkpoints' / 'last.pt'} or {path / 'best.pt'}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path} (no such file)")
+    other = _not_a_checkpoint(path)
+    if other is not None:
+        raise CheckpointError(f"{path} is not a torch checkpoint: it is {other}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -131,6 +138,30 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, expected a dict")
     return state
+
+
+ZIP_MAGIC = b"PK\x03\x04"      # torch.save's format since 1.6
+PICKLE_PROTOCOL = 0x80          # the legacy format starts with a pickle (protocol >= 2)
+FILE_KINDS = {b"\xff\xd8\xff": "a JPEG image", b"\x89PNG": "a PNG image", b"GIF8": "a GIF image",
+              b"BM": "a BMP image", b"\x93NUMPY": "a NumPy .npy array", b"%PDF": "a PDF document"}
+
+
+def _not_a_checkpoint(path: Path) -> str | None:
+    """What ``path`` is when its first bytes say it cannot be a torch checkpoint, else None."""
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    if not head or head.startswith(ZIP_MAGIC) or head[0] == PICKLE_PROTOCOL:
+        return None     # empty or plausible: torch.load tells corrupt from valid
+    for magic, kind in FILE_KINDS.items():
+        if head.startswith(magic):
+            return kind
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(head)    # a character cut at 512 bytes is fine
+    except UnicodeDecodeError:
+        text = "\0"
+    if "\0" in text:
+        return "neither a zip archive nor a pickle (the two formats torch.save writes)"
+    return "a text file (YAML, JSON or similar), not one written by torch.save"
 
 
 def _corrupt(path: Path, exc: BaseException) -> str:
