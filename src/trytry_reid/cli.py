@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -126,6 +127,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+OVERRIDE = re.compile(r"[A-Za-z_][\w.\[\]]*=.*", re.DOTALL)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse the command line; ``key=value`` overrides may come anywhere after the command, flags included
+    (argparse alone takes them only in one run: ``train a=1 --check-data b=2`` would reject ``b=2``)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    late = [item for item in extra if OVERRIDE.fullmatch(item)]
+    unknown = [item for item in extra if not OVERRIDE.fullmatch(item)]
+    if unknown or (late and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or late)}")
+    resume = getattr(args, "resume", None)
+    if resume not in (None, "auto") and OVERRIDE.fullmatch(resume) and not Path(resume).exists():
+        late.insert(0, resume)      # `--resume train.epochs=3`: a bare --resume, then an override
+        args.resume = "auto"
+    if late:
+        args.overrides = [*args.overrides, *late]
+    return args
+
+
 def handler(command: str) -> Callable[[argparse.Namespace], int | None]:
     from . import commands
 
@@ -133,7 +155,7 @@ def handler(command: str) -> Callable[[argparse.Namespace], int | None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
