@@ -120,8 +120,8 @@ def test_msmt17_lists_cameras_and_shifted_pids(tmp_path):
     (tmp_path / "list_gallery.txt").write_text("\n")
     with pytest.raises(DatasetError, match="split 'gallery' is empty: '.*list_gallery.txt'"):
         build_dataset("msmt17", str(tmp_path))
-    (tmp_path / "list_query.txt").write_text("garbage line here\n")
-    with pytest.raises(DatasetError, match=r"list_query.txt:1: 'garbage line here'"):
+    (tmp_path / "list_query.txt").write_text("garbage line here\n0000/0000_000_02_0303_0020_0.jpg ²\n")
+    with pytest.raises(DatasetError, match=r"list_query.txt:1: 'garbage line here'\n.*list_query.txt:2: '0000"):
         build_dataset("msmt17", str(tmp_path))
     (tmp_path / "list_val.txt").unlink()
     with pytest.raises(DatasetError, match="list_val.txt"):

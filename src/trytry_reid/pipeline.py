@@ -15,8 +15,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from . import builders, run_folder
 from .config import Config, dump_yaml, to_dict
-from .data.datasets import build_dataset
-from .data.validate import check_identities, find_bad_images
+from .data.validate import dataset_report
 from .engine import distributed
 from .engine.checkpoint import check_writable, load_checkpoint
 from .engine.rng import seed_everything
@@ -42,19 +41,17 @@ def output_dir(config: Config, resume: str | None) -> Path:
 
 
 def run_check_data(config: Config) -> int:
-    """`train --check-data`: decode every image of every split; report all problems at once."""
+    """`train --check-data`: every dataset of the config once (training, then test sets), every image decoded,
+    every naming problem reported with the bad images (see data/validate.py: dataset_report)."""
+    sources = {(config.data.name, config.data.root): config.data.name}
+    for item in config.test.datasets:
+        sources.setdefault((item.name, item.root), item.label or item.name)
     problems = 0
-    for label, splits in [(config.data.name, build_dataset(config.data.name, config.data.root))] + \
-            builders.build_test_sets(config, None):
-        records = splits.train + splits.query + splits.gallery
-        bad = find_bad_images(records, full=True)
-        notes = check_identities(splits)
-        for path, reason in bad:
-            print(f"{label}: bad image {path}: {reason}")
-        for note in notes:
-            print(f"{label}: {note}")
-        print(f"{label}: {len(records)} images checked, {len(bad)} bad")
-        problems += len(bad)
+    for (name, root), label in sources.items():
+        lines, found = dataset_report(name, root)
+        for line in lines:
+            print(f"{label}: {line}")
+        problems += found
     return 1 if problems else 0
 
 

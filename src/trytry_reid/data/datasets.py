@@ -160,18 +160,21 @@ MSMT_NAME = re.compile(r"^\d+_\d+_(\d+)_")
 
 
 def msmt17_list(list_file: Path, image_dir: Path) -> list[Record]:
-    """Read one MSMT17 list file; camera from the third name field; pid = label + 1 (see module doc)."""
-    records = []
+    """Read one MSMT17 list file; camera from the third name field; pid = label + 1 (see module doc).
+    Every malformed line is reported in one error."""
+    records, bad = [], []
     for number, line in enumerate(list_file.read_text().splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split()
         name_match = MSMT_NAME.match(Path(parts[0]).name) if len(parts) == 2 else None
-        if name_match is None or not parts[1].lstrip("-").isdigit():
-            raise DatasetError(
-                f"msmt17: {list_file}:{number}: '{line}' is not '<pid>/<pid>_<n>_<camera>_... <label>'"
-            )
+        if name_match is None or not re.fullmatch(r"-?[0-9]+", parts[1]):
+            bad.append(f"{list_file}:{number}: '{line}'")
+            continue
         records.append(Record(str(image_dir / parts[0]), int(parts[1]) + 1, int(name_match.group(1)) - 1))
+    if bad:
+        raise DatasetError(f"msmt17: {len(bad)} line(s) are not '<pid>/<pid>_<n>_<camera>_... <label>':\n  "
+                           + "\n  ".join(bad))
     return records
 
 
@@ -201,16 +204,16 @@ def viper(root: str | None) -> Splits:
     """Test-only: query = cam_a (camid 0), gallery = cam_b (camid 1), train empty; pid = NNN + 1."""
     base = need_root("viper", root)
     layout = VIPER_LAYOUT.format(root=base)
-    views = []
-    for camid, folder in enumerate(("cam_a", "cam_b")):
-        files = list_images(require_dir("viper", base / folder, layout))
-        bad = [str(f) for f in files if VIPER_NAME.match(f.stem) is None]
-        if bad:
-            raise DatasetError("viper: file name(s) not NNN_ANGLE.bmp:\n  " + "\n  ".join(bad))
+    views = [list_images(require_dir("viper", base / folder, layout)) for folder in ("cam_a", "cam_b")]
+    bad = [str(f) for files in views for f in files if VIPER_NAME.match(f.stem) is None]
+    if bad:
+        raise DatasetError("viper: file name(s) not NNN_ANGLE.bmp:\n  " + "\n  ".join(bad))
+    for folder, files in zip(("cam_a", "cam_b"), views):
         if not files:
             raise DatasetError(f"viper: '{base / folder}' holds no image.\n{layout}")
-        views.append([Record(str(f), int(VIPER_NAME.match(f.stem).group(1)) + 1, camid) for f in files])
-    return Splits("viper", [], views[0], views[1])
+    query, gallery = ([Record(str(f), int(VIPER_NAME.match(f.stem).group(1)) + 1, camid) for f in files]
+                      for camid, files in enumerate(views))
+    return Splits("viper", [], query, gallery)
 
 
 FOLDER_LAYOUT = """{root}/

@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from .datasets import DatasetError, Record, Splits
+from .datasets import IMAGE_SUFFIXES, DatasetError, Record, Splits, build_dataset
 from .images import ImageReadError, read_image
 
 logger = logging.getLogger("trytry_reid.data")
@@ -82,6 +82,31 @@ def apply_bad_image_policy(records: Sequence[Record], bad: Sequence[tuple[str, s
     kept = [r for r in records if r.path not in bad_paths]
     logger.warning("skipped %d bad image file(s) (%d records)", len(bad), len(records) - len(kept))
     return kept
+
+
+def image_files_under(root: str | Path | None) -> list[Path]:
+    """Every image file below ``root`` (recursive), for checking data whose layout does not parse."""
+    if root is None or not Path(root).is_dir():
+        return []
+    return sorted(p for p in Path(root).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def dataset_report(name: str, root: str | None) -> tuple[list[str], int]:
+    """``--check-data`` for one dataset: (lines to print, number of problems), everything at once.
+
+    A layout or file-name error is one problem and does not stop the rest: every image file under the root
+    is then still decoded. Identity notes (``check_identities``) are printed but are not problems."""
+    lines, problems = [], 0
+    try:
+        splits = build_dataset(name, root)
+        records, notes = splits.train + splits.query + splits.gallery, check_identities(splits)
+    except DatasetError as error:
+        lines.append(str(error).removeprefix(f"{name}: "))
+        records, notes, problems = [Record(str(p), -1, -1) for p in image_files_under(root)], [], 1
+    bad = find_bad_images(records, full=True)
+    lines += [f"bad image {path}: {reason}" for path, reason in bad] + notes
+    lines.append(f"{len({r.path for r in records})} images checked, {len(bad)} bad")
+    return lines, problems + len(bad)
 
 
 def empty_identity_folders(root: str | Path, splits: Sequence[str] = ("train", "query", "gallery")) -> list[str]:
