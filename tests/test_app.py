@@ -201,3 +201,30 @@ def test_serve_needs_a_checkpoint_when_the_index_records_none(setup):
     root = setup[2]
     with pytest.raises(ValueError, match="records no checkpoint; pass one explicitly"):
         serve(root / "index")
+
+
+ODD_IDS = ["%C2%B2", "²", "١", "9" * 5000, "0" * 5000 + "1", "-0", "+1", "0x1", "1e3", " 1", "1%20", "%00",
+           "1%0A", "%2e%2e", "%2F", "%F0%9F%98%80", "%FF", "null", "[]", "{}", "1.0", "0_1"]
+
+
+@pytest.fixture(scope="module")
+def fuzz_client(setup):
+    client, _, root, loaded = setup
+    eval_file = root / "gallery" / "ranking.json"
+    return TestClient(create_app(root / "index", loaded, max_upload_bytes=MAX_UPLOAD, eval_run=eval_file),
+                      raise_server_exceptions=False)
+
+
+@pytest.mark.parametrize("odd", ODD_IDS)
+def test_odd_ids_and_paths_on_every_route_get_a_4xx_with_a_message(fuzz_client, odd):
+    client = fuzz_client
+    requests = [("GET", f"/gallery/{odd}", {}), ("GET", f"/eval/image/{odd}/0", {}),
+                ("GET", f"/eval/image/0/{odd}", {}), ("GET", f"/static/{odd}", {}),
+                ("GET", "/api/eval", {"params": {"order": odd}}),
+                ("POST", "/api/search", {"data": {"gallery_id": odd}}),
+                ("POST", "/api/search", {"data": {"gallery_id": "1", "k": odd}})]
+    for method, url, kwargs in requests:
+        response = client.request(method, url, **kwargs)
+        assert 400 <= response.status_code < 500, (url, kwargs, response.status_code, response.text[:200])
+        if not url.startswith("/static/"):
+            assert response.json()["detail"], (url, kwargs)

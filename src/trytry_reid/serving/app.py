@@ -13,6 +13,7 @@ number, so a request cannot name a path; nothing from a request is unpickled.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -33,24 +34,30 @@ DEFAULT_MAX_UPLOAD_BYTES = 8 * 1024 * 1024
 _FORM_OVERHEAD = 64 * 1024             # multipart boundaries and small fields on top of the file
 
 
+ASCII_INT = re.compile(r"[0-9]{1,18}")    # what ids and k may look like: no sign, space, '_', '²' or 5000 digits
+
+
+def parse_int(raw: str) -> int | None:
+    """``raw`` as a non-negative integer when it is 1-18 ASCII digits, else None (int() would accept more)."""
+    return int(raw) if ASCII_INT.fullmatch(raw) else None
+
+
 def parse_k(raw: str | None, default: int, limit: int) -> int:
     """The ``k`` form field: an integer in [1, limit]; 422 with a message otherwise."""
     if raw is None or raw == "":
         return default
-    try:
-        k = int(raw)
-    except ValueError:
-        raise HTTPException(422, f"k must be an integer in [1, {limit}], got {raw!r}") from None
-    if not 1 <= k <= limit:
-        raise HTTPException(422, f"k must be an integer in [1, {limit}], got {k}")
+    k = parse_int(raw)
+    if k is None or not 1 <= k <= limit:
+        raise HTTPException(422, f"k must be an integer in [1, {limit}], got {raw[:40]!r}")
     return k
 
 
 def parse_id(raw: str, size: int, what: str) -> int:
     """A numeric id in [0, size) taken from the URL; 404 naming the valid range otherwise."""
-    if not raw.isdigit() or int(raw) >= size:
-        raise HTTPException(404, f"no {what} '{raw[:40]}': ids are integers 0..{size - 1}")
-    return int(raw)
+    number = parse_int(raw)
+    if number is None or number >= size:
+        raise HTTPException(404, f"no {what} {raw[:40]!r}: ids are integers 0..{size - 1}")
+    return number
 
 
 def _file_or_404(path: Path) -> FileResponse:
