@@ -228,3 +228,48 @@ def test_odd_ids_and_paths_on_every_route_get_a_4xx_with_a_message(fuzz_client, 
         assert 400 <= response.status_code < 500, (url, kwargs, response.status_code, response.text[:200])
         if not url.startswith("/static/"):
             assert response.json()["detail"], (url, kwargs)
+
+
+def test_an_eval_run_serves_only_files_under_its_dataset_roots(tmp_path):
+    images = write_images(tmp_path / "data" / "gallery", 6, seed=5)
+    run = write_eval_run(tmp_path / "data" / "gallery" / "ranking.json", images + images)
+    rows = json.loads(run.read_text())["rows"]
+    rows[1]["ranked"][2]["gallery_path"] = "/etc/passwd"
+    run.write_text(json.dumps({"rows": rows}))
+    with pytest.raises(ValueError, match=r"row 1: '/etc/passwd' is outside the dataset roots"):
+        load_eval_run(run)
+    rows[1]["ranked"][2]["gallery_path"] = "../../../../../../../../etc/passwd"
+    run.write_text(json.dumps({"rows": rows}))
+    with pytest.raises(ValueError, match=r"row 1: '/etc/passwd' is outside"):
+        load_eval_run(run)
+    (tmp_path / "data" / "gallery" / "link.jpg").symlink_to("/etc/passwd")             # a symlink escape
+    rows[1]["ranked"][2]["gallery_path"] = "link.jpg"
+    run.write_text(json.dumps({"rows": rows}))
+    with pytest.raises(ValueError, match=r"row 1: '/etc/passwd' is outside"):
+        load_eval_run(run)
+
+
+def test_an_eval_run_elsewhere_serves_files_under_the_roots_it_records(tmp_path, setup):
+    _, _, _, loaded = setup
+    images = write_images(tmp_path / "dataset" / "query", 12, seed=6)
+    run = tmp_path / "run" / "figures" / "ranking.json"
+    run.parent.mkdir(parents=True)
+    rows = json.loads(write_eval_run(tmp_path / "scratch.json", images).read_text())["rows"]
+    for row in rows:
+        row["query_path"] = str(images[0].parent / row["query_path"])
+        for item in row["ranked"]:
+            item["gallery_path"] = str(images[0].parent / item["gallery_path"])
+    run.write_text(json.dumps({"dataset_roots": [str(tmp_path / "dataset")], "rows": rows}))
+    index = GalleryIndex(32)
+    index.add(embed_paths(loaded, images[:2]), [str(p) for p in images[:2]])
+    index.save(tmp_path / "index")
+    client = TestClient(create_app(tmp_path / "index", loaded, eval_run=run))
+    assert client.get("/eval/image/0/1").content == images[1].read_bytes()
+    # a folder on the way swapped for a symlink after start-up: the file now resolves elsewhere
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / images[1].name).write_bytes(b"secret")
+    (tmp_path / "dataset").rename(tmp_path / "moved")
+    (tmp_path / "dataset").mkdir()
+    (tmp_path / "dataset" / "query").symlink_to(tmp_path / "elsewhere")
+    response = client.get("/eval/image/0/1")
+    assert response.status_code == 404 and b"secret" not in response.content

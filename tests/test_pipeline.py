@@ -68,6 +68,10 @@ def test_evaluate_rank_tsne_commands_from_checkpoint(demo_run: Path, tmp_path: P
     assert len(rows) == 3
     aps = [row["ap"] for row in rows]  # the true AP of each drawn query, for `serve --eval-run`
     assert all(0.0 <= ap <= 1.0 for ap in aps) and aps == sorted(aps)
+    from trytry_reid.serving.eval_run import load_eval_run
+
+    served = load_eval_run(tmp_path / "ranking_digits_worst.json")       # its images lie under dataset_roots
+    assert [row.query_path.name for row in served] == [Path(row["query_path"]).name for row in rows]
     assert cli_main(["tsne", "--config", config, "--checkpoint", ckpt, "--out", str(tmp_path)]) == 0
     assert (tmp_path / "tsne_digits.png").is_file()
 

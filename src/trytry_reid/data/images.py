@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import torch
@@ -58,3 +60,11 @@ def relabel(records: Iterable[Record]) -> tuple[list[int], dict[int, int]]:
     records = list(records)
     mapping = {pid: label for label, pid in enumerate(sorted({r.pid for r in records}))}
     return [mapping[r.pid] for r in records], mapping
+
+
+def common_folder(paths: Iterable[str | Path]) -> Path:
+    """The deepest folder holding every one of ``paths`` (absolute file paths); ValueError when empty."""
+    folders = [os.path.dirname(str(p)) for p in paths]
+    if not folders:
+        raise ValueError("common_folder: no paths")
+    return Path(os.path.commonpath(folders))

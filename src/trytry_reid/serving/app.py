@@ -7,7 +7,8 @@ rows sorted by AP; ``GET /eval/image/{row}/{col}`` (col 0 = the query, col r = r
 
 Safe by default: ``serve`` binds 127.0.0.1; uploads are capped at ``max_upload_bytes`` (413) and must decode
 as an image (415), decoded reduced and a few at a time so memory stays bounded (``uploads.py``); only files listed in the index or the evaluation run are ever served, addressed by
-number, so a request cannot name a path; nothing from a request is unpickled.
+number, so a request cannot name a path; evaluation images only from the run's dataset roots (``eval_run.py``);
+nothing from a request is unpickled.
 """
 
 from __future__ import annotations
@@ -64,6 +65,14 @@ def _file_or_404(path: Path) -> FileResponse:
     if not path.is_file():
         raise HTTPException(404, f"image file '{path.name}' is missing on disk")
     return FileResponse(path)
+
+
+def _checked_file_or_404(path: Path) -> FileResponse:
+    """An evaluation-run image: its path was resolved and checked at load; it must still resolve to itself
+    (a folder on the way swapped for a symlink since then is refused)."""
+    if path.resolve() != path:
+        raise HTTPException(404, f"image file '{path.name}' now resolves outside the checked path; not served")
+    return _file_or_404(path)
 
 
 class SearchService:
@@ -151,7 +160,7 @@ def _add_eval_routes(app: FastAPI, rows: list[EvalRow] | None) -> None:
     def eval_image(row: str, col: str) -> FileResponse:
         chosen = require_rows()[parse_id(row, len(require_rows()), "evaluation row")]
         column = parse_id(col, len(chosen.gallery_paths) + 1, "column")
-        return _file_or_404(chosen.query_path if column == 0 else chosen.gallery_paths[column - 1])
+        return _checked_file_or_404(chosen.query_path if column == 0 else chosen.gallery_paths[column - 1])
 
 
 def create_app(index_dir: str | Path, loaded_model, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
