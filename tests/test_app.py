@@ -76,7 +76,7 @@ def test_a_gallery_image_finds_itself_first(setup):
     response = upload(client, images[5].read_bytes(), k="4")
     assert response.status_code == 200
     results = response.json()
-    assert len(results) == 4 and results[0]["id"] == 5 and results[0]["path"] == str(images[5])
+    assert len(results) == 4 and results[0]["id"] == 5 and results[0]["path"] == images[5].name
     assert results[0]["distance"] == pytest.approx(0.0, abs=1e-5)
     distances = [r["distance"] for r in results]
     assert distances == sorted(distances)
@@ -273,3 +273,19 @@ def test_an_eval_run_elsewhere_serves_files_under_the_roots_it_records(tmp_path,
     (tmp_path / "dataset" / "query").symlink_to(tmp_path / "elsewhere")
     response = client.get("/eval/image/0/1")
     assert response.status_code == 404 and b"secret" not in response.content
+
+
+def test_search_results_carry_paths_relative_to_the_indexed_folder(tmp_path, setup):
+    from trytry_reid.serving.index import index_folder
+
+    _, _, _, loaded = setup
+    first = write_images(tmp_path / "crops" / "day1", 3, seed=7)
+    write_images(tmp_path / "crops" / "day2" / "cam3", 3, seed=8)
+    index_folder(loaded, tmp_path / "crops", tmp_path / "index", progress=False)
+    client = TestClient(create_app(tmp_path / "index", loaded))
+    response = client.post("/api/search", data={"gallery_id": "0", "k": "6"})
+    paths = [r["path"] for r in response.json()]
+    assert str(tmp_path) not in response.text                         # no absolute server path leaks
+    assert paths[0] == f"day1/{first[0].name}"
+    assert sorted(p.split("/")[0] for p in paths) == ["day1"] * 3 + ["day2"] * 3
+    assert all(p.startswith("day1/") or p.startswith("day2/cam3/") for p in paths)

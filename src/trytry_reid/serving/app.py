@@ -2,18 +2,21 @@
 
 Routes: ``GET /`` search page; ``GET /eval`` evaluation-run browser; ``POST /api/search`` (multipart: ``image``
 file or ``gallery_id``, optional ``k``) -> ``[{"id", "path", "name", "distance", "url"}, ...]`` nearest first,
-distance = 1 - cosine similarity; ``GET /gallery/{id}`` one gallery image by index id; ``GET /api/eval``
-rows sorted by AP; ``GET /eval/image/{row}/{col}`` (col 0 = the query, col r = rank r); ``GET /api/health``.
+distance = 1 - cosine similarity, path relative to the indexed folder; ``GET /gallery/{id}`` one gallery image
+by index id; ``GET /api/eval`` rows sorted by AP; ``GET /eval/image/{row}/{col}`` (col 0 = the query, col r =
+rank r); ``GET /api/health``.
 
 Safe by default: ``serve`` binds 127.0.0.1; uploads are capped at ``max_upload_bytes`` (413) and must decode
-as an image (415), decoded reduced and a few at a time so memory stays bounded (``uploads.py``); only files listed in the index or the evaluation run are ever served, addressed by
-number, so a request cannot name a path; evaluation images only from the run's dataset roots (``eval_run.py``);
-nothing from a request is unpickled.
+as an image (415), decoded reduced and a few at a time so memory stays bounded (``uploads.py``); only files
+listed in the index or the evaluation run are ever served, addressed by number, so a request cannot name a
+path; evaluation images only from the run's dataset roots (``eval_run.py``); ids are ASCII digits (anything
+else is a 404/422); nothing from a request is unpickled.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
+from trytry_reid.data.images import common_folder
 from trytry_reid.serving.eval_run import EvalRow, load_eval_run
 from trytry_reid.serving.index import GalleryIndex, read_index_info
 from trytry_reid.serving.uploads import MAX_IMAGE_PIXELS, UploadGate, decode_upload  # noqa: F401 (re-exported)
@@ -75,6 +79,16 @@ def _checked_file_or_404(path: Path) -> FileResponse:
     return _file_or_404(path)
 
 
+def paths_for_clients(paths: list[str]) -> list[str]:
+    """Gallery paths as responses show them: relative to the indexed folder (the folder holding them all), so
+    no absolute server path leaves the server; just the file names when there is no such folder."""
+    try:
+        folder = common_folder(paths)
+    except ValueError:      # no paths, or absolute and relative ones mixed
+        return [Path(p).name for p in paths]
+    return [Path(os.path.relpath(p, folder)).as_posix() for p in paths]
+
+
 class SearchService:
     """Embeds a query image with the model and ranks the index's gallery."""
 
@@ -85,6 +99,7 @@ class SearchService:
         self.device = next(self.model.parameters()).device
         self.fit = (2 * loaded_model.width, 2 * loaded_model.height)   # uploads are decoded to about this
         self.gate = UploadGate(max_concurrent)
+        self.shown_paths = paths_for_clients(index.paths)
 
     def embed_upload(self, upload: UploadFile, max_bytes: int) -> np.ndarray:
         """Read, decode (reduced, see uploads.py) and embed an upload; a few at a time (``self.gate``)."""
@@ -98,7 +113,7 @@ class SearchService:
 
     def results(self, query: np.ndarray, k: int) -> list[dict]:
         distances, ids = self.index.search(query, k)
-        return [{"rank": rank, "id": int(i), "path": self.index.paths[i], "name": Path(self.index.paths[i]).name,
+        return [{"rank": rank, "id": int(i), "path": self.shown_paths[i], "name": Path(self.index.paths[i]).name,
                  "distance": float(d), "url": f"/gallery/{int(i)}"}
                 for rank, (d, i) in enumerate(zip(distances[0], ids[0]), start=1) if i >= 0]
 
