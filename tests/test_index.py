@@ -276,6 +276,7 @@ def test_index_folder_builds_then_extends_with_only_the_new_images(tiny_model, t
     from trytry_reid.serving.index import index_folder
 
     first = write_images(tmp_path / "crops" / "a", 4, seed=6)
+    (tmp_path / "m.pt").write_bytes(b"stands for the checkpoint file")
     index, added = index_folder(tiny_model, tmp_path / "crops", tmp_path / "idx", checkpoint=tmp_path / "m.pt",
                                 progress=False)
     assert added == 4 and len(index) == 4
@@ -283,7 +284,8 @@ def test_index_folder_builds_then_extends_with_only_the_new_images(tiny_model, t
     index, added = index_folder(tiny_model, tmp_path / "crops", tmp_path / "idx", progress=False)
     assert added == 2 and len(index) == 6
     assert index.paths == sorted(str(p.resolve()) for p in first) + sorted(str(p.resolve()) for p in second)
-    assert index.info == {"checkpoint": str((tmp_path / "m.pt").resolve())}
+    assert index.info == {"checkpoint": str((tmp_path / "m.pt").resolve()),
+                          "checkpoint_sha256": before_sha(tmp_path / "m.pt")}
     np.testing.assert_allclose(index.features, embed_images(tiny_model, index.paths), atol=1e-5)
     assert index_folder(tiny_model, tmp_path / "crops", tmp_path / "idx", progress=False)[1] == 0
     GalleryIndex(8).save(tmp_path / "other")
@@ -298,3 +300,49 @@ def test_missing_faiss_is_a_clear_error(monkeypatch):
     for backend in ("faiss", "faiss-ivf"):
         with pytest.raises(ImportError, match=r"pip install 'trytry-reid\[search\]'.*backend='numpy'"):
             GalleryIndex(8, backend)
+
+
+def test_extending_an_index_with_another_checkpoint_is_refused(tmp_path):
+    import shutil
+
+    from test_export import write_images, write_tiny_checkpoint
+    from trytry_reid.inference import load_model
+    from trytry_reid.serving.index import index_folder
+
+    first, second = write_tiny_checkpoint(tmp_path / "a.pt", seed=0), write_tiny_checkpoint(tmp_path / "b.pt", seed=1)
+    write_images(tmp_path / "crops" / "a", 3, seed=1)
+    index_folder(load_model(first), tmp_path / "crops", tmp_path / "idx", checkpoint=first, progress=False)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "idx").iterdir()}
+    write_images(tmp_path / "crops" / "b", 2, seed=2)
+    with pytest.raises(ValueError, match=rf"index '{tmp_path / 'idx'}' was built with checkpoint "
+                                         rf"{first.resolve()} .*not with {second.resolve()}"):
+        index_folder(load_model(second), tmp_path / "crops", tmp_path / "idx", checkpoint=second, progress=False)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "idx").iterdir()} == before
+    meta = json.loads((tmp_path / "idx" / "index.json").read_text())
+    del meta["info"]["checkpoint_sha256"]                           # an index written before hashes were kept
+    (tmp_path / "idx" / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="was built with checkpoint"):
+        index_folder(load_model(second), tmp_path / "crops", tmp_path / "idx", checkpoint=second, progress=False)
+    shutil.copy(first, tmp_path / "copy.pt")                       # the same bytes under another name: same model
+    index, added = index_folder(load_model(tmp_path / "copy.pt"), tmp_path / "crops", tmp_path / "idx",
+                                checkpoint=tmp_path / "copy.pt", progress=False)
+    assert added == 2 and len(index) == 5 and index.info["checkpoint_sha256"] == before_sha(first)
+
+
+def before_sha(path):
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_index_command_names_both_checkpoints(tmp_path, capsys):
+    from test_export import write_images, write_tiny_checkpoint
+    from trytry_reid.cli import main as cli_main
+
+    first, second = write_tiny_checkpoint(tmp_path / "a.pt", seed=0), write_tiny_checkpoint(tmp_path / "b.pt", seed=1)
+    write_images(tmp_path / "crops", 3, seed=1)
+    args = ["index", "--images", str(tmp_path / "crops"), "--out", str(tmp_path / "idx"), "--workers", "0"]
+    assert cli_main([*args, "--checkpoint", str(first)]) == 0
+    assert cli_main([*args, "--checkpoint", str(second)]) == 2
+    err = capsys.readouterr().err
+    assert str(first.resolve()) in err and str(second.resolve()) in err and "build a new index" in err

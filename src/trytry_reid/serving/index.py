@@ -167,13 +167,17 @@ def index_folder(loaded_model, images_dir: str | Path, index_dir: str | Path, *,
                  progress: bool = True, **options: object) -> tuple[GalleryIndex, int]:
     """Build the index in ``index_dir`` from the images under ``images_dir``, or extend the one already
     there with the images it does not hold yet (same absolute path = same image). Saves it and returns
-    ``(index, number of images added)``. ``checkpoint`` is recorded in the index's ``info``."""
+    ``(index, number of images added)``. ``checkpoint`` is recorded in the index's ``info`` (path and SHA-256);
+    extending an index built with a checkpoint of other contents is refused, naming both."""
     from trytry_reid.serving.folder_images import extract_records, folder_records
 
     index_dir = Path(index_dir)
     exists = (index_dir / "index.json").is_file()
     index = GalleryIndex.load(index_dir) if exists else \
         GalleryIndex(_embedding_dim(loaded_model), backend, **options)
+    provenance = _checkpoint_info(checkpoint)
+    if exists and provenance:
+        _check_same_checkpoint(index.info, provenance, index_dir)
     if index.dim != _embedding_dim(loaded_model):
         raise ValueError(f"index '{index_dir}' holds {index.dim}-d features but the model gives "
                          f"{_embedding_dim(loaded_model)}-d: it was built with another model")
@@ -183,10 +187,36 @@ def index_folder(loaded_model, images_dir: str | Path, index_dir: str | Path, *,
         found = extract_records(loaded_model, new_records, batch_size, workers, progress,
                                 desc=f"index {Path(images_dir).name}")
         index.add(found.features, found.paths)
-    if checkpoint is not None:
-        index.info["checkpoint"] = str(Path(checkpoint).resolve())
+    index.info.update(provenance)
     index.save(index_dir)
     return index, len(new_records)
+
+
+def _checkpoint_info(checkpoint: str | Path | None) -> dict:
+    """What an index records of the checkpoint its features come from: its path and its contents' hash."""
+    from trytry_reid.engine.checkpoint import file_sha256
+
+    if checkpoint is None:
+        return {}
+    return {"checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": file_sha256(checkpoint)}
+
+
+def _check_same_checkpoint(info: dict, provenance: dict, index_dir: Path) -> None:
+    """Refuse to add features of one model to an index of another (same contents = same model, any path).
+    An index that records only a path (older versions) is compared by that file's contents, or its path."""
+    from trytry_reid.engine.checkpoint import file_sha256
+
+    recorded = info.get("checkpoint")
+    if recorded is None:
+        return
+    known = info.get("checkpoint_sha256")
+    if known is None and Path(recorded).is_file():
+        known = file_sha256(recorded)
+    same = known == provenance["checkpoint_sha256"] if known else recorded == provenance["checkpoint"]
+    if not same:
+        raise ValueError(f"index '{index_dir}' was built with checkpoint {recorded} (other contents), not with "
+                         f"{provenance['checkpoint']}: its features would not be comparable; build a new index "
+                         f"(--out another folder), or pass the same checkpoint")
 
 
 def _embedding_dim(loaded_model) -> int:
