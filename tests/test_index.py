@@ -249,7 +249,7 @@ def test_feature_files_with_pickled_objects_or_missing_keys_are_refused(tmp_path
     with pytest.raises(ValueError, match="pickle"):
         load_features(path)
     np.savez(path, features=np.zeros((1, 2), np.float32))
-    with pytest.raises(KeyError, match=r"lacks \['paths', 'pids', 'camids'\]"):
+    with pytest.raises(ValueError, match=r"lacks \['paths', 'pids', 'camids'\]"):
         load_features(path)
 
 
@@ -346,3 +346,58 @@ def test_the_index_command_names_both_checkpoints(tmp_path, capsys):
     assert cli_main([*args, "--checkpoint", str(second)]) == 2
     err = capsys.readouterr().err
     assert str(first.resolve()) in err and str(second.resolve()) in err and "build a new index" in err
+
+
+@pytest.fixture
+def built_index(tmp_path):
+    from test_export import write_images, write_tiny_checkpoint
+    from trytry_reid.inference import load_model
+    from trytry_reid.serving.index import index_folder
+
+    checkpoint = write_tiny_checkpoint(tmp_path / "m.pt")
+    images = write_images(tmp_path / "crops", 4, seed=3)
+    index_folder(load_model(checkpoint), tmp_path / "crops", tmp_path / "idx", checkpoint=checkpoint, progress=False)
+    return tmp_path / "idx", images[0]
+
+
+def one_line_error(capsys, argv: list[str], names: str, says: str) -> None:
+    from trytry_reid.cli import main as cli_main
+
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    first = err.splitlines()[0]
+    assert "Traceback" not in err and names in first and says in first, err
+    assert err.count("\n") == 2                                     # the error line and the --verbose hint
+
+
+@pytest.mark.parametrize("damage, says", [
+    (lambda p: p.write_bytes(p.read_bytes()[:60]), "truncated or not a readable .npz"),
+    (lambda p: p.write_bytes(b""), "truncated or not a readable .npz"),
+    (lambda p: p.write_text("features: none"), "truncated or not a readable .npz"),
+    (lambda p: np.save(p.open("wb"), np.zeros(3)), "holds one .npy array, not an .npz archive"),
+])
+def test_a_damaged_features_file_is_one_line_naming_it(built_index, capsys, damage, says):
+    index_dir, query = built_index
+    damage(index_dir / "features.npz")
+    one_line_error(capsys, ["search", "--index", str(index_dir), "--query", str(query)],
+                   str(index_dir / "features.npz"), says)
+
+
+@pytest.mark.parametrize("text, says", [
+    ('{"format": "trytry-reid-gallery-index/1", "dim": 3', "is not valid JSON"),
+    ("[1, 2]", "must hold a JSON object"),
+    ('{"format": "trytry-reid-gallery-index/1"}', "lacks keys ['dim', 'count', 'backend', 'paths']"),
+])
+def test_a_damaged_index_json_is_one_line_naming_it(built_index, capsys, text, says):
+    index_dir, query = built_index
+    (index_dir / "index.json").write_text(text)
+    one_line_error(capsys, ["search", "--index", str(index_dir), "--query", str(query)],
+                   str(index_dir / "index.json"), says)
+
+
+def test_a_truncated_evaluate_features_file_is_one_line_naming_it(tmp_path, capsys):
+    from trytry_reid.evaluation.feature_file import save_feature_file
+
+    path = save_feature_file(tmp_path / "f.npz", np.eye(3), np.eye(3), [1, 2, 3], [1, 2, 3], [0, 0, 0], [1, 1, 1])
+    path.write_bytes(path.read_bytes()[:-40])
+    one_line_error(capsys, ["evaluate", "--features", str(path)], str(path), "truncated or not a readable .npz")

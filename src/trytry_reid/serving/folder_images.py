@@ -115,16 +115,16 @@ def save_features(result: FolderFeatures, out_path: str | Path) -> Path:
 
 def load_features(path: str | Path) -> FolderFeatures:
     """Read a file written by ``save_features``; refuses pickled content and names missing keys."""
+    from trytry_reid.evaluation.feature_file import FeatureFileError, read_npz
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"features file '{path}' does not exist")
-    with np.load(path, allow_pickle=False) as data:
-        missing = [key for key in _FEATURE_KEYS if key not in data.files]
-        if missing:
-            raise KeyError(f"features file '{path}' lacks {missing}; expected keys {list(_FEATURE_KEYS)}")
-        features = data["features"]
-        if features.ndim != 2 or len(data["paths"]) != len(features):
-            raise ValueError(f"features file '{path}': 'features' must be [N, D] with one path per row, "
-                             f"got shape {features.shape} and {len(data['paths'])} paths")
-        return FolderFeatures(features.astype(np.float32), [str(p) for p in data["paths"]],
-                              data["pids"].astype(np.int64), data["camids"].astype(np.int64))
+    data = read_npz(path, "features file")
+    missing = [key for key in _FEATURE_KEYS if key not in data]
+    if missing:
+        raise FeatureFileError(f"{path}: features file lacks {missing}; expected keys {list(_FEATURE_KEYS)}")
+    features = data["features"]
+    if features.ndim != 2 or len(data["paths"]) != len(features):
+        raise FeatureFileError(f"{path}: 'features' must be [N, D] with one path per row, "
+                               f"got shape {features.shape} and {len(data['paths'])} paths")
+    return FolderFeatures(features.astype(np.float32), [str(p) for p in data["paths"]],
+                          data["pids"].astype(np.int64), data["camids"].astype(np.int64))

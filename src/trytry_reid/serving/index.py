@@ -98,8 +98,7 @@ class GalleryIndex:
         """Read an index written by ``save``; ``backend`` overrides the saved one (e.g. "numpy")."""
         directory = Path(directory)
         meta = _read_meta(directory)
-        with np.load(directory / "features.npz", allow_pickle=False) as data:
-            features = data["features"]
+        features = _read_features(directory / "features.npz")
         if features.shape != (meta["count"], meta["dim"]) or len(meta["paths"]) != meta["count"]:
             raise ValueError(f"index '{directory}': features.npz has shape {features.shape} and index.json "
                              f"{len(meta['paths'])} paths, expected ({meta['count']}, {meta['dim']})")
@@ -149,17 +148,32 @@ def read_index_info(directory: str | Path) -> dict:
 
 
 def _read_meta(directory: Path) -> dict:
-    """index.json, checked for the keys and format this version writes."""
+    """index.json, checked for the keys and format this version writes (errors name the file, one line)."""
     path = directory / "index.json"
     if not path.is_file():
         raise FileNotFoundError(f"'{directory}' is not a gallery index: {path.name} is missing")
-    meta = json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"'{path}' is not valid JSON (truncated or damaged?): {error}") from error
+    if not isinstance(meta, dict):
+        raise ValueError(f"'{path}' must hold a JSON object, got {type(meta).__name__}")
     if meta.get("format") != FORMAT:
         raise ValueError(f"'{path}': format {meta.get('format')!r}, expected {FORMAT!r}")
     missing = [key for key in ("dim", "count", "backend", "paths") if key not in meta]
     if missing:
-        raise KeyError(f"'{path}' lacks keys {missing}")
+        raise ValueError(f"'{path}' lacks keys {missing}")
     return meta
+
+
+def _read_features(path: Path) -> np.ndarray:
+    """The ``features`` array of an index's features.npz (one-line errors naming the file)."""
+    from trytry_reid.evaluation.feature_file import FeatureFileError, read_npz
+
+    data = read_npz(path, "index features file")
+    if "features" not in data:
+        raise FeatureFileError(f"{path}: lacks the 'features' array")
+    return data["features"]
 
 
 def index_folder(loaded_model, images_dir: str | Path, index_dir: str | Path, *, backend: str = "numpy",
