@@ -401,3 +401,45 @@ def test_a_truncated_evaluate_features_file_is_one_line_naming_it(tmp_path, caps
     path = save_feature_file(tmp_path / "f.npz", np.eye(3), np.eye(3), [1, 2, 3], [1, 2, 3], [0, 0, 0], [1, 1, 1])
     path.write_bytes(path.read_bytes()[:-40])
     one_line_error(capsys, ["evaluate", "--features", str(path)], str(path), "truncated or not a readable .npz")
+
+
+@pytest.fixture
+def crops_with_a_bad_image(tmp_path):
+    from test_export import write_images, write_tiny_checkpoint
+
+    checkpoint = write_tiny_checkpoint(tmp_path / "m.pt")
+    write_images(tmp_path / "crops", 4, seed=3)
+    bad = tmp_path / "crops" / "0009_c1s1_000009_00.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4)           # a JPEG header, then garbage
+    return checkpoint, tmp_path / "crops", bad
+
+
+@pytest.mark.parametrize("command", ["extract", "index"])
+def test_a_bad_image_is_one_error_line_or_skipped_and_counted(crops_with_a_bad_image, tmp_path, capsys, caplog,
+                                                              command):
+    from trytry_reid.cli import main as cli_main
+
+    checkpoint, crops, bad = crops_with_a_bad_image
+    out = tmp_path / ("f.npz" if command == "extract" else "idx")
+    args = [command, "--checkpoint", str(checkpoint), "--images", str(crops), "--out", str(out), "--workers", "1"]
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "worker" not in err and str(bad) in err and "--on-bad-image skip" in err
+    assert len(err.splitlines()) <= 3 and not out.exists()
+    assert cli_main([*args, "--on-bad-image", "skip"]) == 0
+    assert f"skipping bad image {bad}" in caplog.text and "skipped 1 bad image file(s)" in caplog.text
+    paths = load_features(out).paths if command == "extract" else GalleryIndex.load(out).paths
+    assert len(paths) == 4 and str(bad.resolve()) not in paths
+    assert cli_main([*args, "--on-bad-image", "skip", "--max-bad-images", "0"]) == 2
+
+
+def test_an_image_that_fails_only_in_a_loader_worker_is_one_line(crops_with_a_bad_image):
+    from trytry_reid.data.images import ImageReadError
+    from trytry_reid.evaluation.features import extract_features
+    from trytry_reid.inference import load_model
+
+    checkpoint, crops, bad = crops_with_a_bad_image
+    loaded = load_model(checkpoint)
+    with pytest.raises(ImageReadError) as info:     # no header check here: the worker itself meets the file
+        extract_features(loaded.model, folder_records(crops), loaded.transform(), workers=1, progress=False)
+    assert str(info.value).startswith(f"cannot read image '{bad}'") and "\n" not in str(info.value)

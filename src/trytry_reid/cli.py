@@ -71,6 +71,9 @@ def add_folder_args(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--out", type=Path, required=True, help=out_help)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--on-bad-image", default="error", choices=["error", "skip"],
+                   help="an unreadable image: stop naming it (error), or log, count and leave it out (skip)")
+    p.add_argument("--max-bad-images", type=int, default=100, help="with skip: stop when more are bad")
 
 
 def extract_parser(sub) -> None:

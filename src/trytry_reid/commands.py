@@ -64,7 +64,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from .serving.folder_images import extract_folder, save_features
 
     found = extract_folder(load_model(args.checkpoint), args.images, batch_size=args.batch_size,
-                           workers=args.workers)
+                           workers=args.workers, on_bad_image=args.on_bad_image, max_bad_images=args.max_bad_images)
     path = save_features(found, args.out)
     print(f"{len(found.paths)} features ({found.features.shape[1]}-d, L2-normalised) written to {path}")
     return 0
@@ -77,7 +77,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     options = {"nlist": args.nlist, "nprobe": args.nprobe} if args.backend == "faiss-ivf" else {}
     index, added = index_folder(load_model(args.checkpoint), args.images, args.out, backend=args.backend,
                                 batch_size=args.batch_size, workers=args.workers, checkpoint=args.checkpoint,
-                                **options)
+                                on_bad_image=args.on_bad_image, max_bad_images=args.max_bad_images, **options)
     print(f"index {args.out}: {added} images added, {len(index)} in all")
     return 0
 

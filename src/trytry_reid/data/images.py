@@ -23,6 +23,16 @@ class ImageReadError(OSError):
         self.path = path
 
 
+def own_message(error: ImageReadError) -> str:
+    """The error's own one-line message. A DataLoader worker re-raises it with the worker's whole traceback
+    as its message; the original message is that traceback's last line."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    marker = f"{ImageReadError.__name__}: "
+    if len(lines) > 1 and marker in lines[-1]:
+        return lines[-1].split(marker, 1)[1]
+    return str(error)
+
+
 def read_image(path: str) -> Image.Image:
     """Decode ``path`` fully into an RGB image; corrupt, truncated or non-image files raise ImageReadError."""
     try:

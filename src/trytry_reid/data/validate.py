@@ -64,18 +64,20 @@ def find_bad_images(records: Iterable[Record], workers: int = 4, full: bool = Fa
 
 
 def apply_bad_image_policy(records: Sequence[Record], bad: Sequence[tuple[str, str]], policy: str,
-                           max_skipped: int) -> list[Record]:
-    """``error``: raise listing every bad path. ``skip``: log and drop each, raise above ``max_skipped``."""
+                           max_skipped: int, switches: tuple[str, str] = ("data.on_bad_image=skip",
+                                                                          "data.max_bad_images")) -> list[Record]:
+    """``error``: raise listing every bad path. ``skip``: log and drop each, raise above ``max_skipped``.
+    ``switches`` name the setting that skips and the one that caps, for the error messages."""
     if policy not in POLICIES:
         raise ValueError(f"bad-image policy '{policy}': expected one of {', '.join(POLICIES)}")
     if not bad:
         return list(records)
     listing = "\n  ".join(f"{path}: {reason}" for path, reason in bad)
     if policy == "error":
-        raise DatasetError(f"{len(bad)} bad image file(s) (policy 'error'; use 'skip' to drop them):\n  {listing}")
+        raise DatasetError(f"{len(bad)} bad image file(s) (policy 'error'; {switches[0]} drops them):\n  {listing}")
     if len(bad) > max_skipped:
         raise DatasetError(f"{len(bad)} bad image file(s), more than the cap of {max_skipped} that policy "
-                           f"'skip' may drop; fix the data or raise the cap:\n  {listing}")
+                           f"'skip' may drop; fix the data or raise {switches[1]}:\n  {listing}")
     for path, reason in bad:
         logger.warning("skipping bad image %s: %s", path, reason)
     bad_paths = {path for path, _ in bad}

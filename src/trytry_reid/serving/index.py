@@ -178,12 +178,14 @@ def _read_features(path: Path) -> np.ndarray:
 
 def index_folder(loaded_model, images_dir: str | Path, index_dir: str | Path, *, backend: str = "numpy",
                  batch_size: int = 64, workers: int = 0, checkpoint: str | Path | None = None,
-                 progress: bool = True, **options: object) -> tuple[GalleryIndex, int]:
+                 progress: bool = True, on_bad_image: str = "error", max_bad_images: int = 100,
+                 **options: object) -> tuple[GalleryIndex, int]:
     """Build the index in ``index_dir`` from the images under ``images_dir``, or extend the one already
     there with the images it does not hold yet (same absolute path = same image). Saves it and returns
-    ``(index, number of images added)``. ``checkpoint`` is recorded in the index's ``info`` (path and SHA-256);
+    ``(index, number of images added)``. Bad images follow ``on_bad_image`` (see
+    ``folder_images.usable_records``; skipped ones are tried again next time). ``checkpoint`` is recorded in the index's ``info`` (path and SHA-256);
     extending an index built with a checkpoint of other contents is refused, naming both."""
-    from trytry_reid.serving.folder_images import extract_records, folder_records
+    from trytry_reid.serving.folder_images import extract_records, folder_records, usable_records
 
     index_dir = Path(index_dir)
     exists = (index_dir / "index.json").is_file()
@@ -196,7 +198,8 @@ def index_folder(loaded_model, images_dir: str | Path, index_dir: str | Path, *,
         raise ValueError(f"index '{index_dir}' holds {index.dim}-d features but the model gives "
                          f"{_embedding_dim(loaded_model)}-d: it was built with another model")
     known = set(index.paths)
-    new_records = [r for r in folder_records(images_dir) if r.path not in known]
+    new_records = usable_records([r for r in folder_records(images_dir) if r.path not in known], on_bad_image,
+                                 max_bad_images)
     if new_records:
         found = extract_records(loaded_model, new_records, batch_size, workers, progress,
                                 desc=f"index {Path(images_dir).name}")
