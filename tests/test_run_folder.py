@@ -133,3 +133,23 @@ def test_batch_larger_than_the_identities_writes_nothing(tmp_path, capsys):
     assert cli_main(tiny_args(root, tmp_path / "run", "data.batch_p=9")) == 2
     assert "the training set has only 4 ids" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_without_config_uses_the_checkpoints_own_config(finished, tmp_path, capsys):
+    from data_fixtures import make_viper_tree
+
+    root, out = finished
+    checkpoint = str(out / "checkpoints" / "last.pt")
+    assert cli_main(["evaluate", "--checkpoint", checkpoint, "--out", str(tmp_path / "a")]) == 0
+    evaluated = json.loads((tmp_path / "a" / "metrics.json").read_text())["datasets"]
+    trained = json.loads((out / "metrics.json").read_text())["datasets"]
+    assert list(evaluated) == ["market1501"]                                # the run's test set, not the demo's
+    assert evaluated["market1501"]["mAP"] == pytest.approx(trained["market1501"]["mAP"], abs=1e-6)
+    viper = make_viper_tree(tmp_path / "viper")
+    assert cli_main(["evaluate", "--checkpoint", checkpoint, "--out", str(tmp_path / "b"),
+                     f"test.datasets=[{{name: viper, root: {viper}}}]"]) == 0     # overrides still apply
+    assert list(json.loads((tmp_path / "b" / "metrics.json").read_text())["datasets"]) == ["viper"]
+    capsys.readouterr()
+    assert cli_main(["evaluate", "--checkpoint", checkpoint, "data.root=/moved/away"]) == 2
+    err = capsys.readouterr().err
+    assert f"the config stored in {checkpoint}" in err and "'data.root' = '/moved/away'" in err

@@ -15,9 +15,9 @@ from .config import ConfigError
 DEMO_CONFIG = Path("config") / "demo_digits.yml"
 
 
-def add_config_args(parser: argparse.ArgumentParser, required: bool = False) -> None:
-    parser.add_argument("--config", "-c", type=Path, required=required,
-                        help="YAML config file (default for train: config/demo_digits.yml)")
+def add_config_args(parser: argparse.ArgumentParser, required: bool = False,
+                    help_text: str = "YAML config file (default for train: config/demo_digits.yml)") -> None:
+    parser.add_argument("--config", "-c", type=Path, required=required, help=help_text)
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, e.g. train.epochs=2 data.root=/data/market1501")
 
@@ -35,7 +35,7 @@ def train_parser(sub) -> None:
 
 def evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="rank each test set's gallery for its queries; write metrics.json")
-    add_config_args(p)
+    add_config_args(p, help_text="YAML config file (default: the one stored in --checkpoint, test sets included)")
     p.add_argument("--checkpoint", type=Path, help="a checkpoint written by train")
     p.add_argument("--features", type=Path, help="an .npz of query/gallery features, pids and camids")
     p.add_argument("--out", type=Path, help="output folder (default: next to the checkpoint or features)")

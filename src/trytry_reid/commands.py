@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .config import Config, load_config
+from .config import Config, ConfigError, load_config, resolve_config
 
 
 def config_from(args: argparse.Namespace) -> Config:
@@ -18,6 +18,19 @@ def config_from(args: argparse.Namespace) -> Config:
                                     "pass --config FILE")
         path = default
     return load_config(path, args.overrides)
+
+
+def checkpoint_config(checkpoint: Path, overrides: list[str]) -> Config:
+    """The config a checkpoint was trained with (its test sets included), with trailing overrides applied."""
+    from .engine.checkpoint import load_checkpoint
+
+    stored = load_checkpoint(checkpoint).get("config")
+    if not isinstance(stored, dict):
+        raise ValueError(f"checkpoint {checkpoint} stores no config; pass --config FILE")
+    try:
+        return resolve_config(stored, overrides)
+    except ConfigError as error:
+        raise ConfigError(f"the config stored in {checkpoint}: {error}") from error
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -40,7 +53,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     if args.checkpoint is None:
         raise ValueError("evaluate needs --checkpoint CKPT (with --config) or --features FILE.npz")
-    run_evaluate(config_from(args), args.checkpoint, args.out, figures=args.rank)
+    config = config_from(args) if args.config is not None else checkpoint_config(args.checkpoint, args.overrides)
+    run_evaluate(config, args.checkpoint, args.out, figures=args.rank)
     return 0
 
 

@@ -8,6 +8,7 @@ training starts. `pipeline.py` is the only reader of the result.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -152,6 +153,13 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     if path is not None:
         raw = read_yaml(Path(path))
         raw.setdefault("name", Path(path).stem)
+    return resolve_config(raw, overrides)
+
+
+def resolve_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """A config mapping (a YAML file's, or the resolved one a checkpoint stores) with `key=value` overrides
+    applied, typed and validated. `raw` itself is not changed."""
+    raw = copy.deepcopy(raw)
     for item in overrides:
         key, value = parse_override(item)
         set_dotted(raw, key, value)
