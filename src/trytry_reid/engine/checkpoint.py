@@ -26,6 +26,7 @@ import torch
 
 from trytry_reid.engine import distributed
 from trytry_reid.engine.rng import capture_rng_state, restore_rng_state
+from trytry_reid.engine.signals import deferred_stop
 
 if TYPE_CHECKING:
     from trytry_reid.engine.train import TrainObjects
@@ -49,11 +50,11 @@ def save_checkpoint(state: dict[str, Any], path: str | Path, keep: int = 3) -> N
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with deferred_stop(), os.fdopen(fd, "wb") as handle:   # a second Ctrl-C waits for a complete file
             torch.save(state, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
+            os.replace(tmp_name, path)
     except BaseException as exc:
         _remove_quietly(Path(tmp_name))
         if isinstance(exc, OSError):
