@@ -117,17 +117,26 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """With --check-images the model is exported under a temporary name and moved to --out only once the
+    check has passed: a failed check leaves nothing unchecked at --out (an earlier file there is kept)."""
     from .inference import load_model
     from .serving.export import check_onnx, export_onnx
     from .serving.folder_images import list_images
 
     loaded = load_model(args.checkpoint)
-    path = export_onnx(loaded, args.out)
+    images = [str(p) for p in list_images(args.check_images)][:256] if args.check_images is not None else None
+    target = args.out if images is None else args.out.with_name(f".{args.out.name}.unchecked")
+    try:
+        path = export_onnx(loaded, target)
+        if images is not None:
+            report = check_onnx(path, loaded, images)
+            path = path.replace(args.out)
+    finally:
+        if images is not None:
+            target.unlink(missing_ok=True)
     print(f"exported {path} (input: batch x 3 x {loaded.height} x {loaded.width}, RGB in [0, 1] "
           f"normalised with mean {list(loaded.mean)} and std {list(loaded.std)}; output: L2-normalised features)")
-    if args.check_images is not None:
-        images = [str(p) for p in list_images(args.check_images)][:256]
-        report = check_onnx(path, loaded, images)
+    if images is not None:
         print(f"onnxruntime check on {len(images)} images: " + json.dumps(report, default=str))
     return 0
 
