@@ -134,3 +134,24 @@ def test_devsplit_query_images_match(exported):
     report = check_onnx(onnx_path, loaded, paths, gallery_paths=gallery)
     assert report["num_queries"] == 24 and report["num_gallery"] == 36
     assert report["max_abs_diff"] <= 1e-4 and report["top10_equivalent"] == 1.0
+
+
+def test_a_failed_export_check_leaves_no_unchecked_file(tmp_path, capsys):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from trytry_reid.cli import main as cli_main
+
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny.pt")
+    images = write_images(tmp_path / "images", 4)
+    images[2].write_bytes(images[2].read_bytes()[:200])               # a truncated JPEG
+    out = tmp_path / "out" / "m.onnx"
+    args = ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--check-images", str(tmp_path / "images")]
+    assert cli_main(args) == 2
+    assert str(images[2]) in capsys.readouterr().err
+    assert not out.exists() and list(out.parent.iterdir()) == []      # nothing unchecked, no temporary file
+    out.write_bytes(b"an earlier, checked export")
+    assert cli_main(args) == 2
+    assert out.read_bytes() == b"an earlier, checked export"          # not replaced by an unchecked one
+    images[2].unlink()
+    assert cli_main(args) == 0
+    assert read_preprocessing(out)["height"] == str(HEIGHT) and sorted(p.name for p in out.parent.iterdir()) == ["m.onnx"]

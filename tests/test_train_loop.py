@@ -110,11 +110,23 @@ def test_non_finite_loss_names_step_terms_and_ids_and_keeps_last_checkpoint(tmp_
     if bad_step > 1:
         saved = load_checkpoint(tmp_path / "last.pt")
         assert saved["step"] == bad_step - 1
+        assert f"the last good checkpoint, {tmp_path / 'last.pt'}, is kept" in message
         for name, value in objects.model.named_parameters():  # the bad step applied no update
             assert torch.equal(saved["model"][name], value), name
         # its forward did poison the BatchNorm running stats in memory; the checkpoint holds good ones
         assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
     assert all(torch.isfinite(p).all() for p in objects.model.parameters())
+
+
+def test_non_finite_loss_before_any_checkpoint_does_not_promise_one(tmp_path: Path) -> None:
+    objects, loaders, options = build(seed=0, epochs=2, ckpt_dir=tmp_path, every=1)
+    first = next(iter(EpochLoaders(loaders.dataset.dataset, loaders.batch_sampler, seed=0)(0, 0)))
+    loaders.dataset.dataset.images[int(first[3][0])] = math.nan
+    with pytest.raises(NonFiniteLossError) as info:
+        fit(objects, loaders, options)
+    message = str(info.value)
+    assert "at step 1:" in message and "no checkpoint was written yet" in message
+    assert "last good checkpoint" not in message and not (tmp_path / "last.pt").exists()
 
 
 def test_collapsed_embeddings_are_warned_about(caplog) -> None:

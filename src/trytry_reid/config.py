@@ -8,8 +8,10 @@ training starts. `pipeline.py` is the only reader of the result.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -149,6 +151,13 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     if path is not None:
         raw = read_yaml(Path(path))
         raw.setdefault("name", Path(path).stem)
+    return resolve_config(raw, overrides)
+
+
+def resolve_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """A config mapping (a YAML file's, or the resolved one a checkpoint stores) with `key=value` overrides
+    applied, typed and validated. `raw` itself is not changed."""
+    raw = copy.deepcopy(raw)
     for item in overrides:
         key, value = parse_override(item)
         set_dotted(raw, key, value)
@@ -245,14 +254,21 @@ def convert(hint: Any, value: Any, key: str) -> Any:
 
 def convert_scalar(hint: type, value: Any, key: str) -> Any:
     if hint is float and isinstance(value, str) and FLOAT_TEXT.fullmatch(value.strip()):
-        return float(value)  # YAML 1.1 reads `1e-3` (no dot) as a string; it is plainly a number
+        return finite(float(value), key)  # YAML 1.1 reads `1e-3` (no dot) as a string; it is plainly a number
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        return finite(float(value), key)
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if hint in (bool, str) and isinstance(value, hint):
         return value
     raise ConfigError(f"config key '{key}' must be {hint.__name__}, got {value!r} ({type(value).__name__})")
+
+
+def finite(value: float, key: str) -> float:
+    """Every float key is a finite number: `.inf`, `.nan` and overflowing text such as `1e400` are refused."""
+    if not math.isfinite(value):
+        raise ConfigError(f"config key '{key}' must be a finite number, got {value}")
+    return value
 
 
 def to_dict(config: Config) -> dict[str, Any]:

@@ -125,6 +125,9 @@ def check_losses(config: "Config") -> None:
              f"a positive weight for at least one of {', '.join(standalone)}")
     if not 0.0 <= loss.cross_entropy.label_smoothing < 1.0:
         fail("loss.cross_entropy.label_smoothing", loss.cross_entropy.label_smoothing, "a value in [0, 1)")
+    if weights["triplet"] > 0 and config.data.batch_k < 2:
+        fail("data.batch_k", config.data.batch_k, "at least 2 images per identity while loss.triplet.weight > 0 "
+             "(a triplet needs a positive from the same identity)")
     if loss.triplet.margin < 0:
         fail("loss.triplet.margin", loss.triplet.margin, "0 or more")
     if loss.center.lr <= 0:

@@ -9,7 +9,9 @@ The second half builds and restores the resume state (model, optimizers, schedul
 
 from __future__ import annotations
 
+import codecs
 import errno
+import hashlib
 import math
 import os
 import pickle
@@ -24,6 +26,7 @@ import torch
 
 from trytry_reid.engine import distributed
 from trytry_reid.engine.rng import capture_rng_state, restore_rng_state
+from trytry_reid.engine.signals import deferred_stop
 
 if TYPE_CHECKING:
     from trytry_reid.engine.train import TrainObjects
@@ -47,11 +50,11 @@ def save_checkpoint(state: dict[str, Any], path: str | Path, keep: int = 3) -> N
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with deferred_stop(), os.fdopen(fd, "wb") as handle:   # a second Ctrl-C waits for a complete file
             torch.save(state, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
+            os.replace(tmp_name, path)
     except BaseException as exc:
         _remove_quietly(Path(tmp_name))
         if isinstance(exc, OSError):
@@ -114,8 +117,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     never executed; a truncated or corrupt file and a missing path each get their own message.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file; e.g. "
+                              f"{path / 'checkpoints' / 'last.pt'} or {path / 'best.pt'}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path} (no such file)")
+    other = _not_a_checkpoint(path)
+    if other is not None:
+        raise CheckpointError(f"{path} is not a torch checkpoint: it is {other}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -133,6 +142,30 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
+ZIP_MAGIC = b"PK\x03\x04"      # torch.save's format since 1.6
+PICKLE_PROTOCOL = 0x80          # the legacy format starts with a pickle (protocol >= 2)
+FILE_KINDS = {b"\xff\xd8\xff": "a JPEG image", b"\x89PNG": "a PNG image", b"GIF8": "a GIF image",
+              b"BM": "a BMP image", b"\x93NUMPY": "a NumPy .npy array", b"%PDF": "a PDF document"}
+
+
+def _not_a_checkpoint(path: Path) -> str | None:
+    """What ``path`` is when its first bytes say it cannot be a torch checkpoint, else None."""
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    if not head or head.startswith(ZIP_MAGIC) or head[0] == PICKLE_PROTOCOL:
+        return None     # empty or plausible: torch.load tells corrupt from valid
+    for magic, kind in FILE_KINDS.items():
+        if head.startswith(magic):
+            return kind
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(head)    # a character cut at 512 bytes is fine
+    except UnicodeDecodeError:
+        text = "\0"
+    if "\0" in text:
+        return "neither a zip archive nor a pickle (the two formats torch.save writes)"
+    return "a text file (YAML, JSON or similar), not one written by torch.save"
+
+
 def _corrupt(path: Path, exc: BaseException) -> str:
     return (
         f"checkpoint {path} is truncated or corrupt and cannot be read "
@@ -143,6 +176,15 @@ def _corrupt(path: Path, exc: BaseException) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB pieces): the identity of a checkpoint's contents."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_writable(folder: str | Path, need_bytes: int = 0) -> Path:

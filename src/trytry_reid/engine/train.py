@@ -109,7 +109,7 @@ class FitOptions:
 
 
 def fit(objects: TrainObjects, loaders: Loaders, options: FitOptions, *, evaluate: Evaluate | None = None,
-        writer: Any = None, resume_from: str | Path | None = None) -> dict[str, Any]:
+        writer: Any = None, resume_from: str | Path | dict | None = None) -> dict[str, Any]:
     """Train for ``options.epochs`` epochs (continuing ``resume_from`` exactly); return the history.
 
     ``loaders(epoch, start_batch)`` yields that epoch's batches from ``start_batch`` on, each a sequence
@@ -117,6 +117,7 @@ def fit(objects: TrainObjects, loaders: Loaders, options: FitOptions, *, evaluat
     ``rng.EpochLoaders``). ``evaluate(epoch)`` returns ``{dataset: {"rank1", "mAP", "mINP", ...}}``; the
     first dataset's mAP selects best.pt. ``writer`` is a TensorBoard SummaryWriter or None (when resuming,
     open it with ``purge_step=load_checkpoint(path)["step"] + 1`` so replayed steps are not drawn twice).
+    ``resume_from`` is a checkpoint path or the state dict already loaded from one.
     Raises NonFiniteLossError, SkippedStepsError, CheckpointError, or TrainingInterrupted after a signal.
     """
     device = torch.device(options.device)
@@ -127,8 +128,9 @@ def fit(objects: TrainObjects, loaders: Loaders, options: FitOptions, *, evaluat
         need = 3 * estimate_checkpoint_bytes(objects.model, objects.criterion) * (options.keep + 2)
         check_writable(options.checkpoint_dir, need_bytes=need)
     if resume_from is not None:
-        progress = restore_training_state(load_checkpoint(resume_from), objects, history)
-        log.info("resumed from %s at epoch %d step %d", resume_from, progress.epoch, progress.step_in_epoch)
+        state = resume_from if isinstance(resume_from, dict) else load_checkpoint(resume_from)
+        progress = restore_training_state(state, objects, history)
+        log.info("resumed at epoch %d step %d", progress.epoch, progress.step_in_epoch)
     with StopRequest() as stop:
         while progress.epoch < options.epochs:
             batches = loaders(progress.epoch, progress.step_in_epoch)
@@ -200,7 +202,7 @@ def train_step(objects: TrainObjects, images: torch.Tensor, labels: torch.Tensor
     values = _step_values(total, terms, output.features)
     finite = all(math.isfinite(v) for v in values.values())
     if distributed.any_rank([not finite], images.device)[0]:
-        raise NonFiniteLossError(_non_finite_message(step, values, labels, batch_ids))
+        raise NonFiniteLossError(_non_finite_message(step, values, labels, batch_ids, options.checkpoint_dir))
     values["_skipped"] = float(_backward_and_step(objects, total))
     values.update(stats)
     return values
@@ -252,11 +254,15 @@ def _count_skipped(values: dict[str, float], progress: Progress, options: FitOpt
         )
 
 
-def _non_finite_message(step: int, values: dict[str, float], labels: torch.Tensor, ids: Sequence[int]) -> str:
+def _non_finite_message(step: int, values: dict[str, float], labels: torch.Tensor, ids: Sequence[int],
+                        checkpoint_dir: Path | None) -> str:
     terms = ", ".join(f"{k.removeprefix('loss/')}={v}" for k, v in values.items() if k.startswith("loss/"))
+    last = None if checkpoint_dir is None else Path(checkpoint_dir) / "last.pt"
+    kept = f"the last good checkpoint, {last}, is kept" if last is not None and last.is_file() else \
+        "no checkpoint was written yet"
     return (
         f"non-finite loss at step {step}: {terms}; batch labels {labels.tolist()}, dataset indices "
-        f"{list(ids)}. Training stopped before this step's update; the last good checkpoint is kept."
+        f"{list(ids)}. Training stopped before this step's update; {kept}."
     )
 
 
