@@ -112,3 +112,27 @@ def test_non_finite_floats_in_a_file_are_refused_too(tmp_path):
 def test_batch_k_of_one_is_fine_without_a_triplet_term(tmp_path):
     config = load_config(write(tmp_path, "data: {name: digits}\n"), ["data.batch_k=1", "loss.triplet.weight=0"])
     assert config.data.batch_k == 1
+
+
+def test_choices_follow_the_code_catalogs(monkeypatch):
+    """Every choice key is checked against the catalog its code uses: pooling "max" exists, so it is
+    accepted; a name added to a catalog is accepted without touching the config checks."""
+    from trytry_reid.builders import OPTIMIZERS
+    from trytry_reid.models.pooling import POOLINGS
+
+    assert load_config(None, ["data.name=digits", "model.pooling=max"]).model.pooling == "max"
+    monkeypatch.setitem(POOLINGS, "toy", POOLINGS["avg"])
+    monkeypatch.setitem(OPTIMIZERS, "toy_sgd", OPTIMIZERS["sgd"])
+    config = load_config(None, ["data.name=digits", "model.pooling=toy", "train.optimizer=toy_sgd"])
+    assert (config.model.pooling, config.train.optimizer) == ("toy", "toy_sgd")
+    with pytest.raises(ConfigError, match="train.amp.*bf16, fp16, off"):
+        load_config(None, ["data.name=digits", "train.amp=fp8"])
+
+
+def test_a_dataset_without_a_source_note_still_gets_a_clear_error(monkeypatch):
+    from trytry_reid.data import datasets
+
+    monkeypatch.setitem(datasets.DATASETS, "mine", lambda root: datasets.market_style(
+        "mine", datasets.need_root("mine", root), datasets.MARKET_FOLDERS))
+    with pytest.raises(datasets.DatasetError, match=r"^mine: a root folder is required \(data.root\)$"):
+        datasets.build_dataset("mine", None)

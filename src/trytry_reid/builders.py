@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .catalog import lookup
 from .config import Config
 from .data.datasets import Record, Splits, build_dataset
 from .data.holdout import carve_validation
@@ -120,14 +121,19 @@ def parameter_groups(model: ReidModel, criterion: Criterion, lr: float, head_lr_
     return [g for g in groups if g["params"]]
 
 
+# train.optimizer -> (parameter groups, TrainConfig) -> optimizer
+OPTIMIZERS = {
+    "sgd": lambda groups, t: torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
+                                             nesterov=True),
+    "adam": lambda groups, t: torch.optim.Adam(groups, lr=t.lr, weight_decay=t.weight_decay),
+    "adamw": lambda groups, t: torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay),
+}
+
+
 def build_optimizer(config: Config, model: ReidModel, criterion: Criterion) -> torch.optim.Optimizer:
     t = config.train
-    params = parameter_groups(model, criterion, t.lr, t.head_lr_factor)
-    if t.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=True)
-    if t.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-    return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+    groups = parameter_groups(model, criterion, t.lr, t.head_lr_factor)
+    return lookup(OPTIMIZERS, t.optimizer, "optimizer")(groups, t)
 
 
 def build_loss_optimizer(criterion: Criterion) -> torch.optim.Optimizer | None:

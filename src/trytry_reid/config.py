@@ -46,7 +46,7 @@ class DataConfig:
     color_jitter: float = 0.0
     mean: list[float] | None = None  # None: what the backbone's pretrained weights expect (models/backbones.py)
     std: list[float] | None = None
-    on_bad_image: str = "error"  # error | skip
+    on_bad_image: str = "error"  # data/validate.POLICIES: error | skip
     max_bad_images: int = 100  # with skip: abort when more images than this are bad
     validation_ids: int = 0  # > 0: hold out this many training ids as query/gallery (data/holdout.py)
 
@@ -58,7 +58,7 @@ class ModelConfig:
     last_stride: int = 1
     embedding_dim: int = 0  # 0: no embedding layer
     bnneck: bool = True
-    pooling: str = "avg"  # avg | gem
+    pooling: str = "avg"  # a name in models/pooling.POOLINGS
 
 
 @dataclass
@@ -71,8 +71,8 @@ class CrossEntropyConfig:
 class TripletConfig:
     weight: float = 1.0
     margin: float = 0.3
-    selector: str = "hardest"  # hardest | semihard | random_negative | all
-    metric: str = "euclidean"  # euclidean | cosine
+    selector: str = "hardest"  # a name in losses/selectors.SELECTORS
+    metric: str = "euclidean"  # a name in evaluation/distance.DISTANCES
     soft: bool = False
 
 
@@ -92,21 +92,21 @@ class LossConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 120
-    optimizer: str = "adam"  # sgd | adam | adamw
+    optimizer: str = "adam"  # a name in builders.OPTIMIZERS
     lr: float = 3.5e-4
     head_lr_factor: float = 1.0  # lr multiplier for the layers after the trunk (pooling, embedding, BNNeck, classifier)
     weight_decay: float = 5e-4
     momentum: float = 0.9
     warmup_epochs: int = 10
     warmup_factor: float = 0.1
-    schedule: str = "multistep"  # multistep | cosine
+    schedule: str = "multistep"  # a name in engine/schedule.SCHEDULES
     milestones: list[int] = field(default_factory=lambda: [40, 70])  # in epochs
     gamma: float = 0.1
     eval_every: int = 10
     seed: int = 0
     steps_per_epoch: int | None = None  # optional cap, for quick runs
-    device: str = "auto"  # auto | cpu | cuda
-    amp: str = "off"  # off | bf16 | fp16
+    device: str = "auto"  # engine/distributed.DEVICES: auto | cpu | cuda
+    amp: str = "off"  # engine/train.AMP_MODES: off | bf16 | fp16
     channels_last: bool = False
     log_every: int = 10
     checkpoint_keep: int = 3
@@ -124,7 +124,7 @@ class TestDatasetConfig:
 class TestConfig:
     datasets: list[TestDatasetConfig] = field(default_factory=list)  # empty: the training dataset
     batch_size: int = 128
-    metric: str = "cosine"  # cosine | euclidean
+    metric: str = "cosine"  # a name in evaluation/distance.DISTANCES
     flip: bool = False
     rerank: bool = False
     max_rank: int = 50

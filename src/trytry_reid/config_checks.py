@@ -10,16 +10,25 @@ if TYPE_CHECKING:
     from .config import Config
 
 DATASETS_WITHOUT_ROOT = {"digits"}
-CHOICES = {
-    "data.on_bad_image": ("error", "skip"),
-    "model.pooling": ("avg", "gem"),
-    "loss.triplet.metric": ("euclidean", "cosine"),
-    "train.optimizer": ("sgd", "adam", "adamw"),
-    "train.schedule": ("multistep", "cosine"),
-    "train.device": ("auto", "cpu", "cuda"),
-    "train.amp": ("off", "bf16", "fp16"),
-    "test.metric": ("cosine", "euclidean"),
-}
+
+
+def choices() -> dict[str, Iterable[str]]:
+    """Config key -> its valid names, read from the catalogs of the code that uses the key."""
+    from .builders import OPTIMIZERS
+    from .data.datasets import DATASETS
+    from .data.validate import POLICIES
+    from .engine.distributed import DEVICES
+    from .engine.schedule import SCHEDULES
+    from .engine.train import AMP_MODES
+    from .evaluation.distance import DISTANCES
+    from .losses.selectors import SELECTORS
+    from .models.backbones import BACKBONES
+    from .models.pooling import POOLINGS
+
+    return {"data.name": DATASETS, "data.on_bad_image": POLICIES, "model.backbone": BACKBONES,
+            "model.pooling": POOLINGS, "loss.triplet.selector": SELECTORS, "loss.triplet.metric": DISTANCES,
+            "train.optimizer": OPTIMIZERS, "train.schedule": SCHEDULES, "train.device": DEVICES,
+            "train.amp": AMP_MODES, "test.metric": DISTANCES}
 
 
 def fail(key: str, value: Any, expected: str) -> None:
@@ -44,9 +53,9 @@ def check_choice(key: str, value: str, valid: Iterable[str]) -> None:
 
 
 def check_values(config: "Config") -> None:
-    for key, valid in CHOICES.items():
+    for key, valid in choices().items():
         check_choice(key, get(config, key), valid)
-    check_catalog_names(config)
+    check_test_dataset_names(config)
     check_data(config)
     check_model(config)
     check_losses(config)
@@ -54,14 +63,9 @@ def check_values(config: "Config") -> None:
     check_test(config)
 
 
-def check_catalog_names(config: "Config") -> None:
+def check_test_dataset_names(config: "Config") -> None:
     from .data.datasets import DATASETS
-    from .losses.selectors import SELECTORS
-    from .models.backbones import BACKBONES
 
-    check_choice("data.name", config.data.name, DATASETS)
-    check_choice("model.backbone", config.model.backbone, BACKBONES)
-    check_choice("loss.triplet.selector", config.loss.triplet.selector, SELECTORS)
     for i, item in enumerate(config.test.datasets):
         check_choice(f"test.datasets[{i}].name", item.name, DATASETS)
 
@@ -137,13 +141,12 @@ def check_losses(config: "Config") -> None:
 def check_train(config: "Config") -> None:
     train = config.train
     positive = {"epochs": train.epochs, "lr": train.lr, "head_lr_factor": train.head_lr_factor,
-                "eval_every": train.eval_every,
-                "log_every": train.log_every, "checkpoint_keep": train.checkpoint_keep}
+                "eval_every": train.eval_every, "log_every": train.log_every}
     for key, value in positive.items():
         if value <= 0:
             fail(f"train.{key}", value, "a positive number")
-    if train.weight_decay < 0 or train.warmup_epochs < 0 or train.checkpoint_every_steps < 0:
-        bad = next(k for k in ("weight_decay", "warmup_epochs", "checkpoint_every_steps")
+    if min(train.weight_decay, train.warmup_epochs, train.checkpoint_every_steps, train.checkpoint_keep) < 0:
+        bad = next(k for k in ("weight_decay", "warmup_epochs", "checkpoint_every_steps", "checkpoint_keep")
                    if getattr(train, k) < 0)
         fail(f"train.{bad}", getattr(train, bad), "0 or more")
     if not 0.0 < train.warmup_factor <= 1.0:

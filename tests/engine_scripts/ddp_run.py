@@ -67,7 +67,7 @@ def train(objective: str, rank: int, world_size: int, *, chunks: int = 1, ckpt_d
     scheduler = build_scheduler(optimizer, warmup_steps=0, warmup_factor=1.0, schedule="multistep")
     model = distributed.wrap_model(model, distributed.current(), torch.device("cpu"))
     objects = TrainObjects(model, criterion, optimizer, scheduler, build_loss_optimizer(criterion))
-    options = FitOptions(epochs=1, steps_per_epoch=2, history_every=1, progress=False, keep=0,
+    options = FitOptions(epochs=1, steps_per_epoch=2, log_every=1, progress=False, checkpoint_keep=0,
                          checkpoint_dir=ckpt_dir)
     initial = {k: v.clone() for k, v in distributed.unwrap(model).state_dict().items()}
     history = fit(objects, EpochLoaders(dataset, sampler, seed=0), options)

@@ -92,7 +92,7 @@ def build(seed: int = 0, *, epochs: int = 2, ckpt_dir: Path | None = None, every
                                 milestones=[2 * steps], gamma=0.1)
     objects = TrainObjects(model, criterion, optimizer, scheduler, build_loss_optimizer(criterion))
     options = FitOptions(epochs=epochs, steps_per_epoch=steps, checkpoint_dir=ckpt_dir, checkpoint_every_steps=every,
-                         amp=amp, history_every=1, progress=False, keep=2,
+                         amp=amp, log_every=1, progress=False, checkpoint_keep=2,
                          run_config={"model": {"backbone": "tiny"}, "seed": seed})
     return objects, loaders, options
 

@@ -319,7 +319,9 @@ def digits(root: str | None) -> Splits:
 
 def need_root(name: str, root: str | None) -> Path:
     if root is None or str(root).strip() == "":
-        raise DatasetError(f"{name}: a root folder is required (data.root); where to get it: {SOURCES[name]}")
+        source = SOURCES.get(name)
+        raise DatasetError(f"{name}: a root folder is required (data.root)"
+                           + (f"; where to get it: {source}" if source else ""))
     return Path(root).expanduser().absolute()
 
 

@@ -76,6 +76,9 @@ def current() -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", 0))
 
 
+DEVICES = ("auto", "cpu", "cuda")  # auto: cuda when available
+
+
 def device_for(info: DistInfo, requested: str = "auto") -> torch.device:
     """``cuda:LOCAL_RANK`` under DDP with CUDA, else ``requested`` (``auto`` = cuda if available)."""
     if requested == "auto":

@@ -90,10 +90,10 @@ class FitOptions:
     eval_every: int = 0  # evaluate every N epochs (0: only after the last epoch)
     checkpoint_dir: Path | None = None  # None: no checkpoints (and no resume after a signal)
     checkpoint_every_steps: int = 0  # also write last.pt every N steps (0: only at epoch ends)
-    keep: int = 3  # numbered epoch_XXXX.pt copies kept besides last.pt and best.pt (0: none)
+    checkpoint_keep: int = 3  # numbered epoch_XXXX.pt copies kept besides last.pt and best.pt (0: none)
     amp: str = "off"  # off | bf16 | fp16
     channels_last: bool = False
-    history_every: int = 10  # steps between history points / TensorBoard scalars
+    log_every: int = 10  # steps between history points / TensorBoard scalars
     collapse_window: int = 20  # steps of collapsed embeddings before a warning
     collapse_eps: float = 1e-3  # mean positive and negative distances both below this = collapsed
     max_skipped_steps: int = 25  # consecutive fp16-skipped steps before giving up
@@ -103,7 +103,7 @@ class FitOptions:
     def __post_init__(self) -> None:
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got '{self.amp}'")
-        for name in ("epochs", "steps_per_epoch", "history_every", "collapse_window"):
+        for name in ("epochs", "steps_per_epoch", "log_every", "collapse_window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"FitOptions.{name} must be >= 1, got {getattr(self, name)}")
 
@@ -125,7 +125,7 @@ def fit(objects: TrainObjects, loaders: Loaders, options: FitOptions, *, evaluat
     _prepare(objects, options, device)
     history, progress = History(), Progress()
     if options.checkpoint_dir is not None and is_main:
-        need = 3 * estimate_checkpoint_bytes(objects.model, objects.criterion) * (options.keep + 2)
+        need = 3 * estimate_checkpoint_bytes(objects.model, objects.criterion) * (options.checkpoint_keep + 2)
         check_writable(options.checkpoint_dir, need_bytes=need)
     if resume_from is not None:
         state = resume_from if isinstance(resume_from, dict) else load_checkpoint(resume_from)
@@ -144,8 +144,7 @@ def _prepare(objects: TrainObjects, options: FitOptions, device: torch.device) -
     objects.criterion.to(device)
     if options.channels_last:
         objects.model.to(memory_format=torch.channels_last)
-    if objects.scaler is None:
-        objects.scaler = torch.amp.GradScaler(device.type, enabled=options.amp == "fp16")
+    _ensure_scaler(objects, options, device.type)
 
 
 def train_one_epoch(objects: TrainObjects, batches: Iterable[Sequence[Any]], progress: Progress,
@@ -193,8 +192,7 @@ def train_step(objects: TrainObjects, images: torch.Tensor, labels: torch.Tensor
     "_skipped"}``. Raises NonFiniteLossError (before any update) when the loss is NaN or infinite."""
     device_type = images.device.type
     dtype = AMP_MODES[options.amp]
-    if objects.scaler is None:
-        objects.scaler = torch.amp.GradScaler(device_type, enabled=options.amp == "fp16")
+    _ensure_scaler(objects, options, device_type)
     with torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
         output = objects.model(images)
         terms, stats = objects.criterion(output, labels)
@@ -206,6 +204,12 @@ def train_step(objects: TrainObjects, images: torch.Tensor, labels: torch.Tensor
     values["_skipped"] = float(_backward_and_step(objects, total))
     values.update(stats)
     return values
+
+
+def _ensure_scaler(objects: TrainObjects, options: FitOptions, device_type: str) -> None:
+    """The fp16 gradient scaler (a no-op one for off/bf16), built once per TrainObjects."""
+    if objects.scaler is None:
+        objects.scaler = torch.amp.GradScaler(device_type, enabled=options.amp == "fp16")
 
 
 def _step_values(total: torch.Tensor, terms: dict[str, torch.Tensor], features: torch.Tensor) -> dict[str, float]:
@@ -303,7 +307,7 @@ def _end_of_epoch(objects: TrainObjects, progress: Progress, options: FitOptions
         distributed.barrier()
     progress.epoch, progress.step_in_epoch = done, 0
     save_training_state(objects, progress, options, history)
-    if options.keep > 0:
+    if options.checkpoint_keep > 0:
         save_training_state(objects, progress, options, history, f"epoch_{done:04d}.pt")
     if improved:
         save_training_state(objects, progress, options, history, "best.pt")
@@ -324,7 +328,7 @@ def save_training_state(objects: TrainObjects, progress: Progress, options: FitO
     if options.checkpoint_dir is None or not distributed.current().is_main:
         return None
     path = Path(options.checkpoint_dir) / name
-    save_checkpoint(training_state(objects, progress, history, options.run_config), path, keep=options.keep)
+    save_checkpoint(training_state(objects, progress, history, options.run_config), path, keep=options.checkpoint_keep)
     return path
 
 
@@ -361,7 +365,7 @@ class History:
             self.window[key] = self.window.get(key, 0.0) + value
         self.count += 1
         self._watch_collapse(values, progress, options, writer)
-        if progress.global_step % options.history_every == 0:
+        if progress.global_step % options.log_every == 0:
             self._flush(progress, options, writer, lr)
 
     def _flush(self, progress: Progress, options: FitOptions, writer: Any, lr: float) -> None:
