@@ -14,7 +14,7 @@ from torch import nn
 from trytry_reid import builders
 from trytry_reid.config import ConfigError, load_config
 from trytry_reid.config_checks import check_values
-from trytry_reid.engine.train import FitOptions, TrainObjects, train_step
+from trytry_reid.engine import FitOptions, TrainObjects, train_step
 from trytry_reid.losses.criterion import LOSSES, LossEntry
 
 NUM_CLASSES = 4

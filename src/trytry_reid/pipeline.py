@@ -19,7 +19,8 @@ from .data.validate import dataset_report
 from .engine import distributed
 from .engine.checkpoint import check_writable, load_checkpoint
 from .engine.rng import seed_everything
-from .engine.train import FitOptions, TrainObjects, fit
+from .engine.state import TrainObjects
+from .engine.train import FitOptions, fit
 from .reports import fixed_queries, format_table, ranking_array, write_figures, write_json, write_metrics
 from .retrieval import RetrievalResult, evaluate_model
 from .visualization.curves import draw_curves

@@ -23,7 +23,7 @@ from typing import Any
 
 from torch import nn
 
-from .engine.checkpoint import RESUME_KEYS, CheckpointError
+from .engine.state import RESUME_KEYS
 
 log = logging.getLogger("trytry_reid")
 

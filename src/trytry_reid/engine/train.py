@@ -38,20 +38,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from trytry_reid.engine import distributed
-from trytry_reid.engine.checkpoint import (
-    Progress,
-    check_writable,
-    estimate_checkpoint_bytes,
-    load_checkpoint,
-    restore_training_state,
-    save_checkpoint,
-    training_state,
-)
+from trytry_reid.engine.checkpoint import check_writable, estimate_checkpoint_bytes, load_checkpoint, save_checkpoint
 from trytry_reid.engine.signals import StopRequest, TrainingInterrupted, resume_message
+from trytry_reid.engine.state import Progress, TrainObjects, restore_training_state, training_state
 
 log = logging.getLogger(__name__)
 
@@ -66,20 +58,6 @@ class NonFiniteLossError(FloatingPointError):
 
 class SkippedStepsError(FloatingPointError):
     """Mixed precision (fp16) kept skipping optimizer steps because gradients overflowed."""
-
-
-@dataclass(eq=False)
-class TrainObjects:
-    """What one step needs. ``model`` may be DDP-wrapped. ``loss_optimizer`` trains the loss parameters that
-    move at their own rate (BoT's centers; ``Criterion.own_optimizer_groups``): each of its parameter groups
-    may carry a ``grad_scale`` that the step multiplies their gradient by first."""
-
-    model: nn.Module
-    criterion: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    loss_optimizer: torch.optim.Optimizer | None = None
-    scaler: torch.amp.GradScaler | None = None  # built by fit from options.amp
 
 
 @dataclass
