@@ -45,7 +45,7 @@ def _first_batch(loaders: EpochLoaders):
 
 
 def test_train_step_matches_the_update_rule_written_out() -> None:
-    """forward -> sum of terms -> backward -> Adam step; centres: grad / weight then SGD; scheduler per step."""
+    """forward -> sum of terms -> backward -> Adam step; centers: grad / weight then SGD; scheduler per step."""
     objects, loaders, options = build(seed=3)
     images, labels = _first_batch(loaders)[:2]
     ref_model, ref_crit = copy.deepcopy(objects.model), copy.deepcopy(objects.criterion)
@@ -57,12 +57,12 @@ def test_train_step_matches_the_update_rule_written_out() -> None:
     total = terms["cross_entropy"] + terms["triplet"] + terms["center"]
     total.backward()
     ref_opt.step()
-    centres = ref_crit.modules_by_name["center"].centers
-    expected_centres = centres.detach() - 0.5 * centres.grad / 5e-4
+    centers = ref_crit.modules_by_name["center"].centers
+    expected_centers = centers.detach() - 0.5 * centers.grad / 5e-4
     assert values["loss/total"] == pytest.approx(total.item(), rel=1e-6)
     for (name, got), (_, want) in zip(objects.model.state_dict().items(), ref_model.state_dict().items()):
         assert torch.allclose(got, want, atol=1e-6), name
-    assert torch.allclose(objects.criterion.modules_by_name["center"].centers, expected_centres, atol=1e-5)
+    assert torch.allclose(objects.criterion.modules_by_name["center"].centers, expected_centers, atol=1e-5)
     assert objects.scheduler.last_epoch == 1  # stepped once per iteration
     assert values["_skipped"] == 0.0 and values["triplet/valid_triplets"] >= 0
 

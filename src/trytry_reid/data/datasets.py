@@ -22,7 +22,7 @@ from typing import Callable, NamedTuple
 from ..catalog import lookup
 from . import digits as digit_sets
 
-logger = logging.getLogger("trytry_reid.data")
+log = logging.getLogger("trytry_reid.data")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 MARKET_PATTERN = re.compile(r"^(-1|\d+)_c(\d+)")
@@ -228,7 +228,7 @@ def folder_entries(name: str, split_dir: Path) -> list[tuple[str, Path]]:
     for pid_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
         images = list_images(pid_dir)
         if not images:
-            logger.warning("%s: identity folder '%s' holds no image; ignored", name, pid_dir)
+            log.warning("%s: identity folder '%s' holds no image; ignored", name, pid_dir)
         entries.extend((pid_dir.name, image) for image in images)
     return entries
 
@@ -270,7 +270,7 @@ def folder(root: str | None) -> Splits:
     cameras = {s: [folder_camera(path) for _, path in items] for s, items in entries.items()}
     flat = [c for cams in cameras.values() for c in cams]
     if flat and all(c is None for c in flat):
-        logger.warning("folder: no 'c<N>' camera token in any file name under %s; using camid 0 for train "
+        log.warning("folder: no 'c<N>' camera token in any file name under %s; using camid 0 for train "
                        "and query, 1 for gallery, so that same-camera filtering does not drop every match", base)
         cameras = {s: [1 if s == "gallery" else 0] * len(items) for s, items in entries.items()}
     elif None in flat:
@@ -350,5 +350,5 @@ def summary_table(splits: Splits) -> str:
 def build_dataset(name: str, root: str | None) -> Splits:
     """Build dataset ``name`` from ``root``; logs the per-split counts. Raises DatasetError/UnknownNameError."""
     splits = lookup(DATASETS, name, "dataset")(root)
-    logger.info("dataset %s (%s)\n%s", name, root, summary_table(splits))
+    log.info("dataset %s (%s)\n%s", name, root, summary_table(splits))
     return splits

@@ -21,7 +21,7 @@ from PIL import Image
 from .datasets import IMAGE_SUFFIXES, DatasetError, Record, Splits, build_dataset
 from .images import ImageReadError, read_image
 
-logger = logging.getLogger("trytry_reid.data")
+log = logging.getLogger("trytry_reid.data")
 
 POLICIES = ("error", "skip")
 JPEG_END = b"\xff\xd9"
@@ -79,10 +79,10 @@ def apply_bad_image_policy(records: Sequence[Record], bad: Sequence[tuple[str, s
         raise DatasetError(f"{len(bad)} bad image file(s), more than the cap of {max_skipped} that policy "
                            f"'skip' may drop; fix the data or raise {switches[1]}:\n  {listing}")
     for path, reason in bad:
-        logger.warning("skipping bad image %s: %s", path, reason)
+        log.warning("skipping bad image %s: %s", path, reason)
     bad_paths = {path for path, _ in bad}
     kept = [r for r in records if r.path not in bad_paths]
-    logger.warning("skipped %d bad image file(s) (%d records)", len(bad), len(records) - len(kept))
+    log.warning("skipped %d bad image file(s) (%d records)", len(bad), len(records) - len(kept))
     return kept
 
 
@@ -111,16 +111,6 @@ def dataset_report(name: str, root: str | None) -> tuple[list[str], int]:
     return lines, problems + len(bad)
 
 
-def empty_identity_folders(root: str | Path, splits: Sequence[str] = ("train", "query", "gallery")) -> list[str]:
-    """Identity folders ``<root>/<split>/<pid>/`` holding no file (the ``folder`` layout)."""
-    found = []
-    for split in splits:
-        split_dir = Path(root) / split
-        if split_dir.is_dir():
-            found += [str(d) for d in sorted(split_dir.iterdir()) if d.is_dir() and not any(d.iterdir())]
-    return found
-
-
 def cameras_by_id(records: Iterable[Record]) -> dict[int, set[int]]:
     cameras: dict[int, set[int]] = {}
     for record in records:
@@ -140,12 +130,11 @@ def single_image_train_ids(splits: Splits) -> list[int]:
     return pids[counts == 1].tolist()
 
 
-def check_identities(splits: Splits, root: str | Path | None = None) -> list[str]:
-    """Warnings about identities, one line each: empty identity folders (when ``root`` has the ``folder``
-    layout), query ids that can never match (no gallery image from another camera), and train ids with a
-    single image (no positive pair for metric losses)."""
-    problems = [f"empty identity folder: {path}" for path in (empty_identity_folders(root) if root else [])]
-    problems += [f"query id {pid} has no gallery image from another camera: its queries can never match"
+def check_identities(splits: Splits) -> list[str]:
+    """Warnings about identities, one line each: query ids that can never match (no gallery image from
+    another camera) and train ids with a single image (no positive pair for metric losses). (Empty identity
+    folders of the ``folder`` layout are logged by the dataset builder itself.)"""
+    problems = [f"query id {pid} has no gallery image from another camera: its queries can never match"
                  for pid in unmatchable_query_ids(splits)]
     singles = single_image_train_ids(splits)
     if singles:

@@ -11,7 +11,6 @@ get the terminal's Ctrl-C) ignore the signals and leave the stopping to it.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -21,7 +20,6 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Callable
 
-log = logging.getLogger(__name__)
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 

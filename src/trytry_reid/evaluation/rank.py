@@ -49,7 +49,7 @@ def evaluate_rank(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q
         rows = slice(start, min(start + chunk_size, num_q))
         ranks = _kept_match_ranks(distmat[rows], members[rows], counts[rows], g_camids, q_camids[rows])
         first[rows], all_ap[rows], all_inp[rows] = _query_metrics(ranks, distmat.shape[1])
-    return _summarize(first, all_ap, all_inp, max_rank)
+    return _ranking_result(first, all_ap, all_inp, max_rank)
 
 
 def _validate(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, chunk_size):
@@ -181,7 +181,7 @@ def _query_metrics(ranks: np.ndarray, num_g: int) -> tuple[np.ndarray, np.ndarra
     return first, ap, inp
 
 
-def _summarize(first, all_ap, all_inp, max_rank) -> dict:
+def _ranking_result(first, all_ap, all_inp, max_rank) -> dict:
     valid = first >= 0
     num_valid = int(valid.sum())
     if num_valid == 0:
