@@ -59,6 +59,7 @@ class ModelConfig:
     embedding_dim: int = 0  # 0: no embedding layer
     bnneck: bool = True
     pooling: str = "avg"  # a name in models/pooling.POOLINGS
+    retrieval_feature: str = "bn_features"  # what retrieval uses: bn_features (after BNNeck) or features (before)
 
 
 @dataclass
@@ -83,10 +84,18 @@ class CenterConfig:
 
 
 @dataclass
+class CosFaceConfig:
+    weight: float = 0.0  # a margin softmax over learnable class directions (losses/cosface.py)
+    scale: float = 30.0
+    margin: float = 0.25
+
+
+@dataclass
 class LossConfig:
     cross_entropy: CrossEntropyConfig = field(default_factory=CrossEntropyConfig)
     triplet: TripletConfig = field(default_factory=TripletConfig)
     center: CenterConfig = field(default_factory=CenterConfig)
+    cosface: CosFaceConfig = field(default_factory=CosFaceConfig)
 
 
 @dataclass

@@ -24,9 +24,10 @@ def choices() -> dict[str, Iterable[str]]:
     from .losses.selectors import SELECTORS
     from .models.backbones import BACKBONES
     from .models.pooling import POOLINGS
+    from .models.reid_model import RETRIEVAL_FEATURES
 
     return {"data.name": DATASETS, "data.on_bad_image": POLICIES, "model.backbone": BACKBONES,
-            "model.pooling": POOLINGS, "loss.triplet.selector": SELECTORS, "loss.triplet.metric": DISTANCES,
+            "model.pooling": POOLINGS, "model.retrieval_feature": RETRIEVAL_FEATURES, "loss.triplet.selector": SELECTORS, "loss.triplet.metric": DISTANCES,
             "train.optimizer": OPTIMIZERS, "train.schedule": SCHEDULES, "train.device": DEVICES,
             "train.amp": AMP_MODES, "test.metric": DISTANCES}
 
@@ -136,6 +137,9 @@ def check_losses(config: "Config") -> None:
         fail("loss.triplet.margin", loss.triplet.margin, "0 or more")
     if loss.center.lr <= 0:
         fail("loss.center.lr", loss.center.lr, "a positive learning rate")
+    if loss.cosface.scale <= 0 or not 0 <= loss.cosface.margin < 1:
+        bad = "scale" if loss.cosface.scale <= 0 else "margin"
+        fail(f"loss.cosface.{bad}", getattr(loss.cosface, bad), "scale > 0 and a margin in [0, 1)")
 
 
 def check_train(config: "Config") -> None:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from trytry_reid.catalog import lookup
 from trytry_reid.losses.center import CenterLoss
+from trytry_reid.losses.cosface import CosFaceLoss
 from trytry_reid.losses.cross_entropy import CrossEntropyLoss
 from trytry_reid.losses.triplet import TripletLoss
 from trytry_reid.models.reid_model import ReidOutput
@@ -40,6 +41,8 @@ LOSSES: dict[str, LossEntry] = {
     "triplet": LossEntry(lambda num_classes, feature_dim, **params: TripletLoss(**params), "features"),
     "center": LossEntry(lambda num_classes, feature_dim, **params: CenterLoss(num_classes, feature_dim, **params),
                         "features", standalone=False),
+    "cosface": LossEntry(lambda num_classes, feature_dim, **params: CosFaceLoss(num_classes, feature_dim, **params),
+                         "bn_features"),
 }
 
 
