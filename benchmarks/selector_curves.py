@@ -1,5 +1,5 @@
-"""Valid triplets per batch over training for each selector run of the accuracy study (the seed's
-convergence indicator): reads runs/accuracy/*/*/ (config.yml + checkpoints/last.pt), writes
+"""Valid triplets per batch over training for each selector run of the accuracy study (the
+convergence indicator of triplet training): reads runs/accuracy/*/*/ (config.yml + checkpoints/last.pt), writes
 docs/figures/selector_valid_triplets.png. Run after `benchmarks/accuracy.py --table selectors`."""
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from trytry_reid.cli import main as cli_main
 from trytry_reid.engine.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-# The demo with 3 of its 8 epochs (39 steps): enough to pass the bar of rank-1 >= 0.95 on digits.
+# The demo with 3 of its 8 epochs (39 steps): enough for rank-1 >= 0.95 on digits.
 QUICK = ["train.epochs=3", "train.eval_every=3", "train.milestones=[2]", "test.ranking_queries=4"]
 
 

@@ -6,7 +6,7 @@ it needs with gradients.
 
 Shared definitions, for every selector:
 - a positive pair is an ordered pair ``(a, p)`` with ``a != p`` and ``labels[a] == labels[p]`` (so both
-  ``(a, p)`` and ``(p, a)`` appear; the seed enumerated unordered pairs);
+  ``(a, p)`` and ``(p, a)`` appear);
 - a negative of anchor ``a`` is any ``n`` with ``labels[n] != labels[a]``;
 - an anchor with no positive (its identity has one image in the batch) or no negative yields no triplet;
 - ties between equal distances go to the lowest index (``argmax``/``argmin`` return the first extreme);
@@ -76,7 +76,7 @@ def semihard(dist: Tensor, labels: Tensor, margin: float) -> Triplets:
 
 @torch.no_grad()
 def random_negative(dist: Tensor, labels: Tensor, margin: float) -> Triplets:
-    """The seed's RandomNegativeTripletSelector: per positive pair, one negative drawn uniformly among those
+    """Random negative: per positive pair, one negative drawn uniformly among those
     with a positive hinge loss, ``d_an < d_ap + margin``. Pairs without such a negative are dropped.
 
     Uses torch's global RNG (``torch.manual_seed`` makes it repeat): the argmax of i.i.d. uniform scores over

@@ -1,4 +1,5 @@
-"""Triplet loss over selected ``(a, p, n)`` index triplets, with the seed's valid-triplet statistics."""
+"""Triplet loss over selected ``(a, p, n)`` index triplets, with valid-triplet statistics (how many selected
+triplets still violate the margin: the convergence indicator of triplet training)."""
 
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ class ReidModel(nn.Module):
         trunk: maps ``[B, 3, H, W]`` to a feature map ``[B, feature_dim, h, w]``.
         feature_dim: channels of the trunk's feature map.
         num_classes: training identities; 0 builds no classifier (``logits`` is None).
-        embedding_dim: > 0 adds ``Linear(feature_dim, embedding_dim)`` after pooling (the seed's design);
+        embedding_dim: > 0 adds ``Linear(feature_dim, embedding_dim)`` after pooling;
             0 uses the pooled feature directly. ``D`` is ``embedding_dim or feature_dim``.
         bnneck: add the BNNeck BatchNorm1d (bias frozen at 0).
         pooling: a name in ``POOLINGS`` ("avg", "max", "gem").
