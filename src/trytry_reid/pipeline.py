@@ -19,11 +19,14 @@ from .config import Config, dump_yaml, to_dict
 from .data.datasets import build_dataset
 from .data.validate import check_identities, find_bad_images
 from .engine import distributed
-from .engine.checkpoint import check_writable
+from .engine.checkpoint import check_writable, load_checkpoint
 from .engine.rng import seed_everything
 from .engine.train import FitOptions, TrainObjects, fit
 from .reports import fixed_queries, format_table, ranking_array, write_figures, write_json, write_metrics
+from .evaluation.calibration import Calibration
+from .operating_point import ENTRY_KEY, make_entry
 from .retrieval import RetrievalResult, evaluate_model
+from .visualization.calibration_plot import calibration_array, draw_calibration
 from .visualization.curves import draw_curves
 
 log = logging.getLogger("trytry_reid")
@@ -93,13 +96,16 @@ def run_check_data(config: Config) -> int:
 
 
 class Evaluator:
-    """evaluate(epoch) for engine.fit: ranks every test set, logs metrics and fixed-query ranking grids."""
+    """evaluate(epoch) for engine.fit: ranks every test set, logs metrics, fixed-query ranking grids and the
+    calibration figure; keeps the first test set's operating point for the checkpoints written after it."""
 
-    def __init__(self, config: Config, model, test_sets, device: str, writer: SummaryWriter | None) -> None:
+    def __init__(self, config: Config, model, test_sets, device: str, writer: SummaryWriter | None,
+                 operating_point: dict | None = None) -> None:
         self.config, self.model, self.test_sets = config, model, test_sets
         self.device, self.writer = device, writer
         self.results: list[RetrievalResult] = []
         self.queries: dict[str, list[int]] = {}
+        self.operating_point = operating_point  # resumed runs start from their checkpoint's
 
     def __call__(self, epoch: int) -> dict[str, dict[str, float]]:
         t = self.config.test
@@ -109,10 +115,24 @@ class Evaluator:
                                        workers=self.config.data.workers, device=self.device, flip=t.flip,
                                        metric=t.metric, use_rerank=t.rerank, max_rank=t.max_rank)
                         for label, s in self.test_sets]
-        summaries = {r.label: r.summary() for r in self.results}
+        first = self.results[0] if self.results else None
+        if first is not None and first.calibration is not None:
+            self.operating_point = make_entry(first.calibration, t.calibration_fpr, first.label, epoch=epoch)
+        summaries = self.summaries()
         log.debug("epoch %d evaluation:\n%s", epoch, format_table(summaries))
         self.log_rankings(epoch)
+        self.log_calibration(epoch)
         return summaries
+
+    def summaries(self) -> dict[str, dict[str, float]]:
+        return {r.label: r.summary() for r in self.results}
+
+    def calibrations(self) -> dict[str, Calibration]:
+        return {r.label: r.calibration for r in self.results if r.calibration is not None}
+
+    def checkpoint_extras(self) -> dict:
+        """``{"calibration": entry}`` once an evaluation calibrated the first test set (FitOptions hook)."""
+        return {} if self.operating_point is None else {ENTRY_KEY: self.operating_point}
 
     def log_rankings(self, epoch: int) -> None:
         if self.writer is None or self.config.test.ranking_queries == 0:
@@ -122,22 +142,33 @@ class Evaluator:
             grid = ranking_array(result, queries, top_k=min(8, self.config.test.ranking_top_k))
             self.writer.add_image(f"ranking/{result.label}", grid, epoch, dataformats="HWC")
 
+    def log_calibration(self, epoch: int) -> None:
+        """The histograms + ROC figure, with the stored threshold (AUC and TPR@1e-3 go out as eval scalars)."""
+        calibrations = self.calibrations()
+        if self.writer is None or not calibrations:
+            return
+        threshold = None if self.operating_point is None else self.operating_point["threshold"]
+        image = calibration_array(calibrations, threshold, threshold_label(self.operating_point))
+        self.writer.add_image("calibration", image, epoch, dataformats="HWC")
 
-def tensorboard_writer(out: Path, checkpoint: Path | None) -> SummaryWriter:
+
+def threshold_label(entry: dict | None) -> str:
+    return "threshold" if entry is None else f"threshold (FPR {entry['target_fpr']:g} on {entry['dataset']})"
+
+
+def tensorboard_writer(out: Path, resume_step: int | None) -> SummaryWriter:
     """A resumed run drops the events logged after its checkpoint, so replayed steps are not drawn twice."""
-    if checkpoint is None:
+    if resume_step is None:
         return SummaryWriter(str(out / "tb"))
-    from .engine.checkpoint import load_checkpoint
-
-    return SummaryWriter(str(out / "tb"), purge_step=int(load_checkpoint(checkpoint).get("step", 0)) + 1)
+    return SummaryWriter(str(out / "tb"), purge_step=resume_step + 1)
 
 
-def fit_options(config: Config, out: Path, steps: int, device) -> FitOptions:
+def fit_options(config: Config, out: Path, steps: int, device, checkpoint_extras=None) -> FitOptions:
     t = config.train
     return FitOptions(epochs=t.epochs, steps_per_epoch=steps, device=device, eval_every=t.eval_every,
                       checkpoint_dir=out / "checkpoints", checkpoint_every_steps=t.checkpoint_every_steps,
                       keep=t.checkpoint_keep, amp=t.amp, channels_last=t.channels_last,
-                      history_every=t.log_every, run_config=to_dict(config))
+                      history_every=t.log_every, run_config=to_dict(config), checkpoint_extras=checkpoint_extras)
 
 
 def build_objects(config: Config, train: builders.TrainData, info, device) -> TrainObjects:
@@ -167,13 +198,18 @@ def run_train(config: Config, resume: str | None = None, overwrite: bool = False
     train = builders.build_train_data(config, splits, info.rank, info.world_size)
     test_sets = builders.build_test_sets(config, splits)
     objects = build_objects(config, train, info, device)
-    writer = tensorboard_writer(out, checkpoint) if info.is_main else None
-    evaluator = Evaluator(config, objects.model, test_sets, str(device), writer)
+    resumed = load_checkpoint(checkpoint) if checkpoint is not None and info.is_main else None
+    resume_step = None if resumed is None else int(resumed.get("step", 0))
+    writer = tensorboard_writer(out, resume_step) if info.is_main else None
+    evaluator = Evaluator(config, objects.model, test_sets, str(device), writer,
+                          None if resumed is None else resumed.get(ENTRY_KEY))
+    del resumed
     log.info("training %s for %d epochs x %d steps; outputs in %s", config.name, config.train.epochs,
              train.steps_per_epoch, out)
     start = time.time()
     try:
-        history = fit(objects, train.loaders, fit_options(config, out, train.steps_per_epoch, device),
+        history = fit(objects, train.loaders, fit_options(config, out, train.steps_per_epoch, device,
+                                                          evaluator.checkpoint_extras),
                       evaluate=evaluator, writer=writer, resume_from=checkpoint)
     finally:
         if writer is not None:
@@ -192,7 +228,7 @@ def training_speed(history: dict) -> float:
 
 def finish(config: Config, out: Path, history: dict, evaluator: Evaluator, wall: float) -> dict[str, Any]:
     """Write metrics.json, summary.json, curves.png and the figures; print where they are."""
-    summaries = {r.label: r.summary() for r in evaluator.results}
+    summaries = evaluator.summaries()
     summary = {"epochs": config.train.epochs, "steps": history["steps"][-1] if history["steps"] else 0,
                "wall_s": round(wall, 1), "train_s": round(history.get("train_seconds", 0.0), 1),
                "train_images": history.get("train_images", 0),
@@ -203,6 +239,10 @@ def finish(config: Config, out: Path, history: dict, evaluator: Evaluator, wall:
         t = config.test
         written += write_figures(evaluator.results, out / "figures", num_queries=t.ranking_queries,
                                  top_k=t.ranking_top_k, tsne_max_ids=t.tsne_max_ids, seed=config.train.seed)
+        if evaluator.calibrations():
+            entry = evaluator.operating_point
+            written.append(draw_calibration(evaluator.calibrations(), out / "figures" / "calibration.png",
+                                            None if entry is None else entry["threshold"], threshold_label(entry)))
     print(format_table(summaries))
     print(f"\nrun folder: {out}")
     for path in written + [out / "checkpoints" / "last.pt", out / "tb"]:

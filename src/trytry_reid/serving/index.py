@@ -167,7 +167,9 @@ def index_folder(loaded_model, images_dir: str | Path, index_dir: str | Path, *,
                  progress: bool = True, **options: object) -> tuple[GalleryIndex, int]:
     """Build the index in ``index_dir`` from the images under ``images_dir``, or extend the one already
     there with the images it does not hold yet (same absolute path = same image). Saves it and returns
-    ``(index, number of images added)``. ``checkpoint`` is recorded in the index's ``info``."""
+    ``(index, number of images added)``. ``checkpoint`` is recorded in the index's ``info``, and so is the
+    model's calibrated operating point (``info["calibration"]``, removed when the model has none), which
+    ``search`` and ``serve`` then use as their threshold."""
     from trytry_reid.serving.folder_images import extract_records, folder_records
 
     index_dir = Path(index_dir)
@@ -185,6 +187,10 @@ def index_folder(loaded_model, images_dir: str | Path, index_dir: str | Path, *,
         index.add(found.features, found.paths)
     if checkpoint is not None:
         index.info["checkpoint"] = str(Path(checkpoint).resolve())
+    if loaded_model.calibration is not None:
+        index.info["calibration"] = loaded_model.calibration
+    else:
+        index.info.pop("calibration", None)
     index.save(index_dir)
     return index, len(new_records)
 
