@@ -16,7 +16,8 @@ function thresholdBar(item, threshold) {
   bar.className = "bar";
   const fill = document.createElement("span");
   fill.className = "fill";
-  fill.style.width = `${Math.min(100, (50 * item.distance) / threshold).toFixed(1)}%`;
+  const ratio = threshold > 0 ? item.distance / threshold : (item.distance > 0 ? 2 : 0);
+  fill.style.width = `${Math.min(100, 50 * ratio).toFixed(1)}%`;
   const mark = document.createElement("span");
   mark.className = "mark";
   bar.append(fill, mark);
