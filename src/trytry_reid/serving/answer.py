@@ -43,5 +43,5 @@ def format_answer(answer: dict, threshold: Threshold) -> str:
         lines.append(f"unknown: no gallery image within the {threshold.describe()}; the query is not in the gallery")
     else:
         within = sum(item["within"] for item in answer["results"])
-        lines.append(f"{within} of {len(answer['results'])} results within the {threshold.describe()}")
+        lines.append(f"known: {within} of {len(answer['results'])} results within the {threshold.describe()}")
     return "\n".join(lines)
