@@ -202,3 +202,21 @@ def test_import_stays_light_and_the_embedder_is_exported():
                           env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "trytry_reid.embedder"
+
+
+def test_the_readme_tracker_loop_runs_and_keeps_a_person_on_one_track(calibrated):
+    """The README's ten-line tracker example, executed as written on three frames of two fixed 'people'."""
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("tracks = {}")
+    loop = readme[start:readme.index("```", start)]
+    _, images, embedder = calibrated
+    two = [images[0], images[3]]                                   # pids 0 and 1 (write_images: pid = i // 2)
+    people = [np.asarray(Image.open(p).convert("RGB"))[..., ::-1] for p in two]   # BGR, as OpenCV gives
+    frame = np.zeros((120, 160, 3), dtype=np.uint8)
+    frame[10:106, 5:53], frame[10:106, 100:148] = people[0], people[1]
+    boxes = np.array([[5, 10, 53, 106], [100, 10, 148, 106]])
+    assert embedder.embed_boxes(frame, boxes, bgr=True).shape == (2, 32)
+    assert embedder.distance(*embedder.embed(two)) > embedder.threshold       # the model tells them apart
+    scope = {"np": np, "embedder": embedder, "detections": [(frame, boxes)] * 3}
+    exec(compile(loop, "README tracker loop", "exec"), scope)
+    assert sorted(scope["tracks"]) == [0, 1]                     # two people, two tracks, over three frames

@@ -76,7 +76,7 @@ def run_calibrate(config: Config, checkpoint: Path, out: Path | None = None, *, 
         store_in_checkpoint(checkpoint, entry)
     print(format_calibration(payload))
     print(f"written: {json_path}, {png}")
-    print(f"operating point {'stored in ' + str(checkpoint) if store else 'NOT stored (--no-store)'}: "
+    print(f"operating point {'stored in ' + str(checkpoint) if store else 'measured, not stored'}: "
           f"threshold {entry['threshold']:.4f} (FPR {entry['fpr']:.2e}, TPR {entry['tpr']:.3f} on {first.label})")
     return payload
 

@@ -116,8 +116,9 @@ class Evaluator:
                                        metric=t.metric, use_rerank=t.rerank, max_rank=t.max_rank)
                         for label, s in self.test_sets]
         first = self.results[0] if self.results else None
-        if first is not None and first.calibration is not None:
-            self.operating_point = make_entry(first.calibration, t.calibration_fpr, first.label, epoch=epoch)
+        # never keep an older operating point for the new weights: none when this evaluation cannot calibrate
+        self.operating_point = None if first is None or first.calibration is None else \
+            make_entry(first.calibration, t.calibration_fpr, first.label, epoch=epoch)
         summaries = self.summaries()
         log.debug("epoch %d evaluation:\n%s", epoch, format_table(summaries))
         self.log_rankings(epoch)

@@ -13,8 +13,10 @@ count of pairs with distance <= an upper bin edge is exact, not an approximation
 is the true ROC at those thresholds.
 
 Memory: the pairs are never listed. ``chunk_elements`` pairs (query rows x whole gallery) are binned at a
-time with one ``torch.bincount``; each chunk needs about 20 bytes per pair (float32 distance, int32 codes),
-about 40 MiB at the default 2**21, plus 3 x bins int64 counts.
+time with one ``torch.bincount``; a chunk's temporaries (masks, int32 codes) take about 40 bytes per pair:
+measured +85 MiB at the default 2**21 over a Market-scale distance matrix (benchmarks/calibration_speed.py),
+plus 3 x bins int64 counts. ``pair_histograms_from_features`` adds the chunk's distances (+151 MiB measured)
+instead of needing the [Q, G] matrix at all.
 """
 
 from __future__ import annotations
