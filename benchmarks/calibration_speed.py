@@ -179,7 +179,8 @@ def main() -> None:
     if args.sklearn and "error" not in report["sklearn"]:
         report["agreement"] = {impl: {"auc_diff": abs(report[impl]["auc"] - report["sklearn"]["auc"]),
                                       "auc_error_bound": report[impl]["auc_error_bound"],
-                                      "tpr_at_1e-3_diff": report["sklearn"]["tpr_at_1e-3"] - report[impl]["tpr_at_1e-3"],
+                                      "tpr_at_1e-3_diff":
+                                          report["sklearn"]["tpr_at_1e-3"] - report[impl]["tpr_at_1e-3"],
                                       "tpr_error_bound": report[impl]["tpr_error_bound_at_1e-3"]}
                                for impl in IMPLS[:2] if "error" not in report[impl]}
     report["overhead"] = evaluation_overhead()

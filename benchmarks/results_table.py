@@ -76,8 +76,8 @@ def peer_table(entries: list[dict]) -> list[str]:
 
 
 CALIBRATION_TITLE = "Same person or not: calibrated verification in domain, across domains and in open-set search"
-CALIBRATION_NOTE = """From `docs/results/calibration.jsonl` (`python benchmarks/calibration_table.py --checkpoint C`). Every
-query-gallery pair of a test set is scored by cosine distance (Market protocol: same-identity same-camera pairs
+CALIBRATION_NOTE = """From `docs/results/calibration.jsonl` (`python benchmarks/calibration_table.py --checkpoint C`).
+Every query-gallery pair of a test set is scored by cosine distance (Market protocol: same-identity same-camera pairs
 left out); "same person" iff distance <= threshold. The threshold is calibrated on the devsplit at FPR 1e-3
 (`thr`) and then used unchanged on VIPeR: `FPR there` is the false-positive rate it really gets on VIPeR's
 pairs (0.10 % would mean it transfers). Open set: half of the devsplit's gallery identities dropped (seed 0);

@@ -77,7 +77,8 @@ def test_a_gallery_image_finds_itself_first(setup):
     assert response.status_code == 200
     assert response.json()["threshold"]["threshold"] is None and response.json()["unknown"] is None
     results = response.json()["results"]
-    assert len(results) == 4 and all(r["within"] is None for r in results) and results[0]["id"] == 5 and results[0]["path"] == str(images[5])
+    assert len(results) == 4 and all(r["within"] is None for r in results)
+    assert results[0]["id"] == 5 and results[0]["path"] == str(images[5])
     assert results[0]["distance"] == pytest.approx(0.0, abs=1e-5)
     distances = [r["distance"] for r in results]
     assert distances == sorted(distances)
