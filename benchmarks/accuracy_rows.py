@@ -47,8 +47,13 @@ def recipe_val_rows() -> Rows:
         ("center loss", ["loss.center.weight=0.0005"]),
         ("step schedule (8) instead of cosine", ["train.schedule=multistep"]),
     ]
+    later = [  # after the first round: the classifier itself
+        ("CosFace instead of CE", ["loss.cross_entropy.weight=0", "loss.cosface.weight=1"]),
+        ("CosFace instead of CE, cosine triplet", ["loss.cross_entropy.weight=0", "loss.cosface.weight=1",
+                                                   "loss.triplet.metric=cosine"]),
+    ]
     return [("torchreid settings", []), ("short BoT", BOT_SHORT)] + \
-        [(f"short BoT, {label}", BOT_SHORT + change) for label, change in levers]
+        [(f"short BoT, {label}", BOT_SHORT + change) for label, change in levers + later]
 
 
 # ---- the 100-step study (the first one) ---------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from trytry_reid.builders import build_loss_optimizer
 from trytry_reid.engine import FitOptions, TrainObjects, build_scheduler, train_step
 from trytry_reid.losses import CenterLoss, Criterion, CrossEntropyLoss, LossTerm, TripletLoss
 from trytry_reid.models import ReidModel, build_backbone
@@ -53,10 +54,9 @@ def build(args: argparse.Namespace, device: torch.device, channels_last: bool) -
         LossTerm("center", CenterLoss(args.num_classes, dim), 5e-4, "features"),
     ]).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=3.5e-4, weight_decay=5e-4)
-    center_optimizer = torch.optim.SGD(criterion.parameters(), lr=0.5)
     scheduler = build_scheduler(optimizer, warmup_steps=10, warmup_factor=0.1, schedule="multistep",
                                 milestones=[40, 70], gamma=0.1)
-    return TrainObjects(model, criterion, optimizer, scheduler, center_optimizer, center_weight=5e-4)
+    return TrainObjects(model, criterion, optimizer, scheduler, build_loss_optimizer(criterion))
 
 
 def batch(args: argparse.Namespace, device: torch.device, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:

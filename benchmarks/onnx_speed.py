@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trytry_reid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from trytry_reid.inference import LoadedModel, load_model, model_from_config
+from trytry_reid.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from trytry_reid.inference import LoadedModel, load_model
+from trytry_reid.models import build_reid_model
 from trytry_reid.serving.export import INPUT_NAME, OUTPUT_NAME, export_onnx
 
 
@@ -28,7 +29,7 @@ def untrained_model(backbone: str, height: int, width: int) -> LoadedModel:
     config = {"model": {"backbone": backbone, "last_stride": 1, "embedding_dim": 0, "bnneck": True,
                         "pooling": "avg"},
               "data": {"height": height, "width": width, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}}
-    model = model_from_config(config["model"], num_classes=0).eval()
+    model = build_reid_model(num_classes=0, **config["model"]).eval()
     return LoadedModel(model, height, width, tuple(IMAGENET_MEAN), tuple(IMAGENET_STD), config)
 
 

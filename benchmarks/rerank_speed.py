@@ -32,8 +32,8 @@ def make_features(scale: str, dim: int, seed: int = 0):
     labels = make_labels(**SCALES[scale], seed=seed)
     q_pids, g_pids = labels[0], labels[1]
     rng = np.random.default_rng(seed + 2)
-    centres = rng.normal(size=(int(max(q_pids.max(), g_pids.max())) + 1, dim)).astype(np.float32)
-    feats = [centres[p] + 2.5 * rng.normal(size=(len(p), dim)).astype(np.float32) for p in (q_pids, g_pids)]
+    centers = rng.normal(size=(int(max(q_pids.max(), g_pids.max())) + 1, dim)).astype(np.float32)
+    feats = [centers[p] + 2.5 * rng.normal(size=(len(p), dim)).astype(np.float32) for p in (q_pids, g_pids)]
     feats[1][g_pids == 0] = rng.normal(size=(int((g_pids == 0).sum()), dim))  # distractors: anywhere
     qf, gf = (f / np.linalg.norm(f, axis=1, keepdims=True) for f in feats)
     return qf.astype(np.float32), gf.astype(np.float32), labels

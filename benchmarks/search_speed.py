@@ -29,13 +29,13 @@ from trytry_reid.serving.index import GalleryIndex
 from trytry_reid.serving.search import recall_at_k
 
 
-def clustered_unit_rows(count: int, dim: int, centres: np.ndarray, noise: float,
+def clustered_unit_rows(count: int, dim: int, centers: np.ndarray, noise: float,
                         rng: np.random.Generator, chunk: int = 65536) -> np.ndarray:
     """``count`` rows: a random centre plus Gaussian noise, L2-normalised; built in chunks to bound memory."""
     out = np.empty((count, dim), dtype=np.float32)
     for start in range(0, count, chunk):
         rows = rng.standard_normal((min(chunk, count - start), dim), dtype=np.float32) * noise
-        rows += centres[rng.integers(0, len(centres), len(rows))]
+        rows += centers[rng.integers(0, len(centers), len(rows))]
         rows /= np.linalg.norm(rows, axis=1, keepdims=True)
         out[start:start + len(rows)] = rows
     return out
@@ -78,9 +78,9 @@ def bench_backend(index: GalleryIndex, single: np.ndarray, batch: np.ndarray, k:
 def run(args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(args.seed)
     num_ids = max(1, args.gallery_size // args.images_per_id)
-    centres = rng.standard_normal((num_ids, args.dim), dtype=np.float32) / np.sqrt(args.dim)
-    gallery = clustered_unit_rows(args.gallery_size, args.dim, centres, args.noise / np.sqrt(args.dim), rng)
-    queries = clustered_unit_rows(args.batch, args.dim, centres, args.noise / np.sqrt(args.dim), rng)
+    centers = rng.standard_normal((num_ids, args.dim), dtype=np.float32) / np.sqrt(args.dim)
+    gallery = clustered_unit_rows(args.gallery_size, args.dim, centers, args.noise / np.sqrt(args.dim), rng)
+    queries = clustered_unit_rows(args.batch, args.dim, centers, args.noise / np.sqrt(args.dim), rng)
     paths = [""] * args.gallery_size
     report = {"gallery": list(gallery.shape), "gallery_gb": gallery.nbytes / 1e9, "batch": args.batch,
               "k": args.k, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),

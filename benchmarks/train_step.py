@@ -53,7 +53,7 @@ def bare_step(model: ReidModel, images: torch.Tensor, labels: torch.Tensor) -> C
 
 def full_criterion(selector: str, feat_dim: int) -> tuple[Criterion, LossTerm]:
     """CE (smoothing 0.1) + triplet (margin 0.3) + center (5e-4), as BoT; returns the center term too."""
-    center = build_term("center", CENTER_WEIGHT, num_classes=NUM_CLASSES, feat_dim=feat_dim)
+    center = build_term("center", CENTER_WEIGHT, num_classes=NUM_CLASSES, feature_dim=feat_dim)
     criterion = Criterion([build_term("cross_entropy", 1.0, label_smoothing=0.1),
                            build_term("triplet", 1.0, selector=selector, margin=0.3), center])
     return criterion, center

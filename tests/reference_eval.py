@@ -42,26 +42,6 @@ def reference_evaluate(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50)
             "all_ap": np.array(all_ap), "all_inp": np.array(all_inp)}
 
 
-def reference_single_shot_cmc(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, priorities):
-    """CUHK03 single-gallery-shot CMC: per repeat and identity keep the kept image with the top priority."""
-    curves = []
-    for q in range(len(q_pids)):
-        kept, matches = reference_ranking(distmat[q], g_pids, g_camids, q_pids[q], q_camids[q])
-        if sum(matches) == 0:
-            continue
-        curve = np.zeros(max_rank)
-        for prio in priorities:
-            best = {}
-            for g in kept:
-                if g_pids[g] not in best or prio[g] > prio[best[g_pids[g]]]:
-                    best[g_pids[g]] = g
-            sampled = [g for g in kept if best[g_pids[g]] == g]  # still in (distance, index) order
-            first = [g_pids[g] == q_pids[q] for g in sampled].index(True)
-            curve += np.array([float(first <= k) for k in range(max_rank)])
-        curves.append(curve / len(priorities))
-    return np.mean(curves, axis=0)
-
-
 def reference_rerank(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):
     """k-reciprocal re-ranking (Zhong et al. 2017) on dense matrices, following the widely used reference
     steps: squared distances normalised by their column maximum, k-reciprocal sets expanded with the half-k

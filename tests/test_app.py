@@ -78,7 +78,7 @@ def test_a_gallery_image_finds_itself_first(setup):
     assert response.json()["threshold"]["threshold"] is None and response.json()["unknown"] is None
     results = response.json()["results"]
     assert len(results) == 4 and all(r["within"] is None for r in results)
-    assert results[0]["id"] == 5 and results[0]["path"] == str(images[5])
+    assert results[0]["id"] == 5 and results[0]["path"] == images[5].name
     assert results[0]["distance"] == pytest.approx(0.0, abs=1e-5)
     distances = [r["distance"] for r in results]
     assert distances == sorted(distances)
@@ -251,3 +251,91 @@ def test_a_calibrated_index_searches_with_its_stored_threshold(setup, tmp_path):
     assert [r["within"] for r in answer["results"]] == [r["distance"] <= stored["threshold"]
                                                         for r in answer["results"]]
     assert answer["results"][0]["within"] is True and answer["unknown"] is False   # the query itself, distance 0
+
+
+ODD_IDS = ["%C2%B2", "²", "١", "9" * 5000, "0" * 5000 + "1", "-0", "+1", "0x1", "1e3", " 1", "1%20", "%00",
+           "1%0A", "%2e%2e", "%2F", "%F0%9F%98%80", "%FF", "null", "[]", "{}", "1.0", "0_1"]
+
+
+@pytest.fixture(scope="module")
+def fuzz_client(setup):
+    client, _, root, loaded = setup
+    eval_file = root / "gallery" / "ranking.json"
+    return TestClient(create_app(root / "index", loaded, max_upload_bytes=MAX_UPLOAD, eval_run=eval_file),
+                      raise_server_exceptions=False)
+
+
+@pytest.mark.parametrize("odd", ODD_IDS)
+def test_odd_ids_and_paths_on_every_route_get_a_4xx_with_a_message(fuzz_client, odd):
+    client = fuzz_client
+    requests = [("GET", f"/gallery/{odd}", {}), ("GET", f"/eval/image/{odd}/0", {}),
+                ("GET", f"/eval/image/0/{odd}", {}), ("GET", f"/static/{odd}", {}),
+                ("GET", "/api/eval", {"params": {"order": odd}}),
+                ("POST", "/api/search", {"data": {"gallery_id": odd}}),
+                ("POST", "/api/search", {"data": {"gallery_id": "1", "k": odd}})]
+    for method, url, kwargs in requests:
+        response = client.request(method, url, **kwargs)
+        assert 400 <= response.status_code < 500, (url, kwargs, response.status_code, response.text[:200])
+        if not url.startswith("/static/"):
+            assert response.json()["detail"], (url, kwargs)
+
+
+def test_an_eval_run_serves_only_files_under_its_dataset_roots(tmp_path):
+    images = write_images(tmp_path / "data" / "gallery", 6, seed=5)
+    run = write_eval_run(tmp_path / "data" / "gallery" / "ranking.json", images + images)
+    rows = json.loads(run.read_text())["rows"]
+    rows[1]["ranked"][2]["gallery_path"] = "/etc/passwd"
+    run.write_text(json.dumps({"rows": rows}))
+    with pytest.raises(ValueError, match=r"row 1: '/etc/passwd' is outside the dataset roots"):
+        load_eval_run(run)
+    rows[1]["ranked"][2]["gallery_path"] = "../../../../../../../../etc/passwd"
+    run.write_text(json.dumps({"rows": rows}))
+    with pytest.raises(ValueError, match=r"row 1: '/etc/passwd' is outside"):
+        load_eval_run(run)
+    (tmp_path / "data" / "gallery" / "link.jpg").symlink_to("/etc/passwd")             # a symlink escape
+    rows[1]["ranked"][2]["gallery_path"] = "link.jpg"
+    run.write_text(json.dumps({"rows": rows}))
+    with pytest.raises(ValueError, match=r"row 1: '/etc/passwd' is outside"):
+        load_eval_run(run)
+
+
+def test_an_eval_run_elsewhere_serves_files_under_the_roots_it_records(tmp_path, setup):
+    _, _, _, loaded = setup
+    images = write_images(tmp_path / "dataset" / "query", 12, seed=6)
+    run = tmp_path / "run" / "figures" / "ranking.json"
+    run.parent.mkdir(parents=True)
+    rows = json.loads(write_eval_run(tmp_path / "scratch.json", images).read_text())["rows"]
+    for row in rows:
+        row["query_path"] = str(images[0].parent / row["query_path"])
+        for item in row["ranked"]:
+            item["gallery_path"] = str(images[0].parent / item["gallery_path"])
+    run.write_text(json.dumps({"dataset_roots": [str(tmp_path / "dataset")], "rows": rows}))
+    index = GalleryIndex(32)
+    index.add(embed_paths(loaded, images[:2]), [str(p) for p in images[:2]])
+    index.save(tmp_path / "index")
+    client = TestClient(create_app(tmp_path / "index", loaded, eval_run=run))
+    assert client.get("/eval/image/0/1").content == images[1].read_bytes()
+    # a folder on the way swapped for a symlink after start-up: the file now resolves elsewhere
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / images[1].name).write_bytes(b"secret")
+    (tmp_path / "dataset").rename(tmp_path / "moved")
+    (tmp_path / "dataset").mkdir()
+    (tmp_path / "dataset" / "query").symlink_to(tmp_path / "elsewhere")
+    response = client.get("/eval/image/0/1")
+    assert response.status_code == 404 and b"secret" not in response.content
+
+
+def test_search_results_carry_paths_relative_to_the_indexed_folder(tmp_path, setup):
+    from trytry_reid.serving.index import index_folder
+
+    _, _, _, loaded = setup
+    first = write_images(tmp_path / "crops" / "day1", 3, seed=7)
+    write_images(tmp_path / "crops" / "day2" / "cam3", 3, seed=8)
+    index_folder(loaded, tmp_path / "crops", tmp_path / "index", progress=False)
+    client = TestClient(create_app(tmp_path / "index", loaded))
+    response = client.post("/api/search", data={"gallery_id": "0", "k": "6"})
+    paths = [r["path"] for r in response.json()["results"]]
+    assert str(tmp_path) not in response.text                         # no absolute server path leaks
+    assert paths[0] == f"day1/{first[0].name}"
+    assert sorted(p.split("/")[0] for p in paths) == ["day1"] * 3 + ["day2"] * 3
+    assert all(p.startswith("day1/") or p.startswith("day2/cam3/") for p in paths)

@@ -35,7 +35,7 @@ def test_last_stride_one_doubles_the_feature_map(name, zero_init):
     channels, stride = EXPECTED[name]
     shapes = {}
     for last_stride in (1, 2):
-        trunk, dim = BACKBONES[name](last_stride)
+        trunk, dim = BACKBONES[name].build(last_stride)
         with torch.no_grad():
             shapes[last_stride] = tuple(trunk.eval()(torch.zeros(1, 3, 64, 32)).shape)
         assert dim == channels
@@ -73,7 +73,7 @@ def test_shared_mobilenet_weights_load(caplog, tmp_path):
 
 def mobilenet_state_file(tmp_path, name="weights.pth", prefix="", edit=None):
     """Save a random mobilenet_v2 trunk's state dict (+ an ImageNet classifier) and return (path, state)."""
-    trunk, _ = BACKBONES["mobilenet_v2"](2)
+    trunk, _ = BACKBONES["mobilenet_v2"].build(2)
     state = {prefix + key: value for key, value in trunk.state_dict().items()}
     state["classifier.1.weight"] = torch.zeros(1000, 1280)
     if edit:
@@ -135,3 +135,24 @@ def test_imagenet_weights_are_read_from_the_hub_cache_never_downloaded(tmp_path,
     _, state = mobilenet_state_file(tmp_path / "checkpoints", name=file_name)
     trunk, _ = build_backbone("mobilenet_v2", pretrained="imagenet")
     assert torch.equal(trunk.state_dict()["features.17.conv.2.weight"], state["features.17.conv.2.weight"])
+
+
+def test_a_toy_backbone_joins_through_its_catalog_entry_alone(monkeypatch):
+    """One BACKBONES entry is all a new trunk needs: the config accepts it, takes its normalisation as the
+    default, the model builds from it, and asking for ImageNet weights it does not have is a clear error."""
+    from trytry_reid import builders
+    from trytry_reid.config import ConfigError, load_config
+    from trytry_reid.models.backbones import Backbone
+
+    def toy_trunk(last_stride: int = 2):
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, stride=last_stride, padding=1), torch.nn.ReLU()), 6
+
+    monkeypatch.setitem(BACKBONES, "toy", Backbone(toy_trunk, mean=(0.5, 0.4, 0.3), std=(0.2, 0.2, 0.2)))
+    config = load_config(None, ["data.name=digits", "model.backbone=toy", "model.pretrained=none"])
+    assert (config.data.mean, config.data.std) == ([0.5, 0.4, 0.3], [0.2, 0.2, 0.2])
+    model = builders.build_model(config, num_classes=3)
+    assert model.output_dim == 6 and model(torch.zeros(2, 3, 16, 8)).logits.shape == (2, 3)
+    with pytest.raises(ConfigError, match="model.backbone.*toy"):
+        load_config(None, ["data.name=digits", "model.backbone=tyo"])
+    with pytest.raises(ValueError, match="'toy' has no ImageNet weights"):
+        build_backbone("toy", pretrained="imagenet")

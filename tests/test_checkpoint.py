@@ -91,9 +91,29 @@ def test_truncated_file_names_the_file(tmp_path: Path, keep_bytes: int) -> None:
 
 def test_garbage_file_names_the_file(tmp_path: Path) -> None:
     target = tmp_path / "junk.pt"
-    target.write_bytes(b"this is not a checkpoint at all" * 10)
-    with pytest.raises(CheckpointError, match=r"junk\.pt is truncated or corrupt"):
+    target.write_bytes(bytes(range(1, 200)) * 3)
+    with pytest.raises(CheckpointError, match=r"junk\.pt is not a torch checkpoint: it is neither a zip archive"):
         load_checkpoint(target)
+
+
+@pytest.mark.parametrize("name, data, what", [
+    ("photo.jpg", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(300), "a JPEG image"),
+    ("crop.pt", b"\x89PNG\r\n\x1a\n" + bytes(300), "a PNG image"),
+    ("config.yml", b"model:\n  backbone: resnet50\ntrain: {epochs: 3}\n", "a text file"),
+])
+def test_a_file_that_is_not_a_checkpoint_says_what_it_is(tmp_path: Path, name: str, data: bytes, what: str) -> None:
+    target = tmp_path / name
+    target.write_bytes(data)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(target)
+    assert f"{target} is not a torch checkpoint: it is {what}" in str(info.value)
+    assert "pickled code" not in str(info.value)
+
+
+def test_a_folder_is_not_reported_missing(tmp_path: Path) -> None:
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match=r"run is a folder, not a checkpoint file; e\.g\. .*last\.pt"):
+        load_checkpoint(tmp_path / "run")
 
 
 class _Payload:

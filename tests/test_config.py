@@ -58,6 +58,14 @@ def test_unknown_top_level_section(tmp_path):
     ("model.pretrained=/no/such/file.pth", r"'model.pretrained' = '/no/such/file.pth'"),
     ("test.calibration_fpr=0", r"'test.calibration_fpr' = 0.0: expected a false-positive rate in \(0, 1\)"),
     ("test.calibration_fpr=1.5", r"'test.calibration_fpr' = 1.5: expected a false-positive rate"),
+    ("train.lr=.inf", r"'train.lr' must be a finite number, got inf"),
+    ("train.lr=1e400", r"'train.lr' must be a finite number, got inf"),      # overflows to inf
+    ("train.lr=.nan", r"'train.lr' must be a finite number, got nan"),
+    ("loss.triplet.margin=-.inf", r"'loss.triplet.margin' must be a finite number, got -inf"),
+    ("data.std=[0.2, .nan, 0.2]", r"'data.std\[1\]' must be a finite number, got nan"),
+    ("train.warmup_factor=.NaN", r"'train.warmup_factor' must be a finite number"),
+    ("data.batch_k=1", r"'data.batch_k' = 1: expected at least 2 images per identity while "
+                       r"loss.triplet.weight > 0"),
 ])
 def test_bad_values_name_key_and_value(tmp_path, override, pattern):
     path = write(tmp_path, "data: {name: digits}\n")
@@ -96,3 +104,37 @@ def test_bot_recipe_values():
     assert cfg.train.milestones == [40, 70] and cfg.train.epochs == 120 and cfg.train.warmup_epochs == 10
     assert cfg.loss.center.weight == pytest.approx(5e-4) and cfg.loss.triplet.margin == pytest.approx(0.3)
     assert cfg.loss.cross_entropy.label_smoothing == pytest.approx(0.1) and cfg.model.last_stride == 1
+
+
+def test_non_finite_floats_in_a_file_are_refused_too(tmp_path):
+    with pytest.raises(ConfigError, match=r"'train.gamma' must be a finite number, got inf"):
+        load_config(write(tmp_path, "data: {name: digits}\ntrain: {gamma: .inf}\n"))
+
+
+def test_batch_k_of_one_is_fine_without_a_triplet_term(tmp_path):
+    config = load_config(write(tmp_path, "data: {name: digits}\n"), ["data.batch_k=1", "loss.triplet.weight=0"])
+    assert config.data.batch_k == 1
+
+
+def test_choices_follow_the_code_catalogs(monkeypatch):
+    """Every choice key is checked against the catalog its code uses: pooling "max" exists, so it is
+    accepted; a name added to a catalog is accepted without touching the config checks."""
+    from trytry_reid.builders import OPTIMIZERS
+    from trytry_reid.models.pooling import POOLINGS
+
+    assert load_config(None, ["data.name=digits", "model.pooling=max"]).model.pooling == "max"
+    monkeypatch.setitem(POOLINGS, "toy", POOLINGS["avg"])
+    monkeypatch.setitem(OPTIMIZERS, "toy_sgd", OPTIMIZERS["sgd"])
+    config = load_config(None, ["data.name=digits", "model.pooling=toy", "train.optimizer=toy_sgd"])
+    assert (config.model.pooling, config.train.optimizer) == ("toy", "toy_sgd")
+    with pytest.raises(ConfigError, match="train.amp.*bf16, fp16, off"):
+        load_config(None, ["data.name=digits", "train.amp=fp8"])
+
+
+def test_a_dataset_without_a_source_note_still_gets_a_clear_error(monkeypatch):
+    from trytry_reid.data import datasets
+
+    monkeypatch.setitem(datasets.DATASETS, "mine", lambda root: datasets.market_style(
+        "mine", datasets.need_root("mine", root), datasets.MARKET_FOLDERS))
+    with pytest.raises(datasets.DatasetError, match=r"^mine: a root folder is required \(data.root\)$"):
+        datasets.build_dataset("mine", None)

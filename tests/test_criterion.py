@@ -26,10 +26,13 @@ def images() -> torch.Tensor:
     return torch.randn(6, 3, 8, 4, generator=torch.Generator().manual_seed(1))
 
 
-def test_catalog_names_factories_and_default_fields():
-    assert LOSSES["cross_entropy"] == (CrossEntropyLoss, "logits")
-    assert LOSSES["triplet"] == (TripletLoss, "features")
-    assert LOSSES["center"] == (CenterLoss, "features")
+def test_catalog_builds_each_loss_and_names_its_field():
+    built = {name: build_term(name, num_classes=3, feature_dim=8) for name in LOSSES}
+    assert isinstance(built["cross_entropy"].module, CrossEntropyLoss) and built["cross_entropy"].field == "logits"
+    assert isinstance(built["triplet"].module, TripletLoss) and built["triplet"].field == "features"
+    assert isinstance(built["center"].module, CenterLoss) and built["center"].field == "features"
+    assert built["center"].module.centers.shape == (3, 8)
+    assert [name for name, entry in LOSSES.items() if not entry.standalone] == ["center"]
     with pytest.raises(UnknownNameError, match="triplet"):
         lookup(LOSSES, "tripplet", "loss")
 
@@ -39,7 +42,7 @@ def test_terms_are_weighted_and_stats_are_prefixed():
     out = net(images())
     terms = [build_term("cross_entropy", 1.0, label_smoothing=0.1),
              build_term("triplet", 2.0, selector="hardest", margin=0.3),
-             build_term("center", 5e-4, num_classes=3, feat_dim=8)]
+             build_term("center", 5e-4, num_classes=3, feature_dim=8)]
     losses, stats = Criterion(terms)(out, LABELS)
     assert list(losses) == ["cross_entropy", "triplet", "center"]
     assert losses["triplet"].item() == pytest.approx(2.0 * terms[1].module(out.features, LABELS)[0].item())
@@ -61,7 +64,7 @@ def test_metric_losses_read_features_before_bnneck_and_ce_reads_after():
     net = model()
     got = grads_after([build_term("triplet", margin=10.0)], net)  # large margin: every triplet is active
     assert got["trunk.0.weight"] and not got["bnneck.weight"] and not got["classifier.weight"]
-    center = build_term("center", num_classes=3, feat_dim=8)
+    center = build_term("center", num_classes=3, feature_dim=8)
     got = grads_after([center], net)
     assert got["trunk.0.weight"] and not got["bnneck.weight"] and center.module.centers.grad is not None
     got = grads_after([build_term("cross_entropy")], net)
@@ -75,7 +78,7 @@ def test_a_field_can_be_overridden():
 
 
 def test_center_parameters_belong_to_the_criterion():
-    center = build_term("center", 5e-4, num_classes=3, feat_dim=8)
+    center = build_term("center", 5e-4, num_classes=3, feature_dim=8)
     criterion = Criterion([build_term("cross_entropy"), center])
     assert any(p is center.module.centers for p in criterion.parameters())
 

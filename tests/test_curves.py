@@ -18,7 +18,7 @@ def full_history(num_steps: int = 300) -> dict:
         "steps": (t + 1).tolist(),
         "loss": {"cross_entropy": (2.0 * np.exp(-t / 80) + 0.2).tolist(),
                  "triplet": (0.3 * np.exp(-t / 120)).tolist()},
-        "stats": {"triplet/valid_fraction": np.linspace(0.9, 0.1, num_steps).tolist(),
+        "stats": {"triplet/valid_triplets": np.linspace(60, 10, num_steps).tolist(),
                   "triplet/mean_pos_dist": np.linspace(0.5, 0.2, num_steps).tolist()},
         "warnings": [{"step": num_steps // 2, "message": "embeddings collapsed"}],
         "lr": np.minimum(1.0, (t + 1) / 50).tolist(),
@@ -42,18 +42,10 @@ def test_full_history_fills_every_panel(tmp_path):
     image = np.asarray(Image.open(out).convert("RGB"))
     assert image.shape == PNG_SHAPE
     assert count_color(quadrant(image, 0, 0), "tab:blue") > 200  # cross-entropy line
-    assert count_color(quadrant(image, 0, 1), "tab:purple") > 200  # valid fraction
+    assert count_color(quadrant(image, 0, 1), "tab:purple") > 200  # valid triplets
     assert count_color(quadrant(image, 1, 0), "tab:blue") > 200  # rank-1 / mAP of the one test set
     assert count_color(quadrant(image, 1, 1), "tab:gray") > 100  # learning rate
     assert count_color(quadrant(image, 0, 0), "tab:red") > 50  # the collapse warning's marker
-
-
-def test_top_level_valid_fraction_is_read_too(tmp_path):
-    history = full_history(40)
-    del history["stats"]
-    history["valid_fraction"] = np.linspace(0.9, 0.1, 40).tolist()
-    image = np.asarray(Image.open(draw_curves(history, tmp_path / "curves.png")).convert("RGB"))
-    assert count_color(quadrant(image, 0, 1), "tab:purple") > 100
 
 
 def test_missing_parts_leave_their_panels_empty(tmp_path):
@@ -63,7 +55,7 @@ def test_missing_parts_leave_their_panels_empty(tmp_path):
     assert count_color(quadrant(image, 0, 0), "tab:blue") > 50
     assert count_color(quadrant(image, 0, 1), "tab:purple") == 0  # "no triplet loss in this run"
     assert count_color(quadrant(image, 1, 0), "tab:blue") == 0  # "no evaluation in this run"
-    history = {"steps": [0, 1, 2], "stats": {"triplet/valid_fraction": [float("nan")] * 3}}  # all NaN
+    history = {"steps": [0, 1, 2], "stats": {"triplet/valid_triplets": [float("nan")] * 3}}  # all NaN
     empty = np.asarray(Image.open(draw_curves(history, tmp_path / "empty.png")).convert("RGB"))
     assert empty.shape == PNG_SHAPE
     assert count_color(quadrant(empty, 0, 1), "tab:purple") == 0
@@ -75,8 +67,8 @@ def test_inconsistent_history_is_refused_with_the_key_named(tmp_path):
     with pytest.raises(ValueError, match=r"history\['triplet'\] must be a list of 10"):
         draw_curves(history, tmp_path / "curves.png")
     history = full_history(10)
-    history["stats"]["triplet/valid_fraction"] = [0.5] * 11
-    with pytest.raises(ValueError, match=r"history\['triplet/valid_fraction'\] must be a list of 10"):
+    history["stats"]["triplet/valid_triplets"] = [5.0] * 11
+    with pytest.raises(ValueError, match=r"history\['triplet/valid_triplets'\] must be a list of 10"):
         draw_curves(history, tmp_path / "curves.png")
     history = full_history(10)
     del history["eval"][1]["mAP"]

@@ -120,8 +120,8 @@ def test_msmt17_lists_cameras_and_shifted_pids(tmp_path):
     (tmp_path / "list_gallery.txt").write_text("\n")
     with pytest.raises(DatasetError, match="split 'gallery' is empty: '.*list_gallery.txt'"):
         build_dataset("msmt17", str(tmp_path))
-    (tmp_path / "list_query.txt").write_text("garbage line here\n")
-    with pytest.raises(DatasetError, match=r"list_query.txt:1: 'garbage line here'"):
+    (tmp_path / "list_query.txt").write_text("garbage line here\n0000/0000_000_02_0303_0020_0.jpg ²\n")
+    with pytest.raises(DatasetError, match=r"list_query.txt:1: 'garbage line here'\n.*list_query.txt:2: '0000"):
         build_dataset("msmt17", str(tmp_path))
     (tmp_path / "list_val.txt").unlink()
     with pytest.raises(DatasetError, match="list_val.txt"):
@@ -151,6 +151,21 @@ def test_folder_layout_with_cameras_and_named_ids(tmp_path):
     assert sorted((r.pid, r.camid) for r in splits.gallery) == [(0, 0), (9, 0), (alice, 1)]
 
 
+def test_folder_names_are_identities_never_merged_or_crashing(tmp_path):
+    root = make_folder_tree(tmp_path / "f", {
+        "train": {"3": ["a_c1.jpg", "b_c2.jpg"], "²": ["c_c1.jpg", "d_c2.jpg"], "x7": ["e_c1.jpg"]},
+        "query": {"3": ["q_c1.jpg"], "²": ["r_c1.jpg"]},
+        "gallery": {"3": ["g_c2.jpg"], "²": ["h_c2.jpg"], "0000": ["z_c1.jpg"]},
+    })
+    splits = build_dataset("folder", str(root))
+    by_folder = {Path(r.path).parent.name: r.pid for r in splits.train + splits.query + splits.gallery}
+    assert by_folder == {"3": 3, "x7": 4, "²": 5, "0000": 0}    # '²' is a name, not the number 2
+    clash = make_folder_tree(tmp_path / "clash", {"train": {"7": ["a_c1.jpg"], "007": ["b_c1.jpg"]},
+                                                  "query": {"7": ["q_c1.jpg"]}, "gallery": {"007": ["g_c2.jpg"]}})
+    with pytest.raises(DatasetError, match=r"identity folders '007' and '7' both read as pid 7"):
+        build_dataset("folder", str(clash))
+
+
 def test_folder_without_cameras_warns_and_separates_query_from_gallery(tmp_path, caplog):
     root = make_folder_tree(tmp_path / "f", {"train": {"1": ["a.jpg"]}, "query": {"2": ["b.jpg"]},
                                              "gallery": {"2": ["c.jpg", "d.jpg"]}})
@@ -162,8 +177,9 @@ def test_folder_without_cameras_warns_and_separates_query_from_gallery(tmp_path,
 
 def test_folder_errors_name_the_file(tmp_path):
     mixed = make_folder_tree(tmp_path / "mixed", {"train": {"1": ["a_c1.jpg", "nocam.jpg"]},
-                                                  "query": {"2": ["b_c1.jpg"]}, "gallery": {"2": ["c_c2.jpg"]}})
-    with pytest.raises(DatasetError, match="nocam.jpg"):
+                                                  "query": {"2": ["b_c1.jpg", "alsonone.jpg"]},
+                                                  "gallery": {"2": ["c_c2.jpg"]}})
+    with pytest.raises(DatasetError, match=r"(?s)2 file\(s\) have no 'c<N>' camera token.*nocam.jpg.*alsonone.jpg"):
         build_dataset("folder", str(mixed))
     zero = make_folder_tree(tmp_path / "zero", {"train": {"0": ["a_c1.jpg"]}, "query": {"2": ["b_c1.jpg"]},
                                                 "gallery": {"2": ["c_c2.jpg"]}})

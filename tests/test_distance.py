@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist
 
+from trytry_reid.catalog import UnknownNameError
 from trytry_reid.evaluation.distance import average_query_expansion, compute_distance, fuse_flip
 
 
@@ -28,7 +29,7 @@ def test_torch_float32_input_and_identical_vectors_give_zero():
 
 
 def test_bad_inputs_raise():
-    with pytest.raises(ValueError, match="unknown metric"):
+    with pytest.raises(UnknownNameError, match="unknown metric 'manhattan'.*cosine, euclidean"):
         compute_distance(np.ones((2, 3)), np.ones((2, 3)), metric="manhattan")
     with pytest.raises(ValueError, match="feature dimension"):
         compute_distance(np.ones((2, 3)), np.ones((2, 4)))

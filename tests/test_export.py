@@ -28,13 +28,13 @@ def write_tiny_checkpoint(path: Path, embedding_dim: int = 32, seed: int = 0) ->
 
     BN running statistics are randomised so the BNNeck is not an identity and eval mode matters.
     """
-    from trytry_reid.inference import model_from_config
+    from trytry_reid.models import build_reid_model
 
     config = {"model": {"backbone": "resnet18", "last_stride": 2, "embedding_dim": embedding_dim,
                         "bnneck": True, "pooling": "avg"},
               "data": {"height": HEIGHT, "width": WIDTH, "mean": list(MEAN), "std": list(STD)}}
     torch.manual_seed(seed)
-    model: ReidModel = model_from_config(config["model"], num_classes=5)
+    model: ReidModel = build_reid_model(num_classes=5, **config["model"])
     for module in model.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.running_mean.uniform_(-0.1, 0.1)
@@ -134,3 +134,24 @@ def test_devsplit_query_images_match(exported):
     report = check_onnx(onnx_path, loaded, paths, gallery_paths=gallery)
     assert report["num_queries"] == 24 and report["num_gallery"] == 36
     assert report["max_abs_diff"] <= 1e-4 and report["top10_equivalent"] == 1.0
+
+
+def test_a_failed_export_check_leaves_no_unchecked_file(tmp_path, capsys):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from trytry_reid.cli import main as cli_main
+
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny.pt")
+    images = write_images(tmp_path / "images", 4)
+    images[2].write_bytes(images[2].read_bytes()[:200])               # a truncated JPEG
+    out = tmp_path / "out" / "m.onnx"
+    args = ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--check-images", str(tmp_path / "images")]
+    assert cli_main(args) == 2
+    assert str(images[2]) in capsys.readouterr().err
+    assert not out.exists() and list(out.parent.iterdir()) == []      # nothing unchecked, no temporary file
+    out.write_bytes(b"an earlier, checked export")
+    assert cli_main(args) == 2
+    assert out.read_bytes() == b"an earlier, checked export"          # not replaced by an unchecked one
+    images[2].unlink()
+    assert cli_main(args) == 0
+    assert read_preprocessing(out)["height"] == str(HEIGHT) and sorted(p.name for p in out.parent.iterdir()) == ["m.onnx"]

@@ -249,7 +249,7 @@ def test_feature_files_with_pickled_objects_or_missing_keys_are_refused(tmp_path
     with pytest.raises(ValueError, match="pickle"):
         load_features(path)
     np.savez(path, features=np.zeros((1, 2), np.float32))
-    with pytest.raises(KeyError, match=r"lacks \['paths', 'pids', 'camids'\]"):
+    with pytest.raises(ValueError, match=r"lacks \['paths', 'pids', 'camids'\]"):
         load_features(path)
 
 
@@ -276,6 +276,7 @@ def test_index_folder_builds_then_extends_with_only_the_new_images(tiny_model, t
     from trytry_reid.serving.index import index_folder
 
     first = write_images(tmp_path / "crops" / "a", 4, seed=6)
+    (tmp_path / "m.pt").write_bytes(b"stands for the checkpoint file")
     index, added = index_folder(tiny_model, tmp_path / "crops", tmp_path / "idx", checkpoint=tmp_path / "m.pt",
                                 progress=False)
     assert added == 4 and len(index) == 4
@@ -283,7 +284,11 @@ def test_index_folder_builds_then_extends_with_only_the_new_images(tiny_model, t
     index, added = index_folder(tiny_model, tmp_path / "crops", tmp_path / "idx", progress=False)
     assert added == 2 and len(index) == 6
     assert index.paths == sorted(str(p.resolve()) for p in first) + sorted(str(p.resolve()) for p in second)
-    assert index.info == {"checkpoint": str((tmp_path / "m.pt").resolve())}
+    from trytry_reid.serving.index import weights_sha256
+
+    assert index.info == {"checkpoint": str((tmp_path / "m.pt").resolve()),
+                          "checkpoint_sha256": before_sha(tmp_path / "m.pt"),
+                          "weights_sha256": weights_sha256(tiny_model.model)}
     np.testing.assert_allclose(index.features, embed_images(tiny_model, index.paths), atol=1e-5)
     assert index_folder(tiny_model, tmp_path / "crops", tmp_path / "idx", progress=False)[1] == 0
     GalleryIndex(8).save(tmp_path / "other")
@@ -298,3 +303,170 @@ def test_missing_faiss_is_a_clear_error(monkeypatch):
     for backend in ("faiss", "faiss-ivf"):
         with pytest.raises(ImportError, match=r"pip install 'trytry-reid\[search\]'.*backend='numpy'"):
             GalleryIndex(8, backend)
+
+
+def test_extending_an_index_with_another_checkpoint_is_refused(tmp_path):
+    import shutil
+
+    from test_export import write_images, write_tiny_checkpoint
+    from trytry_reid.inference import load_model
+    from trytry_reid.serving.index import index_folder
+
+    first, second = write_tiny_checkpoint(tmp_path / "a.pt", seed=0), write_tiny_checkpoint(tmp_path / "b.pt", seed=1)
+    write_images(tmp_path / "crops" / "a", 3, seed=1)
+    index_folder(load_model(first), tmp_path / "crops", tmp_path / "idx", checkpoint=first, progress=False)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "idx").iterdir()}
+    write_images(tmp_path / "crops" / "b", 2, seed=2)
+    with pytest.raises(ValueError, match=rf"index '{tmp_path / 'idx'}' was built with checkpoint "
+                                         rf"{first.resolve()} .*not with {second.resolve()}"):
+        index_folder(load_model(second), tmp_path / "crops", tmp_path / "idx", checkpoint=second, progress=False)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "idx").iterdir()} == before
+    meta = json.loads((tmp_path / "idx" / "index.json").read_text())
+    del meta["info"]["checkpoint_sha256"]                           # an index written before hashes were kept
+    (tmp_path / "idx" / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="was built with checkpoint"):
+        index_folder(load_model(second), tmp_path / "crops", tmp_path / "idx", checkpoint=second, progress=False)
+    shutil.copy(first, tmp_path / "copy.pt")                       # the same bytes under another name: same model
+    index, added = index_folder(load_model(tmp_path / "copy.pt"), tmp_path / "crops", tmp_path / "idx",
+                                checkpoint=tmp_path / "copy.pt", progress=False)
+    assert added == 2 and len(index) == 5 and index.info["checkpoint_sha256"] == before_sha(first)
+
+
+def test_a_checkpoint_calibrated_after_indexing_still_extends_its_index(tmp_path):
+    """`calibrate` rewrites the checkpoint file (new bytes, same weights): the index it built stays its own,
+    and takes the new operating point; other weights are still refused."""
+    from test_embedder import calibrate_on_images
+    from test_export import write_images, write_tiny_checkpoint
+    from trytry_reid.inference import load_model
+    from trytry_reid.operating_point import store_in_checkpoint
+    from trytry_reid.serving.index import index_folder
+
+    checkpoint = write_tiny_checkpoint(tmp_path / "m.pt")
+    images = write_images(tmp_path / "crops" / "a", 6, seed=3)
+    index_folder(load_model(checkpoint), tmp_path / "crops", tmp_path / "idx", checkpoint=checkpoint, progress=False)
+    before = before_sha(checkpoint)
+    store_in_checkpoint(checkpoint, calibrate_on_images(checkpoint, images))
+    assert before_sha(checkpoint) != before
+    write_images(tmp_path / "crops" / "b", 2, seed=4)
+    index, added = index_folder(load_model(checkpoint), tmp_path / "crops", tmp_path / "idx", checkpoint=checkpoint,
+                                progress=False)
+    assert added == 2 and index.info["calibration"] == load_model(checkpoint).calibration
+    other = write_tiny_checkpoint(tmp_path / "other.pt", seed=1)
+    with pytest.raises(ValueError, match="other weights"):
+        index_folder(load_model(other), tmp_path / "crops", tmp_path / "idx", checkpoint=other, progress=False)
+
+
+def before_sha(path):
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_index_command_names_both_checkpoints(tmp_path, capsys):
+    from test_export import write_images, write_tiny_checkpoint
+    from trytry_reid.cli import main as cli_main
+
+    first, second = write_tiny_checkpoint(tmp_path / "a.pt", seed=0), write_tiny_checkpoint(tmp_path / "b.pt", seed=1)
+    write_images(tmp_path / "crops", 3, seed=1)
+    args = ["index", "--images", str(tmp_path / "crops"), "--out", str(tmp_path / "idx"), "--workers", "0"]
+    assert cli_main([*args, "--checkpoint", str(first)]) == 0
+    assert cli_main([*args, "--checkpoint", str(second)]) == 2
+    err = capsys.readouterr().err
+    assert str(first.resolve()) in err and str(second.resolve()) in err and "build a new index" in err
+
+
+@pytest.fixture
+def built_index(tmp_path):
+    from test_export import write_images, write_tiny_checkpoint
+    from trytry_reid.inference import load_model
+    from trytry_reid.serving.index import index_folder
+
+    checkpoint = write_tiny_checkpoint(tmp_path / "m.pt")
+    images = write_images(tmp_path / "crops", 4, seed=3)
+    index_folder(load_model(checkpoint), tmp_path / "crops", tmp_path / "idx", checkpoint=checkpoint, progress=False)
+    return tmp_path / "idx", images[0]
+
+
+def one_line_error(capsys, argv: list[str], names: str, says: str) -> None:
+    from trytry_reid.cli import main as cli_main
+
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    first = err.splitlines()[0]
+    assert "Traceback" not in err and names in first and says in first, err
+    assert err.count("\n") == 2                                     # the error line and the --verbose hint
+
+
+@pytest.mark.parametrize("damage, says", [
+    (lambda p: p.write_bytes(p.read_bytes()[:60]), "truncated or not a readable .npz"),
+    (lambda p: p.write_bytes(b""), "truncated or not a readable .npz"),
+    (lambda p: p.write_text("features: none"), "truncated or not a readable .npz"),
+    (lambda p: np.save(p.open("wb"), np.zeros(3)), "holds one .npy array, not an .npz archive"),
+])
+def test_a_damaged_features_file_is_one_line_naming_it(built_index, capsys, damage, says):
+    index_dir, query = built_index
+    damage(index_dir / "features.npz")
+    one_line_error(capsys, ["search", "--index", str(index_dir), "--query", str(query)],
+                   str(index_dir / "features.npz"), says)
+
+
+@pytest.mark.parametrize("text, says", [
+    ('{"format": "trytry-reid-gallery-index/1", "dim": 3', "is not valid JSON"),
+    ("[1, 2]", "must hold a JSON object"),
+    ('{"format": "trytry-reid-gallery-index/1"}', "lacks keys ['dim', 'count', 'backend', 'paths']"),
+])
+def test_a_damaged_index_json_is_one_line_naming_it(built_index, capsys, text, says):
+    index_dir, query = built_index
+    (index_dir / "index.json").write_text(text)
+    one_line_error(capsys, ["search", "--index", str(index_dir), "--query", str(query)],
+                   str(index_dir / "index.json"), says)
+
+
+def test_a_truncated_evaluate_features_file_is_one_line_naming_it(tmp_path, capsys):
+    from trytry_reid.evaluation.feature_file import save_feature_file
+
+    path = save_feature_file(tmp_path / "f.npz", np.eye(3), np.eye(3), [1, 2, 3], [1, 2, 3], [0, 0, 0], [1, 1, 1])
+    path.write_bytes(path.read_bytes()[:-40])
+    one_line_error(capsys, ["evaluate", "--features", str(path)], str(path), "truncated or not a readable .npz")
+
+
+@pytest.fixture
+def crops_with_a_bad_image(tmp_path):
+    from test_export import write_images, write_tiny_checkpoint
+
+    checkpoint = write_tiny_checkpoint(tmp_path / "m.pt")
+    write_images(tmp_path / "crops", 4, seed=3)
+    bad = tmp_path / "crops" / "0009_c1s1_000009_00.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4)           # a JPEG header, then garbage
+    return checkpoint, tmp_path / "crops", bad
+
+
+@pytest.mark.parametrize("command", ["extract", "index"])
+def test_a_bad_image_is_one_error_line_or_skipped_and_counted(crops_with_a_bad_image, tmp_path, capsys, caplog,
+                                                              command):
+    from trytry_reid.cli import main as cli_main
+
+    checkpoint, crops, bad = crops_with_a_bad_image
+    out = tmp_path / ("f.npz" if command == "extract" else "idx")
+    args = [command, "--checkpoint", str(checkpoint), "--images", str(crops), "--out", str(out), "--workers", "1"]
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "worker" not in err and str(bad) in err and "--on-bad-image skip" in err
+    assert len(err.splitlines()) <= 3 and not out.exists()
+    assert cli_main([*args, "--on-bad-image", "skip"]) == 0
+    assert f"skipping bad image {bad}" in caplog.text and "skipped 1 bad image file(s)" in caplog.text
+    paths = load_features(out).paths if command == "extract" else GalleryIndex.load(out).paths
+    assert len(paths) == 4 and str(bad.resolve()) not in paths
+    assert cli_main([*args, "--on-bad-image", "skip", "--max-bad-images", "0"]) == 2
+
+
+def test_an_image_that_fails_only_in_a_loader_worker_is_one_line(crops_with_a_bad_image):
+    from trytry_reid.data.images import ImageReadError
+    from trytry_reid.evaluation.features import extract_features
+    from trytry_reid.inference import load_model
+
+    checkpoint, crops, bad = crops_with_a_bad_image
+    loaded = load_model(checkpoint)
+    with pytest.raises(ImageReadError) as info:     # no header check here: the worker itself meets the file
+        extract_features(loaded.model, folder_records(crops), loaded.transform(), workers=1, progress=False)
+    assert str(info.value).startswith(f"cannot read image '{bad}'") and "\n" not in str(info.value)

@@ -83,6 +83,10 @@ def test_evaluate_rank_tsne_commands_from_checkpoint(demo_run: Path, tmp_path: P
     assert len(rows) == 3
     aps = [row["ap"] for row in rows]  # the true AP of each drawn query, for `serve --eval-run`
     assert all(0.0 <= ap <= 1.0 for ap in aps) and aps == sorted(aps)
+    from trytry_reid.serving.eval_run import load_eval_run
+
+    served = load_eval_run(tmp_path / "ranking_digits_worst.json")       # its images lie under dataset_roots
+    assert [row.query_path.name for row in served] == [Path(row["query_path"]).name for row in rows]
     assert cli_main(["tsne", "--config", config, "--checkpoint", ckpt, "--out", str(tmp_path)]) == 0
     assert (tmp_path / "tsne_digits.png").is_file()
 
@@ -139,3 +143,27 @@ def test_extract_index_search_export_commands(demo_run: Path, tmp_path: Path, ca
     assert cli_main(["export", "--checkpoint", ckpt, "--out", str(tmp_path / "m.onnx"),
                      "--check-images", str(folder)]) == 0
     assert "max_abs_diff" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, overrides, resume", [
+    (["train", "a.b=1", "--check-data", "c.d=2"], ["a.b=1", "c.d=2"], None),
+    (["train", "--check-data", "a.b=1", "--overwrite", "c.d=[1, 2]"], ["a.b=1", "c.d=[1, 2]"], None),
+    (["train", "a.b=1", "--resume", "train.epochs=3"], ["a.b=1", "train.epochs=3"], "auto"),
+    (["train", "--resume", "runs/x/checkpoints/last.pt", "a.b=1"], ["a.b=1"], "runs/x/checkpoints/last.pt"),
+])
+def test_overrides_may_follow_flags(argv, overrides, resume):
+    from trytry_reid.cli import parse_args
+
+    args = parse_args(argv)
+    assert args.overrides == overrides and args.resume == resume
+
+
+def test_an_override_after_a_flag_is_applied_and_unknown_flags_still_fail(capsys):
+    config = str(REPO / "config" / "demo_digits.yml")
+    assert cli_main(["train", "--config", config, "train.epochs=1", "--check-data", "train.epoch=3"]) == 2
+    assert "Did you mean 'train.epochs'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        cli_main(["train", "--config", config, "--no-such-flag", "train.epochs=3"])
+    assert info.value.code == 2 and "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["search", "--index", "i", "--query", "q", "train.epochs=3"])    # search takes no overrides

@@ -37,6 +37,30 @@ def test_check_data_reports_every_bad_file(tmp_path, capsys):
     assert "2 bad" in out
 
 
+def test_check_data_reports_names_images_and_test_sets_together_each_once(tmp_path, capsys):
+    from data_fixtures import make_viper_tree, truncated_name
+
+    root = make_market_tree(tmp_path / "market", bad_name=True, corrupt=True, truncated=True)
+    viper = make_viper_tree(tmp_path / "viper")
+    (viper / "cam_a" / "oops.bmp").write_bytes((viper / "cam_a" / "000_45.bmp").read_bytes())
+    (viper / "cam_b" / "bad_name.bmp").write_bytes((viper / "cam_b" / "000_90.bmp").read_bytes())
+    (viper / "cam_b" / "001_90.bmp").write_bytes(b"garbage")
+    tests = f"test.datasets=[{{name: viper, root: {viper}}}]"
+    assert cli_main(tiny_args(root, tmp_path / "run", tests) + ["--check-data"]) == 1
+    out = capsys.readouterr().out
+    for name in ("not_a_market_name.jpg", corrupt_name(), truncated_name(), "oops.bmp", "bad_name.bmp",
+                 "001_90.bmp"):
+        assert sum(name in line for line in out.splitlines()) == 1, (name, out)
+    assert not (tmp_path / "run").exists()
+
+
+def test_check_data_checks_the_training_set_once(tmp_path, capsys):
+    root = make_market_tree(tmp_path / "market", corrupt=True)
+    assert cli_main(tiny_args(root, tmp_path / "run") + ["--check-data"]) == 1
+    out = capsys.readouterr().out
+    assert sum(corrupt_name() in line for line in out.splitlines()) == 1 and out.count("images checked") == 1
+
+
 def test_bad_images_fail_fast_or_are_skipped(tmp_path, capsys):
     root = make_market_tree(tmp_path / "market", corrupt=True)
     assert cli_main(tiny_args(root, tmp_path / "run1")) == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import MARKET_DEVSPLIT, require
-from reference_eval import reference_evaluate, reference_single_shot_cmc
+from reference_eval import reference_evaluate
 
 from trytry_reid.evaluation import evaluate_rank
 
@@ -88,28 +88,6 @@ def test_no_valid_query_and_bad_inputs_raise_clear_errors():
         evaluate_rank(np.zeros((1, 2)), np.array([1]), np.array([1]), np.array([0]), np.array([1, 1]))
     with pytest.raises(ValueError, match="NaN or infinite"):
         evaluate_rank(np.array([[np.nan, 1.0]]), np.array([1]), np.array([1, 2]), np.array([0]), np.array([1, 1]))
-
-
-def test_single_gallery_shot_matches_reference_sampling():
-    rng = np.random.default_rng(7)
-    for trial in range(6):
-        case = _random_case(rng, 12, 40, 6, 3, integer=trial % 2 == 0, dtype=np.float64, distractors=False)
-        priorities = np.random.default_rng(trial).random((4, 40))
-        ours = evaluate_rank(*case, max_rank=10, cuhk03_single_gallery_shot=True, seed=trial, num_repeats=4,
-                             chunk_size=5)
-        ref = reference_single_shot_cmc(*case, max_rank=10, priorities=priorities)
-        np.testing.assert_allclose(ours["cmc"], ref, atol=1e-12)
-        assert ours["mAP"] == pytest.approx(reference_evaluate(*case, max_rank=10)["mAP"])
-
-
-def test_single_gallery_shot_equals_multi_shot_with_one_image_per_identity():
-    rng = np.random.default_rng(3)
-    g_pids = np.arange(1, 21)
-    q_pids = rng.integers(1, 21, 15)
-    dist = rng.random((15, 20))
-    args = (dist, q_pids, g_pids, np.zeros(15, int), np.ones(20, int))
-    single = evaluate_rank(*args, max_rank=8, cuhk03_single_gallery_shot=True)
-    np.testing.assert_allclose(single["cmc"], evaluate_rank(*args, max_rank=8)["cmc"])
 
 
 def _market_labels(folder):

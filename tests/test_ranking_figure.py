@@ -135,6 +135,7 @@ def test_sidecar_json_and_csv_list_every_ranked_file(tmp_path):
     out = draw_ranking_grid(rows, queries, gallery, tmp_path / "rank.png")
     payload = json.loads(out.with_suffix(".json").read_text())
     assert payload["figure"] == "rank.png"
+    assert payload["dataset_roots"] == [str(tmp_path.resolve())]     # what `serve --eval-run` may serve
     first = payload["rows"][0]
     assert first["query_path"] == queries[0] and first["query_pid"] == 1
     assert [item["gallery_path"] for item in first["ranked"]] == [gallery[1], gallery[3], gallery[0]]

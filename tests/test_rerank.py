@@ -12,9 +12,9 @@ from trytry_reid.evaluation.rerank import rerank
 
 
 def _clustered_features(rng, num_ids, per_id, dim):
-    centres = rng.normal(size=(num_ids, dim))
+    centers = rng.normal(size=(num_ids, dim))
     labels = np.repeat(np.arange(1, num_ids + 1), per_id)
-    return (centres[labels - 1] + 0.6 * rng.normal(size=(len(labels), dim))).astype(np.float32), labels
+    return (centers[labels - 1] + 0.6 * rng.normal(size=(len(labels), dim))).astype(np.float32), labels
 
 
 def _dense_reference(qf, gf, **kw):

@@ -157,3 +157,66 @@ def test_fp16_loss_scale_resumes_exactly(tmp_path: Path) -> None:
     got = _fp16_run(tmp_path / "ckpt", resume=tmp_path / "ckpt" / "last.pt")
     assert got[0].scaler.get_scale() == want[0].scaler.get_scale()
     _assert_same_run(got, want)
+
+
+class _SlowHandle:
+    """A checkpoint file whose third write is followed by a signal, as when Ctrl-C is pressed again while
+    torch is writing the archive (torch then found its zip position wrong: 'unexpected pos', exit 2)."""
+
+    def __init__(self, fd: int) -> None:
+        import io
+
+        self.file, self.calls = io.FileIO(fd, "wb"), 0
+
+    def write(self, data) -> int:
+        written = self.file.write(data)
+        self.calls += 1
+        if self.calls == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return written
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+
+def test_a_second_signal_during_the_checkpoint_write_lets_it_finish_then_exits_130(tmp_path, monkeypatch):
+    from trytry_reid.engine import checkpoint as ckpt
+
+    objects, loaders, options = build(epochs=EPOCHS, ckpt_dir=tmp_path)
+
+    def interrupted(epoch: int, start: int):
+        for batch in loaders(epoch, start):
+            os.kill(os.getpid(), signal.SIGINT)                  # the first Ctrl-C, during step 1
+            monkeypatch.setattr(ckpt.os, "fdopen", lambda fd, mode: _SlowHandle(fd))
+            yield batch
+
+    with pytest.raises(ImmediateStop) as info:
+        fit(objects, interrupted, options)
+    monkeypatch.undo()
+    assert info.value.code == 130
+    last = load_checkpoint(tmp_path / "last.pt")                   # written completely before stopping
+    assert (last["step"], last["epoch"], last["step_in_epoch"]) == (1, 0, 1)
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]      # no temporary file left
+
+
+def test_forked_children_leave_signals_to_the_training_process() -> None:
+    from trytry_reid.engine.signals import StopRequest
+
+    with StopRequest() as stop:
+        pid = os.fork()
+        if pid == 0:                       # a DataLoader worker is such a child: Ctrl-C reaches it too
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+                os._exit(0 if stop.requested is None else 1)
+            except BaseException:
+                os._exit(3)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0 and stop.requested is None

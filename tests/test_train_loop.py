@@ -45,7 +45,7 @@ def _first_batch(loaders: EpochLoaders):
 
 
 def test_train_step_matches_the_update_rule_written_out() -> None:
-    """forward -> sum of terms -> backward -> Adam step; centres: grad / weight then SGD; scheduler per step."""
+    """forward -> sum of terms -> backward -> Adam step; centers: grad / weight then SGD; scheduler per step."""
     objects, loaders, options = build(seed=3)
     images, labels = _first_batch(loaders)[:2]
     ref_model, ref_crit = copy.deepcopy(objects.model), copy.deepcopy(objects.criterion)
@@ -57,12 +57,12 @@ def test_train_step_matches_the_update_rule_written_out() -> None:
     total = terms["cross_entropy"] + terms["triplet"] + terms["center"]
     total.backward()
     ref_opt.step()
-    centres = ref_crit.modules_by_name["center"].centers
-    expected_centres = centres.detach() - 0.5 * centres.grad / 5e-4
+    centers = ref_crit.modules_by_name["center"].centers
+    expected_centers = centers.detach() - 0.5 * centers.grad / 5e-4
     assert values["loss/total"] == pytest.approx(total.item(), rel=1e-6)
     for (name, got), (_, want) in zip(objects.model.state_dict().items(), ref_model.state_dict().items()):
         assert torch.allclose(got, want, atol=1e-6), name
-    assert torch.allclose(objects.criterion.modules_by_name["center"].centers, expected_centres, atol=1e-5)
+    assert torch.allclose(objects.criterion.modules_by_name["center"].centers, expected_centers, atol=1e-5)
     assert objects.scheduler.last_epoch == 1  # stepped once per iteration
     assert values["_skipped"] == 0.0 and values["triplet/valid_triplets"] >= 0
 
@@ -110,11 +110,23 @@ def test_non_finite_loss_names_step_terms_and_ids_and_keeps_last_checkpoint(tmp_
     if bad_step > 1:
         saved = load_checkpoint(tmp_path / "last.pt")
         assert saved["step"] == bad_step - 1
+        assert f"the last good checkpoint, {tmp_path / 'last.pt'}, is kept" in message
         for name, value in objects.model.named_parameters():  # the bad step applied no update
             assert torch.equal(saved["model"][name], value), name
         # its forward did poison the BatchNorm running stats in memory; the checkpoint holds good ones
         assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
     assert all(torch.isfinite(p).all() for p in objects.model.parameters())
+
+
+def test_non_finite_loss_before_any_checkpoint_does_not_promise_one(tmp_path: Path) -> None:
+    objects, loaders, options = build(seed=0, epochs=2, ckpt_dir=tmp_path, every=1)
+    first = next(iter(EpochLoaders(loaders.dataset.dataset, loaders.batch_sampler, seed=0)(0, 0)))
+    loaders.dataset.dataset.images[int(first[3][0])] = math.nan
+    with pytest.raises(NonFiniteLossError) as info:
+        fit(objects, loaders, options)
+    message = str(info.value)
+    assert "at step 1:" in message and "no checkpoint was written yet" in message
+    assert "last good checkpoint" not in message and not (tmp_path / "last.pt").exists()
 
 
 def test_collapsed_embeddings_are_warned_about(caplog) -> None:

@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from trytry_reid.data import IMAGENET_MEAN, IMAGENET_STD, build_test_transform, build_train_transform
+from trytry_reid.data import build_test_transform, build_train_transform
+from trytry_reid.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 
 def gradient_image(width: int = 20, height: int = 40) -> Image.Image:

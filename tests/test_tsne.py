@@ -23,8 +23,8 @@ def nearest_neighbour_agreement(points: np.ndarray, labels: np.ndarray) -> float
 def blobs(num_ids=5, per_id=16, dim=32, seed=0):
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(num_ids), per_id)
-    centres = rng.normal(scale=4.0, size=(num_ids, dim))
-    return centres[labels] + rng.normal(size=(len(labels), dim)), labels
+    centers = rng.normal(scale=4.0, size=(num_ids, dim))
+    return centers[labels] + rng.normal(size=(len(labels), dim)), labels
 
 
 def test_tsne_keeps_gaussian_blobs_apart_and_is_seeded():

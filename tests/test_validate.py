@@ -79,11 +79,13 @@ def test_check_identities_hand_built_case(tmp_path):
                         "1 train id(s) with a single image: [8]"]
 
 
-def test_check_identities_reports_empty_identity_folders(tmp_path):
+def test_empty_identity_folders_are_reported_by_the_folder_dataset(tmp_path, caplog):
     root = make_folder_tree(tmp_path / "f", {"train": {"1": ["a_c1.jpg", "b_c2.jpg"], "2": []},
                                              "query": {"3": ["q_c1.jpg"]}, "gallery": {"3": ["g_c2.jpg"]}})
-    splits = build_dataset("folder", str(root))
-    assert check_identities(splits, root) == [f"empty identity folder: {root / 'train' / '2'}"]
+    with caplog.at_level(logging.WARNING, logger="trytry_reid.data"):
+        splits = build_dataset("folder", str(root))
+    assert f"identity folder '{root / 'train' / '2'}' holds no image" in caplog.text
+    assert check_identities(splits) == []
 
 
 def test_unmatchable_rule_against_brute_force():

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
 
 import torch
 
+from .catalog import lookup
 from .config import Config
 from .data.datasets import Record, Splits, build_dataset
 from .data.holdout import carve_validation
@@ -17,12 +19,9 @@ from .data.transforms import build_test_transform, build_train_transform
 from .data.validate import apply_bad_image_policy, find_bad_images
 from .engine.rng import EpochLoaders
 from .engine.schedule import build_scheduler
-from .losses.criterion import Criterion, LossTerm
-from .losses.center import CenterLoss
-from .losses.cross_entropy import CrossEntropyLoss
-from .losses.triplet import TripletLoss
-from .models.backbones import build_backbone
-from .models.reid_model import ReidModel
+from .losses import criterion as losses
+from .losses.criterion import LOSSES, Criterion
+from .models.reid_model import ReidModel, build_reid_model
 
 log = logging.getLogger("trytry_reid")
 
@@ -91,51 +90,56 @@ def build_train_data(config: Config, splits: Splits, rank: int = 0, world_size: 
 
 
 def build_model(config: Config, num_classes: int) -> ReidModel:
-    m = config.model
-    trunk, feature_dim = build_backbone(m.backbone, last_stride=m.last_stride, pretrained=m.pretrained)
-    return ReidModel(trunk, feature_dim, num_classes, embedding_dim=m.embedding_dim, bnneck=m.bnneck,
-                     pooling=m.pooling)
+    return build_reid_model(num_classes=num_classes, **dataclasses.asdict(config.model))
+
+
+def active_losses(config: Config) -> dict[str, float]:
+    """{loss name: weight} of the terms the config turns on (weight > 0), in LOSSES order."""
+    weights = {name: getattr(config.loss, name).weight for name in LOSSES}
+    return {name: weight for name, weight in weights.items() if weight > 0}
+
+
+def needs_classifier(config: Config) -> bool:
+    """Whether a loss the config turns on reads the classifier's logits."""
+    return any(LOSSES[name].field == "logits" for name in active_losses(config))
 
 
 def build_criterion(config: Config, num_classes: int, feature_dim: int) -> Criterion:
-    """The weighted loss terms of the config (a weight of 0 leaves the term out)."""
-    loss, terms = config.loss, []
-    if loss.cross_entropy.weight > 0:
-        module = CrossEntropyLoss(label_smoothing=loss.cross_entropy.label_smoothing)
-        terms.append(LossTerm("cross_entropy", module, loss.cross_entropy.weight, "logits"))
-    if loss.triplet.weight > 0:
-        t = loss.triplet
-        module = TripletLoss(selector=t.selector, margin=t.margin, metric=t.metric, soft=t.soft)
-        terms.append(LossTerm("triplet", module, t.weight, "features"))
-    if loss.center.weight > 0:
-        terms.append(LossTerm("center", CenterLoss(num_classes, feature_dim), loss.center.weight, "features"))
-    return Criterion(terms)
+    """The weighted loss terms of the config's ``loss`` sections (a weight of 0 leaves the term out)."""
+    sections = {name: dataclasses.asdict(getattr(config.loss, name)) for name in LOSSES}
+    return losses.build_criterion(sections, num_classes, feature_dim)
 
 
-def parameter_groups(model: ReidModel, lr: float, head_lr_factor: float) -> list[dict]:
-    """The trunk at ``lr``; the new layers after it (pooling, embedding, BNNeck, classifier) at
-    ``lr * head_lr_factor``. Frozen parameters (BNNeck's bias) are left out."""
+def parameter_groups(model: ReidModel, criterion: Criterion, lr: float, head_lr_factor: float) -> list[dict]:
+    """The trunk at ``lr``; the new layers after it (pooling, embedding, BNNeck, classifier) and the loss
+    parameters trained with the model at ``lr * head_lr_factor``. Frozen parameters (BNNeck's bias) are left
+    out, and so are the parameters of loss terms with an optimizer of their own (the centers)."""
     trunk = {id(p) for p in model.trunk.parameters()}
+    head = [p for p in model.parameters() if p.requires_grad and id(p) not in trunk]
     groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) in trunk], "lr": lr},
-              {"params": [p for p in model.parameters() if p.requires_grad and id(p) not in trunk],
-               "lr": lr * head_lr_factor}]
+              {"params": head + criterion.shared_parameters(), "lr": lr * head_lr_factor}]
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(config: Config, model: ReidModel) -> torch.optim.Optimizer:
+# train.optimizer -> (parameter groups, TrainConfig) -> optimizer
+OPTIMIZERS = {
+    "sgd": lambda groups, t: torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
+                                             nesterov=True),
+    "adam": lambda groups, t: torch.optim.Adam(groups, lr=t.lr, weight_decay=t.weight_decay),
+    "adamw": lambda groups, t: torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay),
+}
+
+
+def build_optimizer(config: Config, model: ReidModel, criterion: Criterion) -> torch.optim.Optimizer:
     t = config.train
-    params = parameter_groups(model, t.lr, t.head_lr_factor)
-    if t.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=True)
-    if t.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-    return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+    groups = parameter_groups(model, criterion, t.lr, t.head_lr_factor)
+    return lookup(OPTIMIZERS, t.optimizer, "optimizer")(groups, t)
 
 
-def build_center_optimizer(config: Config, criterion: Criterion) -> torch.optim.Optimizer | None:
-    """BoT: the centers have their own SGD (lr 0.5); the loop rescales their grad by 1/weight."""
-    params = [p for p in criterion.parameters() if p.requires_grad]
-    return torch.optim.SGD(params, lr=config.loss.center.lr) if params else None
+def build_loss_optimizer(criterion: Criterion) -> torch.optim.Optimizer | None:
+    """The SGD of the loss terms that train at their own rate (BoT's centers), or None when there are none."""
+    groups = criterion.own_optimizer_groups()
+    return torch.optim.SGD(groups) if groups else None
 
 
 def build_lr_scheduler(config: Config, optimizer: torch.optim.Optimizer, steps: int):

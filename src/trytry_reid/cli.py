@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -14,9 +15,9 @@ from .config import ConfigError
 DEMO_CONFIG = Path("config") / "demo_digits.yml"
 
 
-def add_config_args(parser: argparse.ArgumentParser, required: bool = False) -> None:
-    parser.add_argument("--config", "-c", type=Path, required=required,
-                        help="YAML config file (default for train: config/demo_digits.yml)")
+def add_config_args(parser: argparse.ArgumentParser, required: bool = False,
+                    help_text: str = "YAML config file (default for train: config/demo_digits.yml)") -> None:
+    parser.add_argument("--config", "-c", type=Path, required=required, help=help_text)
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, e.g. train.epochs=2 data.root=/data/market1501")
 
@@ -34,7 +35,7 @@ def train_parser(sub) -> None:
 
 def evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="rank each test set's gallery for its queries; write metrics.json")
-    add_config_args(p)
+    add_config_args(p, help_text="YAML config file (default: the one stored in --checkpoint, test sets included)")
     p.add_argument("--checkpoint", type=Path, help="a checkpoint written by train")
     p.add_argument("--features", type=Path, help="an .npz of query/gallery features, pids and camids")
     p.add_argument("--out", type=Path, help="output folder (default: next to the checkpoint or features)")
@@ -90,6 +91,9 @@ def add_folder_args(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--out", type=Path, required=True, help=out_help)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--on-bad-image", default="error", choices=["error", "skip"],
+                   help="an unreadable image: stop naming it (error), or log, count and leave it out (skip)")
+    p.add_argument("--max-bad-images", type=int, default=100, help="with skip: stop when more are bad")
 
 
 def extract_parser(sub) -> None:
@@ -149,6 +153,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+OVERRIDE = re.compile(r"[A-Za-z_][\w.\[\]]*=.*", re.DOTALL)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse the command line; ``key=value`` overrides may come anywhere after the command, flags included
+    (argparse alone takes them only in one run: ``train a=1 --check-data b=2`` would reject ``b=2``)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    late = [item for item in extra if OVERRIDE.fullmatch(item)]
+    unknown = [item for item in extra if not OVERRIDE.fullmatch(item)]
+    if unknown or (late and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or late)}")
+    resume = getattr(args, "resume", None)
+    if resume not in (None, "auto") and OVERRIDE.fullmatch(resume) and not Path(resume).exists():
+        late.insert(0, resume)      # `--resume train.epochs=3`: a bare --resume, then an override
+        args.resume = "auto"
+    if late:
+        args.overrides = [*args.overrides, *late]
+    return args
+
+
 def handler(command: str) -> Callable[[argparse.Namespace], int | None]:
     from . import commands
 
@@ -156,7 +181,7 @@ def handler(command: str) -> Callable[[argparse.Namespace], int | None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:

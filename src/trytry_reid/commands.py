@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .config import Config, load_config
+from .config import Config, ConfigError, load_config, resolve_config
 
 
 def config_from(args: argparse.Namespace) -> Config:
@@ -18,6 +18,19 @@ def config_from(args: argparse.Namespace) -> Config:
                                     "pass --config FILE")
         path = default
     return load_config(path, args.overrides)
+
+
+def checkpoint_config(checkpoint: Path, overrides: list[str]) -> Config:
+    """The config a checkpoint was trained with (its test sets included), with trailing overrides applied."""
+    from .engine.checkpoint import load_checkpoint
+
+    stored = load_checkpoint(checkpoint).get("config")
+    if not isinstance(stored, dict):
+        raise ValueError(f"checkpoint {checkpoint} stores no config; pass --config FILE")
+    try:
+        return resolve_config(stored, overrides)
+    except ConfigError as error:
+        raise ConfigError(f"the config stored in {checkpoint}: {error}") from error
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -40,7 +53,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     if args.checkpoint is None:
         raise ValueError("evaluate needs --checkpoint CKPT (with --config) or --features FILE.npz")
-    run_evaluate(config_from(args), args.checkpoint, args.out, figures=args.rank)
+    config = config_from(args) if args.config is not None else checkpoint_config(args.checkpoint, args.overrides)
+    run_evaluate(config, args.checkpoint, args.out, figures=args.rank)
     return 0
 
 
@@ -90,7 +104,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from .serving.folder_images import extract_folder, save_features
 
     found = extract_folder(load_model(args.checkpoint), args.images, batch_size=args.batch_size,
-                           workers=args.workers)
+                           workers=args.workers, on_bad_image=args.on_bad_image, max_bad_images=args.max_bad_images)
     path = save_features(found, args.out)
     print(f"{len(found.paths)} features ({found.features.shape[1]}-d, L2-normalised) written to {path}")
     return 0
@@ -103,7 +117,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     options = {"nlist": args.nlist, "nprobe": args.nprobe} if args.backend == "faiss-ivf" else {}
     index, added = index_folder(load_model(args.checkpoint), args.images, args.out, backend=args.backend,
                                 batch_size=args.batch_size, workers=args.workers, checkpoint=args.checkpoint,
-                                **options)
+                                on_bad_image=args.on_bad_image, max_bad_images=args.max_bad_images, **options)
     print(f"index {args.out}: {added} images added, {len(index)} in all")
     return 0
 
@@ -133,17 +147,26 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """With --check-images the model is exported under a temporary name and moved to --out only once the
+    check has passed: a failed check leaves nothing unchecked at --out (an earlier file there is kept)."""
     from .inference import load_model
     from .serving.export import check_onnx, export_onnx
     from .serving.folder_images import list_images
 
     loaded = load_model(args.checkpoint)
-    path = export_onnx(loaded, args.out)
+    images = [str(p) for p in list_images(args.check_images)][:256] if args.check_images is not None else None
+    target = args.out if images is None else args.out.with_name(f".{args.out.name}.unchecked")
+    try:
+        path = export_onnx(loaded, target)
+        if images is not None:
+            report = check_onnx(path, loaded, images)
+            path = path.replace(args.out)
+    finally:
+        if images is not None:
+            target.unlink(missing_ok=True)
     print(f"exported {path} (input: batch x 3 x {loaded.height} x {loaded.width}, RGB in [0, 1] "
           f"normalised with mean {list(loaded.mean)} and std {list(loaded.std)}; output: L2-normalised features)")
-    if args.check_images is not None:
-        images = [str(p) for p in list_images(args.check_images)][:256]
-        report = check_onnx(path, loaded, images)
+    if images is not None:
         print(f"onnxruntime check on {len(images)} images: " + json.dumps(report, default=str))
     return 0
 

@@ -8,8 +8,10 @@ training starts. `pipeline.py` is the only reader of the result.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -22,8 +24,6 @@ import yaml
 from .config_checks import check_values
 
 FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 class ConfigError(ValueError):
@@ -44,9 +44,9 @@ class DataConfig:
     pad: int = 10
     random_erasing: float = 0.0
     color_jitter: float = 0.0
-    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
-    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
-    on_bad_image: str = "error"  # error | skip
+    mean: list[float] | None = None  # None: what the backbone's pretrained weights expect (models/backbones.py)
+    std: list[float] | None = None
+    on_bad_image: str = "error"  # data/validate.POLICIES: error | skip
     max_bad_images: int = 100  # with skip: abort when more images than this are bad
     validation_ids: int = 0  # > 0: hold out this many training ids as query/gallery (data/holdout.py)
 
@@ -58,7 +58,8 @@ class ModelConfig:
     last_stride: int = 1
     embedding_dim: int = 0  # 0: no embedding layer
     bnneck: bool = True
-    pooling: str = "avg"  # avg | gem
+    pooling: str = "avg"  # a name in models/pooling.POOLINGS
+    retrieval_feature: str = "bn_features"  # what retrieval uses: bn_features (after BNNeck) or features (before)
 
 
 @dataclass
@@ -71,8 +72,8 @@ class CrossEntropyConfig:
 class TripletConfig:
     weight: float = 1.0
     margin: float = 0.3
-    selector: str = "hardest"  # hardest | semihard | random_negative | all
-    metric: str = "euclidean"  # euclidean | cosine
+    selector: str = "hardest"  # a name in losses/selectors.SELECTORS
+    metric: str = "euclidean"  # a name in evaluation/distance.DISTANCES
     soft: bool = False
 
 
@@ -83,30 +84,38 @@ class CenterConfig:
 
 
 @dataclass
+class CosFaceConfig:
+    weight: float = 0.0  # a margin softmax over learnable class directions (losses/cosface.py)
+    scale: float = 30.0
+    margin: float = 0.25
+
+
+@dataclass
 class LossConfig:
     cross_entropy: CrossEntropyConfig = field(default_factory=CrossEntropyConfig)
     triplet: TripletConfig = field(default_factory=TripletConfig)
     center: CenterConfig = field(default_factory=CenterConfig)
+    cosface: CosFaceConfig = field(default_factory=CosFaceConfig)
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 120
-    optimizer: str = "adam"  # sgd | adam | adamw
+    optimizer: str = "adam"  # a name in builders.OPTIMIZERS
     lr: float = 3.5e-4
     head_lr_factor: float = 1.0  # lr multiplier for the layers after the trunk (pooling, embedding, BNNeck, classifier)
     weight_decay: float = 5e-4
     momentum: float = 0.9
     warmup_epochs: int = 10
     warmup_factor: float = 0.1
-    schedule: str = "multistep"  # multistep | cosine
+    schedule: str = "multistep"  # a name in engine/schedule.SCHEDULES
     milestones: list[int] = field(default_factory=lambda: [40, 70])  # in epochs
     gamma: float = 0.1
     eval_every: int = 10
     seed: int = 0
     steps_per_epoch: int | None = None  # optional cap, for quick runs
-    device: str = "auto"  # auto | cpu | cuda
-    amp: str = "off"  # off | bf16 | fp16
+    device: str = "auto"  # engine/distributed.DEVICES: auto | cpu | cuda
+    amp: str = "off"  # engine/train.AMP_MODES: off | bf16 | fp16
     channels_last: bool = False
     log_every: int = 10
     checkpoint_keep: int = 3
@@ -124,7 +133,7 @@ class TestDatasetConfig:
 class TestConfig:
     datasets: list[TestDatasetConfig] = field(default_factory=list)  # empty: the training dataset
     batch_size: int = 128
-    metric: str = "cosine"  # cosine | euclidean
+    metric: str = "cosine"  # a name in evaluation/distance.DISTANCES
     flip: bool = False
     rerank: bool = False
     max_rank: int = 50
@@ -152,12 +161,29 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     if path is not None:
         raw = read_yaml(Path(path))
         raw.setdefault("name", Path(path).stem)
+    return resolve_config(raw, overrides)
+
+
+def resolve_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """A config mapping (a YAML file's, or the resolved one a checkpoint stores) with `key=value` overrides
+    applied, typed and validated. `raw` itself is not changed."""
+    raw = copy.deepcopy(raw)
     for item in overrides:
         key, value = parse_override(item)
         set_dotted(raw, key, value)
     config = from_dict(Config, raw, prefix="")
     check_values(config)
+    resolve_normalisation(config)
     return config
+
+
+def resolve_normalisation(config: Config) -> None:
+    """Fill ``data.mean`` / ``data.std`` left unset with the backbone's own (checkpoints store the values)."""
+    from .models.backbones import BACKBONES
+
+    backbone = BACKBONES[config.model.backbone]
+    config.data.mean = list(config.data.mean if config.data.mean is not None else backbone.mean)
+    config.data.std = list(config.data.std if config.data.std is not None else backbone.std)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -238,14 +264,21 @@ def convert(hint: Any, value: Any, key: str) -> Any:
 
 def convert_scalar(hint: type, value: Any, key: str) -> Any:
     if hint is float and isinstance(value, str) and FLOAT_TEXT.fullmatch(value.strip()):
-        return float(value)  # YAML 1.1 reads `1e-3` (no dot) as a string; it is plainly a number
+        return finite(float(value), key)  # YAML 1.1 reads `1e-3` (no dot) as a string; it is plainly a number
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        return finite(float(value), key)
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if hint in (bool, str) and isinstance(value, hint):
         return value
     raise ConfigError(f"config key '{key}' must be {hint.__name__}, got {value!r} ({type(value).__name__})")
+
+
+def finite(value: float, key: str) -> float:
+    """Every float key is a finite number: `.inf`, `.nan` and overflowing text such as `1e400` are refused."""
+    if not math.isfinite(value):
+        raise ConfigError(f"config key '{key}' must be a finite number, got {value}")
+    return value
 
 
 def to_dict(config: Config) -> dict[str, Any]:

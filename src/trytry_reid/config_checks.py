@@ -10,16 +10,26 @@ if TYPE_CHECKING:
     from .config import Config
 
 DATASETS_WITHOUT_ROOT = {"digits"}
-CHOICES = {
-    "data.on_bad_image": ("error", "skip"),
-    "model.pooling": ("avg", "gem"),
-    "loss.triplet.metric": ("euclidean", "cosine"),
-    "train.optimizer": ("sgd", "adam", "adamw"),
-    "train.schedule": ("multistep", "cosine"),
-    "train.device": ("auto", "cpu", "cuda"),
-    "train.amp": ("off", "bf16", "fp16"),
-    "test.metric": ("cosine", "euclidean"),
-}
+
+
+def choices() -> dict[str, Iterable[str]]:
+    """Config key -> its valid names, read from the catalogs of the code that uses the key."""
+    from .builders import OPTIMIZERS
+    from .data.datasets import DATASETS
+    from .data.validate import POLICIES
+    from .engine.distributed import DEVICES
+    from .engine.schedule import SCHEDULES
+    from .engine.train import AMP_MODES
+    from .evaluation.distance import DISTANCES
+    from .losses.selectors import SELECTORS
+    from .models.backbones import BACKBONES
+    from .models.pooling import POOLINGS
+    from .models.reid_model import RETRIEVAL_FEATURES
+
+    return {"data.name": DATASETS, "data.on_bad_image": POLICIES, "model.backbone": BACKBONES,
+            "model.pooling": POOLINGS, "model.retrieval_feature": RETRIEVAL_FEATURES, "loss.triplet.selector": SELECTORS, "loss.triplet.metric": DISTANCES,
+            "train.optimizer": OPTIMIZERS, "train.schedule": SCHEDULES, "train.device": DEVICES,
+            "train.amp": AMP_MODES, "test.metric": DISTANCES}
 
 
 def fail(key: str, value: Any, expected: str) -> None:
@@ -44,9 +54,9 @@ def check_choice(key: str, value: str, valid: Iterable[str]) -> None:
 
 
 def check_values(config: "Config") -> None:
-    for key, valid in CHOICES.items():
+    for key, valid in choices().items():
         check_choice(key, get(config, key), valid)
-    check_catalog_names(config)
+    check_test_dataset_names(config)
     check_data(config)
     check_model(config)
     check_losses(config)
@@ -54,14 +64,9 @@ def check_values(config: "Config") -> None:
     check_test(config)
 
 
-def check_catalog_names(config: "Config") -> None:
+def check_test_dataset_names(config: "Config") -> None:
     from .data.datasets import DATASETS
-    from .losses.selectors import SELECTORS
-    from .models.backbones import BACKBONES
 
-    check_choice("data.name", config.data.name, DATASETS)
-    check_choice("model.backbone", config.model.backbone, BACKBONES)
-    check_choice("loss.triplet.selector", config.loss.triplet.selector, SELECTORS)
     for i, item in enumerate(config.test.datasets):
         check_choice(f"test.datasets[{i}].name", item.name, DATASETS)
 
@@ -93,9 +98,10 @@ def check_data(config: "Config") -> None:
         if not 0.0 <= get(config, f"data.{key}") <= 1.0:
             fail(f"data.{key}", get(config, f"data.{key}"), "a probability in [0, 1]")
     for key in ("mean", "std"):
-        if len(get(config, f"data.{key}")) != 3:
-            fail(f"data.{key}", get(config, f"data.{key}"), "three numbers (R, G, B)")
-    if min(data.std) <= 0:
+        value = get(config, f"data.{key}")
+        if value is not None and len(value) != 3:
+            fail(f"data.{key}", value, "three numbers (R, G, B), or null for the backbone's own")
+    if data.std is not None and min(data.std) <= 0:
         fail("data.std", data.std, "positive numbers")
 
 
@@ -111,31 +117,40 @@ def check_model(config: "Config") -> None:
 
 
 def check_losses(config: "Config") -> None:
+    from .losses.criterion import LOSSES
+
     loss = config.loss
-    weights = {name: get(loss, f"{name}.weight") for name in ("cross_entropy", "triplet", "center")}
+    weights = {name: get(loss, f"{name}.weight") for name in LOSSES}
     for name, weight in weights.items():
         if weight < 0:
             fail(f"loss.{name}.weight", weight, "0 (term off) or a positive weight")
-    if weights["cross_entropy"] == 0 and weights["triplet"] == 0:
-        fail("loss.cross_entropy.weight", 0.0, "a positive weight for at least one of cross_entropy, triplet")
+    standalone = [name for name in LOSSES if LOSSES[name].standalone]
+    if not any(weights[name] > 0 for name in standalone):
+        fail(f"loss.{standalone[0]}.weight", weights[standalone[0]],
+             f"a positive weight for at least one of {', '.join(standalone)}")
     if not 0.0 <= loss.cross_entropy.label_smoothing < 1.0:
         fail("loss.cross_entropy.label_smoothing", loss.cross_entropy.label_smoothing, "a value in [0, 1)")
+    if weights["triplet"] > 0 and config.data.batch_k < 2:
+        fail("data.batch_k", config.data.batch_k, "at least 2 images per identity while loss.triplet.weight > 0 "
+             "(a triplet needs a positive from the same identity)")
     if loss.triplet.margin < 0:
         fail("loss.triplet.margin", loss.triplet.margin, "0 or more")
     if loss.center.lr <= 0:
         fail("loss.center.lr", loss.center.lr, "a positive learning rate")
+    if loss.cosface.scale <= 0 or not 0 <= loss.cosface.margin < 1:
+        bad = "scale" if loss.cosface.scale <= 0 else "margin"
+        fail(f"loss.cosface.{bad}", getattr(loss.cosface, bad), "scale > 0 and a margin in [0, 1)")
 
 
 def check_train(config: "Config") -> None:
     train = config.train
     positive = {"epochs": train.epochs, "lr": train.lr, "head_lr_factor": train.head_lr_factor,
-                "eval_every": train.eval_every,
-                "log_every": train.log_every, "checkpoint_keep": train.checkpoint_keep}
+                "eval_every": train.eval_every, "log_every": train.log_every}
     for key, value in positive.items():
         if value <= 0:
             fail(f"train.{key}", value, "a positive number")
-    if train.weight_decay < 0 or train.warmup_epochs < 0 or train.checkpoint_every_steps < 0:
-        bad = next(k for k in ("weight_decay", "warmup_epochs", "checkpoint_every_steps")
+    if min(train.weight_decay, train.warmup_epochs, train.checkpoint_every_steps, train.checkpoint_keep) < 0:
+        bad = next(k for k in ("weight_decay", "warmup_epochs", "checkpoint_every_steps", "checkpoint_keep")
                    if getattr(train, k) < 0)
         fail(f"train.{bad}", getattr(train, bad), "0 or more")
     if not 0.0 < train.warmup_factor <= 1.0:

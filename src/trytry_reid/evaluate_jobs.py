@@ -65,7 +65,7 @@ def records_from_arrays(paths: np.ndarray | None, pids: np.ndarray, camids: np.n
     return [Record(str(p), int(pid), int(cam)) for p, pid, cam in zip(names, pids, camids)]
 
 
-def run_evaluate_features(path: Path, out: Path | None = None, metric: str = "euclidean") -> dict:
+def run_evaluate_features(path: Path, out: Path | None = None, metric: str = "cosine") -> dict:
     """Metrics from saved features of any model (see evaluation/feature_file.py for the keys)."""
     data = load_feature_file(path)
     query = records_from_arrays(data.get("query_paths"), data["query_pids"], data["query_camids"])

@@ -8,8 +8,7 @@ from typing import Any, Callable
 
 from .data.transforms import build_test_transform
 from .engine.checkpoint import load_checkpoint
-from .models.backbones import build_backbone
-from .models.reid_model import ReidModel
+from .models.reid_model import ReidModel, build_reid_model
 from .operating_point import read_from_checkpoint
 
 
@@ -28,14 +27,6 @@ class LoadedModel:
         return build_test_transform(self.height, self.width, mean=self.mean, std=self.std)
 
 
-def model_from_config(model_cfg: dict[str, Any], num_classes: int) -> ReidModel:
-    """Build an untrained ReidModel from the `model` section of a resolved config (no pretrained load)."""
-    trunk, feature_dim = build_backbone(model_cfg["backbone"], last_stride=model_cfg["last_stride"],
-                                        pretrained="none")
-    return ReidModel(trunk, feature_dim, num_classes, embedding_dim=model_cfg["embedding_dim"],
-                     bnneck=model_cfg["bnneck"], pooling=model_cfg.get("pooling", "avg"))
-
-
 def load_model(checkpoint: str | Path, device: str = "cpu") -> LoadedModel:
     """Load a checkpoint written by `train` (weights_only) and return the model in eval mode."""
     state = load_checkpoint(Path(checkpoint))
@@ -43,7 +34,7 @@ def load_model(checkpoint: str | Path, device: str = "cpu") -> LoadedModel:
         if key not in state:
             raise ValueError(f"checkpoint {checkpoint} has no '{key}' entry: was it written by trytry-reid train?")
     config = state["config"]
-    model = model_from_config(config["model"], int(state.get("num_classes", 0)))
+    model = build_reid_model(num_classes=int(state.get("num_classes", 0)), **{**config["model"], "pretrained": "none"})
     model.load_state_dict(state["model"])
     model.to(device).eval()
     data = config["data"]

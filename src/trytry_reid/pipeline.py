@@ -6,7 +6,6 @@ The only place (with builders.py) that reads the config; everything it calls tak
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from datetime import datetime
 from pathlib import Path
@@ -14,17 +13,17 @@ from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 
-from . import builders
+from . import builders, run_folder
 from .config import Config, dump_yaml, to_dict
-from .data.datasets import build_dataset
-from .data.validate import check_identities, find_bad_images
+from .data.validate import dataset_report
 from .engine import distributed
 from .engine.checkpoint import check_writable, load_checkpoint
 from .engine.rng import seed_everything
-from .engine.train import FitOptions, TrainObjects, fit
-from .reports import fixed_queries, format_table, ranking_array, write_figures, write_json, write_metrics
+from .engine.state import TrainObjects
+from .engine.train import FitOptions, fit
 from .evaluation.calibration import Calibration
 from .operating_point import ENTRY_KEY, make_entry
+from .reports import fixed_queries, format_table, ranking_array, write_figures, write_json, write_metrics
 from .retrieval import RetrievalResult, evaluate_model
 from .visualization.calibration_plot import calibration_array, draw_calibration
 from .visualization.curves import draw_curves
@@ -45,53 +44,18 @@ def output_dir(config: Config, resume: str | None) -> Path:
     return Path("runs") / f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
-# What a training run writes into its folder; a folder holding any of them holds a run.
-RUN_FILES = ("config.yml", "metrics.json", "summary.json", "curves.png")
-RUN_FOLDERS = ("checkpoints", "tb", "figures")
-
-
-class RunExistsError(FileExistsError):
-    """Training would write into a folder that already holds a run."""
-
-
-def claim_output_dir(out: Path, overwrite: bool) -> None:
-    """Refuse a folder that holds a run unless ``overwrite``; with it, delete that run's files (only those)."""
-    found = [name for name in RUN_FILES + RUN_FOLDERS if (out / name).exists()]
-    if not found:
-        return
-    if not overwrite:
-        raise RunExistsError(
-            f"output folder {out} already holds a run ({', '.join(found)}); nothing was changed. Continue it "
-            f"with --resume, train into another folder (output_dir=...), or pass --overwrite to replace it")
-    log.warning("--overwrite: deleting the run in %s (%s)", out, ", ".join(found))
-    for name in found:
-        path = out / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-
-
-def resume_path(out: Path, resume: str | None) -> Path | None:
-    if resume is None:
-        return None
-    path = out / "checkpoints" / "last.pt" if resume == "auto" else Path(resume)
-    if not path.is_file():
-        raise FileNotFoundError(f"--resume: checkpoint {path} does not exist")
-    return path
-
-
 def run_check_data(config: Config) -> int:
-    """`train --check-data`: decode every image of every split; report all problems at once."""
+    """`train --check-data`: every dataset of the config once (training, then test sets), every image decoded,
+    every naming problem reported with the bad images (see data/validate.py: dataset_report)."""
+    sources = {(config.data.name, config.data.root): config.data.name}
+    for item in config.test.datasets:
+        sources.setdefault((item.name, item.root), item.label or item.name)
     problems = 0
-    for label, splits in [(config.data.name, build_dataset(config.data.name, config.data.root))] + \
-            builders.build_test_sets(config, None):
-        records = splits.train + splits.query + splits.gallery
-        bad = find_bad_images(records, full=True)
-        notes = check_identities(splits)
-        for path, reason in bad:
-            print(f"{label}: bad image {path}: {reason}")
-        for note in notes:
-            print(f"{label}: {note}")
-        print(f"{label}: {len(records)} images checked, {len(bad)} bad")
-        problems += len(bad)
+    for (name, root), label in sources.items():
+        lines, found = dataset_report(name, root)
+        for line in lines:
+            print(f"{label}: {line}")
+        problems += found
     return 1 if problems else 0
 
 
@@ -157,61 +121,78 @@ def threshold_label(entry: dict | None) -> str:
     return "threshold" if entry is None else f"threshold (FPR {entry['target_fpr']:g} on {entry['dataset']})"
 
 
-def tensorboard_writer(out: Path, resume_step: int | None) -> SummaryWriter:
+def tensorboard_writer(out: Path, state: dict | None) -> SummaryWriter:
     """A resumed run drops the events logged after its checkpoint, so replayed steps are not drawn twice."""
-    if resume_step is None:
+    if state is None:
         return SummaryWriter(str(out / "tb"))
-    return SummaryWriter(str(out / "tb"), purge_step=resume_step + 1)
+    return SummaryWriter(str(out / "tb"), purge_step=int(state.get("step", 0)) + 1)
 
 
 def fit_options(config: Config, out: Path, steps: int, device, checkpoint_extras=None) -> FitOptions:
     t = config.train
     return FitOptions(epochs=t.epochs, steps_per_epoch=steps, device=device, eval_every=t.eval_every,
                       checkpoint_dir=out / "checkpoints", checkpoint_every_steps=t.checkpoint_every_steps,
-                      keep=t.checkpoint_keep, amp=t.amp, channels_last=t.channels_last,
-                      history_every=t.log_every, run_config=to_dict(config), checkpoint_extras=checkpoint_extras)
+                      checkpoint_keep=t.checkpoint_keep, amp=t.amp, channels_last=t.channels_last,
+                      log_every=t.log_every, run_config=to_dict(config), checkpoint_extras=checkpoint_extras)
 
 
 def build_objects(config: Config, train: builders.TrainData, info, device) -> TrainObjects:
-    use_ce = config.loss.cross_entropy.weight > 0
-    model = builders.build_model(config, train.num_classes if use_ce else 0)
+    model = builders.build_model(config, train.num_classes if builders.needs_classifier(config) else 0)
     criterion = builders.build_criterion(config, train.num_classes, model.output_dim)
-    optimizer = builders.build_optimizer(config, model)
+    optimizer = builders.build_optimizer(config, model, criterion)
     return TrainObjects(model=distributed.wrap_model(model.to(device), info, device), criterion=criterion,
                         optimizer=optimizer, scheduler=builders.build_lr_scheduler(config, optimizer, train.steps_per_epoch),
-                        center_optimizer=builders.build_center_optimizer(config, criterion),
-                        center_weight=config.loss.center.weight or 1.0)
+                        loss_optimizer=builders.build_loss_optimizer(criterion))
+
+
+def load_resume_state(config: Config, checkpoint: Path | None) -> dict | None:
+    """The checkpoint to resume, read once and checked against the config (nothing is written)."""
+    if checkpoint is None:
+        return None
+    state = load_checkpoint(checkpoint)
+    run_folder.check_resume_config(state, to_dict(config), to_dict(Config()), checkpoint)
+    return state
 
 
 def run_train(config: Config, resume: str | None = None, overwrite: bool = False) -> dict[str, Any]:
-    """Train, evaluate and report; returns the summary written to summary.json."""
+    """Train, evaluate and report; returns the summary written to summary.json.
+
+    Every check that can fail (the output folder, the resume checkpoint and its fit with the config, the
+    data, the sampler, the model) runs before the first file is written."""
+    if resume is not None and overwrite:
+        raise ValueError("--resume continues the run in its folder and --overwrite would delete it; pass one")
     info = distributed.init_distributed()
     device = distributed.device_for(info, config.train.device)
     out = output_dir(config, resume)
-    checkpoint = resume_path(out, resume)
-    if info.is_main and checkpoint is None:
-        claim_output_dir(out, overwrite)
-    if info.is_main:
-        check_writable(out)
-        (out / "config.yml").write_text(dump_yaml(config))
+    checkpoint = run_folder.resume_path(out, resume)
+    state = load_resume_state(config, checkpoint)
+    if state is not None and run_folder.finished_epochs(state, config.train.epochs, checkpoint) is not None:
+        print(f"this run already finished {state['epoch']} epoch(s) ({checkpoint}); nothing was changed. "
+              f"To train longer, resume with train.epochs larger than {state['epoch']}")
+        return {}
+    in_place = run_folder.resumes_in_place(out, checkpoint)
+    found = run_folder.refuse_existing_run(out, overwrite) if info.is_main and not in_place else []
     seed_everything(config.train.seed)
     splits = builders.build_train_splits(config)
     train = builders.build_train_data(config, splits, info.rank, info.world_size)
     test_sets = builders.build_test_sets(config, splits)
     objects = build_objects(config, train, info, device)
-    resumed = load_checkpoint(checkpoint) if checkpoint is not None and info.is_main else None
-    resume_step = None if resumed is None else int(resumed.get("step", 0))
-    writer = tensorboard_writer(out, resume_step) if info.is_main else None
+    if state is not None:
+        run_folder.check_resume_model(state, distributed.unwrap(objects.model), checkpoint)
+    if info.is_main:
+        run_folder.delete_run(out, found)
+        check_writable(out)
+        (out / "config.yml").write_text(dump_yaml(config))
+    writer = tensorboard_writer(out, state) if info.is_main else None
     evaluator = Evaluator(config, objects.model, test_sets, str(device), writer,
-                          None if resumed is None else resumed.get(ENTRY_KEY))
-    del resumed
+                          None if state is None else state.get(ENTRY_KEY))
     log.info("training %s for %d epochs x %d steps; outputs in %s", config.name, config.train.epochs,
              train.steps_per_epoch, out)
     start = time.time()
     try:
         history = fit(objects, train.loaders, fit_options(config, out, train.steps_per_epoch, device,
                                                           evaluator.checkpoint_extras),
-                      evaluate=evaluator, writer=writer, resume_from=checkpoint)
+                      evaluate=evaluator, writer=writer, resume_from=state)
     finally:
         if writer is not None:
             writer.close()

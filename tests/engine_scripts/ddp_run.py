@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from engine_scripts.tiny_run import GeneratedImages
 from trytry_reid.data.sampler import PKSampler
+from trytry_reid.builders import build_loss_optimizer
 from trytry_reid.engine import EpochLoaders, FitOptions, TrainObjects, build_scheduler, fit, seed_everything
 from trytry_reid.engine import distributed
 from trytry_reid.losses.center import CenterLoss
@@ -61,14 +62,12 @@ def train(objective: str, rank: int, world_size: int, *, chunks: int = 1, ckpt_d
     model = ReidModel(trunk, feature_dim=16, num_classes=NUM_IDS, bnneck=False)
     criterion = _criterion(objective, chunks)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    center_params = list(criterion.parameters())
-    center_optimizer = torch.optim.SGD(center_params, lr=0.5) if center_params else None
     dataset = GeneratedImages(NUM_IDS, PER_ID, augment=True)
     sampler = PKSampler(dataset.labels, p=P, k=K, seed=0, num_batches=2, rank=rank, world_size=world_size)
     scheduler = build_scheduler(optimizer, warmup_steps=0, warmup_factor=1.0, schedule="multistep")
     model = distributed.wrap_model(model, distributed.current(), torch.device("cpu"))
-    objects = TrainObjects(model, criterion, optimizer, scheduler, center_optimizer, center_weight=5e-3)
-    options = FitOptions(epochs=1, steps_per_epoch=2, history_every=1, progress=False, keep=0,
+    objects = TrainObjects(model, criterion, optimizer, scheduler, build_loss_optimizer(criterion))
+    options = FitOptions(epochs=1, steps_per_epoch=2, log_every=1, progress=False, checkpoint_keep=0,
                          checkpoint_dir=ckpt_dir)
     initial = {k: v.clone() for k, v in distributed.unwrap(model).state_dict().items()}
     history = fit(objects, EpochLoaders(dataset, sampler, seed=0), options)

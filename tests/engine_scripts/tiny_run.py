@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from trytry_reid.builders import build_loss_optimizer
 from trytry_reid.data.sampler import PKSampler
 from trytry_reid.engine import EpochLoaders, FitOptions, TrainObjects, build_scheduler, fit, seed_everything
 from trytry_reid.evaluation.rank import evaluate_rank
@@ -83,16 +84,15 @@ def build(seed: int = 0, *, epochs: int = 2, ckpt_dir: Path | None = None, every
     seed_everything(seed)
     model, criterion = tiny_model(NUM_IDS, dropout), tiny_criterion(NUM_IDS)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    center_optimizer = torch.optim.SGD(criterion.parameters(), lr=0.5)
     dataset = GeneratedImages(NUM_IDS, PER_ID, augment=True)
     sampler = PKSampler(dataset.labels, p=3, k=4, seed=seed)
     loaders = EpochLoaders(dataset, sampler, seed=seed, workers=workers)
     steps = len(loaders)
     scheduler = build_scheduler(optimizer, warmup_steps=steps, warmup_factor=0.1, schedule="multistep",
                                 milestones=[2 * steps], gamma=0.1)
-    objects = TrainObjects(model, criterion, optimizer, scheduler, center_optimizer, center_weight=5e-4)
+    objects = TrainObjects(model, criterion, optimizer, scheduler, build_loss_optimizer(criterion))
     options = FitOptions(epochs=epochs, steps_per_epoch=steps, checkpoint_dir=ckpt_dir, checkpoint_every_steps=every,
-                         amp=amp, history_every=1, progress=False, keep=2,
+                         amp=amp, log_every=1, progress=False, checkpoint_keep=2,
                          run_config={"model": {"backbone": "tiny"}, "seed": seed})
     return objects, loaders, options
 

@@ -3,11 +3,11 @@
 from .datasets import DATASETS, DatasetError, Record, Splits, build_dataset
 from .images import ImageDataset, ImageReadError, read_image, relabel
 from .sampler import PKSampler
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, build_test_transform, build_train_transform
+from .transforms import build_test_transform, build_train_transform
 from .validate import apply_bad_image_policy, check_identities, find_bad_images
 
 __all__ = [
-    "DATASETS", "DatasetError", "IMAGENET_MEAN", "IMAGENET_STD", "ImageDataset", "ImageReadError", "PKSampler",
+    "DATASETS", "DatasetError", "ImageDataset", "ImageReadError", "PKSampler",
     "Record", "Splits", "apply_bad_image_policy", "build_dataset", "build_test_transform",
     "build_train_transform", "check_identities", "find_bad_images", "read_image", "relabel",
 ]

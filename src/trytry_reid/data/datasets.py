@@ -22,7 +22,7 @@ from typing import Callable, NamedTuple
 from ..catalog import lookup
 from . import digits as digit_sets
 
-logger = logging.getLogger("trytry_reid.data")
+log = logging.getLogger("trytry_reid.data")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 MARKET_PATTERN = re.compile(r"^(-1|\d+)_c(\d+)")
@@ -160,18 +160,21 @@ MSMT_NAME = re.compile(r"^\d+_\d+_(\d+)_")
 
 
 def msmt17_list(list_file: Path, image_dir: Path) -> list[Record]:
-    """Read one MSMT17 list file; camera from the third name field; pid = label + 1 (see module doc)."""
-    records = []
+    """Read one MSMT17 list file; camera from the third name field; pid = label + 1 (see module doc).
+    Every malformed line is reported in one error."""
+    records, bad = [], []
     for number, line in enumerate(list_file.read_text().splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split()
         name_match = MSMT_NAME.match(Path(parts[0]).name) if len(parts) == 2 else None
-        if name_match is None or not parts[1].lstrip("-").isdigit():
-            raise DatasetError(
-                f"msmt17: {list_file}:{number}: '{line}' is not '<pid>/<pid>_<n>_<camera>_... <label>'"
-            )
+        if name_match is None or not re.fullmatch(r"-?[0-9]+", parts[1]):
+            bad.append(f"{list_file}:{number}: '{line}'")
+            continue
         records.append(Record(str(image_dir / parts[0]), int(parts[1]) + 1, int(name_match.group(1)) - 1))
+    if bad:
+        raise DatasetError(f"msmt17: {len(bad)} line(s) are not '<pid>/<pid>_<n>_<camera>_... <label>':\n  "
+                           + "\n  ".join(bad))
     return records
 
 
@@ -201,20 +204,20 @@ def viper(root: str | None) -> Splits:
     """Test-only: query = cam_a (camid 0), gallery = cam_b (camid 1), train empty; pid = NNN + 1."""
     base = need_root("viper", root)
     layout = VIPER_LAYOUT.format(root=base)
-    views = []
-    for camid, folder in enumerate(("cam_a", "cam_b")):
-        files = list_images(require_dir("viper", base / folder, layout))
-        bad = [str(f) for f in files if VIPER_NAME.match(f.stem) is None]
-        if bad:
-            raise DatasetError("viper: file name(s) not NNN_ANGLE.bmp:\n  " + "\n  ".join(bad))
+    views = [list_images(require_dir("viper", base / folder, layout)) for folder in ("cam_a", "cam_b")]
+    bad = [str(f) for files in views for f in files if VIPER_NAME.match(f.stem) is None]
+    if bad:
+        raise DatasetError("viper: file name(s) not NNN_ANGLE.bmp:\n  " + "\n  ".join(bad))
+    for folder, files in zip(("cam_a", "cam_b"), views):
         if not files:
             raise DatasetError(f"viper: '{base / folder}' holds no image.\n{layout}")
-        views.append([Record(str(f), int(VIPER_NAME.match(f.stem).group(1)) + 1, camid) for f in files])
-    return Splits("viper", [], views[0], views[1])
+    query, gallery = ([Record(str(f), int(VIPER_NAME.match(f.stem).group(1)) + 1, camid) for f in files]
+                      for camid, files in enumerate(views))
+    return Splits("viper", [], query, gallery)
 
 
 FOLDER_LAYOUT = """{root}/
-    train/    <pid>/<any name>.jpg      (pid: a number, or any folder name; 0 = distractors, gallery only)
+    train/    <pid>/<any name>.jpg      (pid: digits, or any other folder name; 0 = distractors, gallery only)
     query/    <pid>/<any name>.jpg      camera from a 'c<N>' token in the name (c1 -> camid 0), e.g. x_c2_7.jpg
     gallery/  <pid>/<any name>.jpg"""
 
@@ -225,14 +228,24 @@ def folder_entries(name: str, split_dir: Path) -> list[tuple[str, Path]]:
     for pid_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
         images = list_images(pid_dir)
         if not images:
-            logger.warning("%s: identity folder '%s' holds no image; ignored", name, pid_dir)
+            log.warning("%s: identity folder '%s' holds no image; ignored", name, pid_dir)
         entries.extend((pid_dir.name, image) for image in images)
     return entries
 
 
 def folder_pid_map(all_names: set[str]) -> dict[str, int]:
-    """Integer folder names keep their number; other names get numbers after the largest integer one."""
-    numeric = {n: int(n) for n in all_names if n.isdigit()}
+    """Identity folder name -> pid. Each distinct name is one identity: a name of ASCII digits is its number
+    (``0``, ``0000``: distractors), any other name (``alice``, ``²``) gets a number after the largest such
+    number, in sorted name order. Two names that read as the same number (``007`` and ``7``) are an error
+    rather than one silently merged identity."""
+    numeric: dict[str, int] = {}
+    for name in sorted(all_names):
+        if re.fullmatch(r"[0-9]+", name):
+            same = next((other for other, pid in numeric.items() if pid == int(name)), None)
+            if same is not None:
+                raise DatasetError(f"folder: identity folders '{same}' and '{name}' both read as pid {int(name)}; "
+                                   f"rename one (each folder is one identity)")
+            numeric[name] = int(name)
     start = max(numeric.values(), default=0) + 1
     others = sorted(all_names - set(numeric))
     return {**numeric, **{n: start + i for i, n in enumerate(others)}}
@@ -257,12 +270,13 @@ def folder(root: str | None) -> Splits:
     cameras = {s: [folder_camera(path) for _, path in items] for s, items in entries.items()}
     flat = [c for cams in cameras.values() for c in cams]
     if flat and all(c is None for c in flat):
-        logger.warning("folder: no 'c<N>' camera token in any file name under %s; using camid 0 for train "
+        log.warning("folder: no 'c<N>' camera token in any file name under %s; using camid 0 for train "
                        "and query, 1 for gallery, so that same-camera filtering does not drop every match", base)
         cameras = {s: [1 if s == "gallery" else 0] * len(items) for s, items in entries.items()}
     elif None in flat:
-        missing = next(p for s in entries for (_, p), c in zip(entries[s], cameras[s]) if c is None)
-        raise DatasetError(f"folder: '{missing}' has no 'c<N>' camera token, but other names do.\n{layout}")
+        missing = [str(p) for s in entries for (_, p), c in zip(entries[s], cameras[s]) if c is None]
+        raise DatasetError(f"folder: {len(missing)} file(s) have no 'c<N>' camera token, but other names do:\n  "
+                           + "\n  ".join(missing) + f"\n{layout}")
     splits = {}
     for split, items in entries.items():
         records = [Record(str(p), pid_of[n], c) for (n, p), c in zip(items, cameras[split])]
@@ -271,8 +285,9 @@ def folder(root: str | None) -> Splits:
 
 
 def check_folder_split(records: list[Record], split: str, path: Path, layout: str) -> list[Record]:
-    if split != "gallery" and any(r.pid == 0 for r in records):
-        raise DatasetError(f"folder: '{path / '0'}': pid 0 is reserved for gallery distractors.\n{layout}")
+    distractors = sorted({str(Path(r.path).parent) for r in records if r.pid == 0})
+    if split != "gallery" and distractors:
+        raise DatasetError(f"folder: '{distractors[0]}': pid 0 is reserved for gallery distractors.\n{layout}")
     if not records:
         raise DatasetError(f"folder: split '{split}' is empty: no image under '{path}'.\n{layout}")
     return records
@@ -304,7 +319,9 @@ def digits(root: str | None) -> Splits:
 
 def need_root(name: str, root: str | None) -> Path:
     if root is None or str(root).strip() == "":
-        raise DatasetError(f"{name}: a root folder is required (data.root); where to get it: {SOURCES[name]}")
+        source = SOURCES.get(name)
+        raise DatasetError(f"{name}: a root folder is required (data.root)"
+                           + (f"; where to get it: {source}" if source else ""))
     return Path(root).expanduser().absolute()
 
 
@@ -333,5 +350,5 @@ def summary_table(splits: Splits) -> str:
 def build_dataset(name: str, root: str | None) -> Splits:
     """Build dataset ``name`` from ``root``; logs the per-split counts. Raises DatasetError/UnknownNameError."""
     splits = lookup(DATASETS, name, "dataset")(root)
-    logger.info("dataset %s (%s)\n%s", name, root, summary_table(splits))
+    log.info("dataset %s (%s)\n%s", name, root, summary_table(splits))
     return splits

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import torch
@@ -19,6 +21,16 @@ class ImageReadError(OSError):
     def __init__(self, message: str, path: str | None = None) -> None:
         super().__init__(message)
         self.path = path
+
+
+def own_message(error: ImageReadError) -> str:
+    """The error's own one-line message. A DataLoader worker re-raises it with the worker's whole traceback
+    as its message; the original message is that traceback's last line."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    marker = f"{ImageReadError.__name__}: "
+    if len(lines) > 1 and marker in lines[-1]:
+        return lines[-1].split(marker, 1)[1]
+    return str(error)
 
 
 def read_image(path: str) -> Image.Image:
@@ -58,3 +70,11 @@ def relabel(records: Iterable[Record]) -> tuple[list[int], dict[int, int]]:
     records = list(records)
     mapping = {pid: label for label, pid in enumerate(sorted({r.pid for r in records}))}
     return [mapping[r.pid] for r in records], mapping
+
+
+def common_folder(paths: Iterable[str | Path]) -> Path:
+    """The deepest folder holding every one of ``paths`` (absolute file paths); ValueError when empty."""
+    folders = [os.path.dirname(str(p)) for p in paths]
+    if not folders:
+        raise ValueError("common_folder: no paths")
+    return Path(os.path.commonpath(folders))

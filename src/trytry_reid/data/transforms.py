@@ -6,8 +6,7 @@ from typing import Sequence
 
 import torchvision.transforms as T
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 
 def check_size(height: int, width: int) -> None:

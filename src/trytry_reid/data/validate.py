@@ -18,10 +18,10 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from .datasets import DatasetError, Record, Splits
+from .datasets import IMAGE_SUFFIXES, DatasetError, Record, Splits, build_dataset
 from .images import ImageReadError, read_image
 
-logger = logging.getLogger("trytry_reid.data")
+log = logging.getLogger("trytry_reid.data")
 
 POLICIES = ("error", "skip")
 JPEG_END = b"\xff\xd9"
@@ -64,34 +64,51 @@ def find_bad_images(records: Iterable[Record], workers: int = 4, full: bool = Fa
 
 
 def apply_bad_image_policy(records: Sequence[Record], bad: Sequence[tuple[str, str]], policy: str,
-                           max_skipped: int) -> list[Record]:
-    """``error``: raise listing every bad path. ``skip``: log and drop each, raise above ``max_skipped``."""
+                           max_skipped: int, switches: tuple[str, str] = ("data.on_bad_image=skip",
+                                                                          "data.max_bad_images")) -> list[Record]:
+    """``error``: raise listing every bad path. ``skip``: log and drop each, raise above ``max_skipped``.
+    ``switches`` name the setting that skips and the one that caps, for the error messages."""
     if policy not in POLICIES:
         raise ValueError(f"bad-image policy '{policy}': expected one of {', '.join(POLICIES)}")
     if not bad:
         return list(records)
     listing = "\n  ".join(f"{path}: {reason}" for path, reason in bad)
     if policy == "error":
-        raise DatasetError(f"{len(bad)} bad image file(s) (policy 'error'; use 'skip' to drop them):\n  {listing}")
+        raise DatasetError(f"{len(bad)} bad image file(s) (policy 'error'; {switches[0]} drops them):\n  {listing}")
     if len(bad) > max_skipped:
         raise DatasetError(f"{len(bad)} bad image file(s), more than the cap of {max_skipped} that policy "
-                           f"'skip' may drop; fix the data or raise the cap:\n  {listing}")
+                           f"'skip' may drop; fix the data or raise {switches[1]}:\n  {listing}")
     for path, reason in bad:
-        logger.warning("skipping bad image %s: %s", path, reason)
+        log.warning("skipping bad image %s: %s", path, reason)
     bad_paths = {path for path, _ in bad}
     kept = [r for r in records if r.path not in bad_paths]
-    logger.warning("skipped %d bad image file(s) (%d records)", len(bad), len(records) - len(kept))
+    log.warning("skipped %d bad image file(s) (%d records)", len(bad), len(records) - len(kept))
     return kept
 
 
-def empty_identity_folders(root: str | Path, splits: Sequence[str] = ("train", "query", "gallery")) -> list[str]:
-    """Identity folders ``<root>/<split>/<pid>/`` holding no file (the ``folder`` layout)."""
-    found = []
-    for split in splits:
-        split_dir = Path(root) / split
-        if split_dir.is_dir():
-            found += [str(d) for d in sorted(split_dir.iterdir()) if d.is_dir() and not any(d.iterdir())]
-    return found
+def image_files_under(root: str | Path | None) -> list[Path]:
+    """Every image file below ``root`` (recursive), for checking data whose layout does not parse."""
+    if root is None or not Path(root).is_dir():
+        return []
+    return sorted(p for p in Path(root).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def dataset_report(name: str, root: str | None) -> tuple[list[str], int]:
+    """``--check-data`` for one dataset: (lines to print, number of problems), everything at once.
+
+    A layout or file-name error is one problem and does not stop the rest: every image file under the root
+    is then still decoded. Identity notes (``check_identities``) are printed but are not problems."""
+    lines, problems = [], 0
+    try:
+        splits = build_dataset(name, root)
+        records, notes = splits.train + splits.query + splits.gallery, check_identities(splits)
+    except DatasetError as error:
+        lines.append(str(error).removeprefix(f"{name}: "))
+        records, notes, problems = [Record(str(p), -1, -1) for p in image_files_under(root)], [], 1
+    bad = find_bad_images(records, full=True)
+    lines += [f"bad image {path}: {reason}" for path, reason in bad] + notes
+    lines.append(f"{len({r.path for r in records})} images checked, {len(bad)} bad")
+    return lines, problems + len(bad)
 
 
 def cameras_by_id(records: Iterable[Record]) -> dict[int, set[int]]:
@@ -113,12 +130,11 @@ def single_image_train_ids(splits: Splits) -> list[int]:
     return pids[counts == 1].tolist()
 
 
-def check_identities(splits: Splits, root: str | Path | None = None) -> list[str]:
-    """Warnings about identities, one line each: empty identity folders (when ``root`` has the ``folder``
-    layout), query ids that can never match (no gallery image from another camera), and train ids with a
-    single image (no positive pair for metric losses)."""
-    problems = [f"empty identity folder: {path}" for path in (empty_identity_folders(root) if root else [])]
-    problems += [f"query id {pid} has no gallery image from another camera: its queries can never match"
+def check_identities(splits: Splits) -> list[str]:
+    """Warnings about identities, one line each: query ids that can never match (no gallery image from
+    another camera) and train ids with a single image (no positive pair for metric losses). (Empty identity
+    folders of the ``folder`` layout are logged by the dataset builder itself.)"""
+    problems = [f"query id {pid} has no gallery image from another camera: its queries can never match"
                  for pid in unmatchable_query_ids(splits)]
     singles = single_image_train_ids(splits)
     if singles:

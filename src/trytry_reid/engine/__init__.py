@@ -4,15 +4,8 @@ from trytry_reid.engine.checkpoint import CheckpointError, check_writable, load_
 from trytry_reid.engine.rng import EpochLoaders, capture_rng_state, restore_rng_state, seed_everything
 from trytry_reid.engine.schedule import build_scheduler, lr_factor
 from trytry_reid.engine.signals import TrainingInterrupted
-from trytry_reid.engine.train import (
-    FitOptions,
-    NonFiniteLossError,
-    SkippedStepsError,
-    TrainObjects,
-    fit,
-    train_one_epoch,
-    train_step,
-)
+from trytry_reid.engine.state import TrainObjects
+from trytry_reid.engine.train import FitOptions, NonFiniteLossError, SkippedStepsError, fit, train_one_epoch, train_step
 
 __all__ = [
     "CheckpointError", "EpochLoaders", "FitOptions", "NonFiniteLossError", "SkippedStepsError", "TrainObjects",

@@ -9,24 +9,20 @@ The second half builds and restores the resume state (model, optimizers, schedul
 
 from __future__ import annotations
 
+import codecs
 import errno
-import math
+import hashlib
 import os
 import pickle
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from trytry_reid.engine import distributed
-from trytry_reid.engine.rng import capture_rng_state, restore_rng_state
-
-if TYPE_CHECKING:
-    from trytry_reid.engine.train import TrainObjects
+from trytry_reid.engine.signals import deferred_stop
 
 _NUMBERED = re.compile(r"^(?P<prefix>.*?)(?P<number>\d+)$")
 
@@ -47,11 +43,11 @@ def save_checkpoint(state: dict[str, Any], path: str | Path, keep: int = 3) -> N
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with deferred_stop(), os.fdopen(fd, "wb") as handle:   # a second Ctrl-C waits for a complete file
             torch.save(state, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
+            os.replace(tmp_name, path)
     except BaseException as exc:
         _remove_quietly(Path(tmp_name))
         if isinstance(exc, OSError):
@@ -114,8 +110,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     never executed; a truncated or corrupt file and a missing path each get their own message.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file; e.g. "
+                              f"{path / 'checkpoints' / 'last.pt'} or {path / 'best.pt'}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path} (no such file)")
+    other = _not_a_checkpoint(path)
+    if other is not None:
+        raise CheckpointError(f"{path} is not a torch checkpoint: it is {other}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -133,6 +135,30 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
+ZIP_MAGIC = b"PK\x03\x04"      # torch.save's format since 1.6
+PICKLE_PROTOCOL = 0x80          # the legacy format starts with a pickle (protocol >= 2)
+FILE_KINDS = {b"\xff\xd8\xff": "a JPEG image", b"\x89PNG": "a PNG image", b"GIF8": "a GIF image",
+              b"BM": "a BMP image", b"\x93NUMPY": "a NumPy .npy array", b"%PDF": "a PDF document"}
+
+
+def _not_a_checkpoint(path: Path) -> str | None:
+    """What ``path`` is when its first bytes say it cannot be a torch checkpoint, else None."""
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    if not head or head.startswith(ZIP_MAGIC) or head[0] == PICKLE_PROTOCOL:
+        return None     # empty or plausible: torch.load tells corrupt from valid
+    for magic, kind in FILE_KINDS.items():
+        if head.startswith(magic):
+            return kind
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(head)    # a character cut at 512 bytes is fine
+    except UnicodeDecodeError:
+        text = "\0"
+    if "\0" in text:
+        return "neither a zip archive nor a pickle (the two formats torch.save writes)"
+    return "a text file (YAML, JSON or similar), not one written by torch.save"
+
+
 def _corrupt(path: Path, exc: BaseException) -> str:
     return (
         f"checkpoint {path} is truncated or corrupt and cannot be read "
@@ -143,6 +169,15 @@ def _corrupt(path: Path, exc: BaseException) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB pieces): the identity of a checkpoint's contents."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_writable(folder: str | Path, need_bytes: int = 0) -> Path:
@@ -189,65 +224,3 @@ def _tensor_bytes(obj: Any) -> int:
     if isinstance(obj, (list, tuple)):
         return sum(_tensor_bytes(v) for v in obj)
     return 0
-
-
-# --- resume state: everything an exact continuation needs, as one plain dict ---------------------------------
-
-
-@dataclass
-class Progress:
-    """Where a run is: ``step_in_epoch`` batches of ``epoch`` (0-based) are done, ``global_step`` in all."""
-
-    epoch: int = 0
-    step_in_epoch: int = 0
-    global_step: int = 0
-    best_map: float = -math.inf
-    skipped_in_a_row: int = 0  # consecutive fp16-skipped optimizer steps
-    metrics: dict = field(default_factory=dict)  # the latest evaluation, {dataset: {metric: value}}
-
-
-RESUME_KEYS = ("model", "optimizer", "scheduler", "rng", "epoch", "step_in_epoch", "step")
-
-
-def training_state(objects: "TrainObjects", progress: Progress, history: Any, run_config: dict) -> dict[str, Any]:
-    """The checkpoint dict (ARCHITECTURE.md's keys plus what resuming needs); RNG states captured now."""
-    model = distributed.unwrap(objects.model)
-    classifier = getattr(model, "classifier", None)
-    return {
-        "model": model.state_dict(),
-        "criterion": objects.criterion.state_dict(),
-        "config": run_config,
-        "num_classes": int(getattr(classifier, "out_features", 0) or 0),
-        "epoch": progress.epoch,
-        "step_in_epoch": progress.step_in_epoch,
-        "step": progress.global_step,
-        "best_map": progress.best_map,
-        "skipped_in_a_row": progress.skipped_in_a_row,
-        "metrics": progress.metrics,
-        "optimizer": objects.optimizer.state_dict(),
-        "center_optimizer": None if objects.center_optimizer is None else objects.center_optimizer.state_dict(),
-        "scheduler": objects.scheduler.state_dict(),
-        "scaler": objects.scaler.state_dict() if objects.scaler is not None else {},
-        "rng": capture_rng_state(),
-        "history": history.state_dict(),
-    }
-
-
-def restore_training_state(state: dict[str, Any], objects: "TrainObjects", history: Any) -> Progress:
-    """Load a :func:`training_state` dict into the objects and history; the RNGs are restored last."""
-    missing = [key for key in RESUME_KEYS if key not in state]
-    if missing:
-        raise KeyError(f"checkpoint cannot resume training: it lacks {', '.join(missing)} (a weights-only export?)")
-    distributed.unwrap(objects.model).load_state_dict(state["model"])
-    objects.criterion.load_state_dict(state.get("criterion", {}))
-    objects.optimizer.load_state_dict(state["optimizer"])
-    if objects.center_optimizer is not None and state.get("center_optimizer") is not None:
-        objects.center_optimizer.load_state_dict(state["center_optimizer"])
-    objects.scheduler.load_state_dict(state["scheduler"])
-    if objects.scaler is not None and state.get("scaler"):
-        objects.scaler.load_state_dict(state["scaler"])
-    history.load_state_dict(state.get("history", {}))
-    progress = Progress(state["epoch"], state["step_in_epoch"], state["step"], state.get("best_map", -math.inf),
-                        state.get("skipped_in_a_row", 0), state.get("metrics", {}))
-    restore_rng_state(state["rng"])
-    return progress

@@ -76,6 +76,9 @@ def current() -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", 0))
 
 
+DEVICES = ("auto", "cpu", "cuda")  # auto: cuda when available
+
+
 def device_for(info: DistInfo, requested: str = "auto") -> torch.device:
     """``cuda:LOCAL_RANK`` under DDP with CUDA, else ``requested`` (``auto`` = cuda if available)."""
     if requested == "auto":
@@ -102,7 +105,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def average_gradients(params: Iterable[nn.Parameter]) -> None:
-    """All-reduce and average the gradients of parameters DDP does not manage (e.g. center-loss centres)."""
+    """All-reduce and average the gradients of parameters DDP does not manage (the loss terms' own, e.g. center-loss centers)."""
     if not current().enabled:
         return
     grads = [p.grad for p in params if p.grad is not None]

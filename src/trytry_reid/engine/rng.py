@@ -150,10 +150,10 @@ class EpochLoaders:
         self.batch_sampler.set_epoch(0)
         return len(self.batch_sampler)
 
-    def __call__(self, epoch: int, start_batch: int = 0) -> torch.utils.data.DataLoader:
+    def __call__(self, epoch: int, start_batch: int = 0) -> "StopSignalSafeLoader":
         self.batch_sampler.set_epoch(epoch)
         batches = list(itertools.islice(iter(self.batch_sampler), start_batch, None))
-        return torch.utils.data.DataLoader(
+        return StopSignalSafeLoader(torch.utils.data.DataLoader(
             self.dataset,
             batch_sampler=list(seeded_batches(batches, seed=self.seed, epoch=epoch, start_batch=start_batch,
                                               rank=getattr(self.batch_sampler, "rank", 0))),
@@ -162,12 +162,38 @@ class EpochLoaders:
             generator=loader_generator(self.seed, epoch),
             persistent_workers=False,
             worker_init_fn=ignore_stop_signals,
-        )
+        ))
+
+
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+class StopSignalSafeLoader:
+    """A DataLoader whose worker processes never die of SIGINT/SIGTERM sent to the whole process group
+    (Ctrl-C, a scheduler's pre-emption): the main process finishes its step and checkpoints, and had a worker
+    died, fetching the next batch would fail first. The stop signals are blocked while the workers are
+    forked, so none can arrive before a worker has set them to be ignored (:func:`ignore_stop_signals`);
+    the main process gets any that came meanwhile as soon as they are unblocked."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader) -> None:
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        if self.loader.num_workers == 0:
+            return iter(self.loader)
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            return iter(self.loader)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader workers ignore SIGINT/SIGTERM sent to the whole process group (Ctrl-C, a scheduler's
-    pre-emption): the main process finishes its step and checkpoints; had a worker died, fetching the next
-    batch would fail first. Workers still exit when the main process stops them or dies."""
+    """In a DataLoader worker: ignore SIGINT/SIGTERM, then unblock them (see StopSignalSafeLoader). Workers
+    still exit when the main process stops them or dies."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)

@@ -3,19 +3,23 @@
 Pre-empted GPU jobs get SIGTERM and a short grace period. :class:`StopRequest` turns the first signal into a
 flag the training loop checks after each step; the loop then writes a resumable checkpoint and raises
 :class:`TrainingInterrupted`. A second signal means "now": the handlers are uninstalled and
-:class:`ImmediateStop` (a ``SystemExit``) is raised wherever the program is.
+:class:`ImmediateStop` (a ``SystemExit``) is raised wherever the program is, except inside
+:func:`deferred_stop` (a checkpoint being written): there it waits for the block to finish, so the file is
+complete, and is raised then. Processes forked from the training process (DataLoader workers, which also
+get the terminal's Ctrl-C) ignore the signals and leave the stopping to it.
 """
 
 from __future__ import annotations
 
-import logging
+import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Callable
 
-log = logging.getLogger(__name__)
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 
@@ -55,14 +59,24 @@ class StopRequest:
     def __init__(self) -> None:
         self.requested: int | None = None
         self._previous: dict[int, Callable | int | None] = {}
+        self._pid = os.getpid()
+        self._deferring = 0              # depth of deferred_stop blocks running
+        self._pending: int | None = None  # a second signal that arrived inside one
+        self._outer: StopRequest | None = None
 
     def __enter__(self) -> "StopRequest":
+        global _ACTIVE
         if threading.current_thread() is threading.main_thread():
+            self._pid = os.getpid()
             for signum in HANDLED:
                 self._previous[signum] = signal.signal(signum, self._handle)
+            self._outer, _ACTIVE = _ACTIVE, self
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        global _ACTIVE
+        if _ACTIVE is self:
+            _ACTIVE = self._outer
         self._restore()
 
     def _restore(self) -> None:
@@ -71,6 +85,8 @@ class StopRequest:
         self._previous = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != self._pid:
+            return  # a forked child (a DataLoader worker): the training process stops it
         name = signal.Signals(signum).name
         if self.requested is None:
             self.requested = signum
@@ -81,9 +97,37 @@ class StopRequest:
                 flush=True,
             )
             return
+        if self._deferring:
+            self._pending = signum
+            print(f"\nsecond {name}: stopping as soon as the checkpoint being written is complete",
+                  file=sys.stderr, flush=True)
+            return
         self._restore()
         print(f"\nsecond {name}: stopping now, without a checkpoint", file=sys.stderr, flush=True)
         raise ImmediateStop(signum)
+
+
+_ACTIVE: StopRequest | None = None  # the StopRequest whose handlers are installed
+
+
+@contextmanager
+def deferred_stop() -> Iterator[None]:
+    """A block a second signal must not cut short (writing a checkpoint): the stop waits for its end.
+
+    Raising inside it would leave torch's zip writer half-way (it then reports 'unexpected pos')."""
+    request = _ACTIVE
+    if request is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    request._deferring += 1
+    try:
+        yield
+    finally:
+        request._deferring -= 1
+        if request._deferring == 0 and request._pending is not None:
+            signum, request._pending = request._pending, None
+            request._restore()
+            raise ImmediateStop(signum)
 
 
 def resume_message(signum: int, checkpoint: str | None) -> str:

@@ -5,8 +5,8 @@
     output = model(images)                       # ReidOutput
     terms, stats = criterion(output, labels)     # {name: weighted loss}, {"name/key": float}
     sum(terms.values()).backward()
-    center grads *= 1 / center_weight            # BoT: centres move at their own lr, not weight * lr
-    optimizer.step(); center_optimizer.step(); scheduler.step()   # the schedule is per iteration
+    own-rate loss grads *= 1 / term weight       # BoT: centers move at their own lr, not weight * lr
+    optimizer.step(); loss_optimizer.step(); scheduler.step()   # the schedule is per iteration
 
 History (returned by ``fit``, stored in every checkpoint, drawn by ``visualization/curves.py``)::
 
@@ -38,20 +38,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from trytry_reid.engine import distributed
-from trytry_reid.engine.checkpoint import (
-    Progress,
-    check_writable,
-    estimate_checkpoint_bytes,
-    load_checkpoint,
-    restore_training_state,
-    save_checkpoint,
-    training_state,
-)
+from trytry_reid.engine.checkpoint import check_writable, estimate_checkpoint_bytes, load_checkpoint, save_checkpoint
 from trytry_reid.engine.signals import StopRequest, TrainingInterrupted, resume_message
+from trytry_reid.engine.state import Progress, TrainObjects, restore_training_state, training_state
 
 log = logging.getLogger(__name__)
 
@@ -68,19 +60,6 @@ class SkippedStepsError(FloatingPointError):
     """Mixed precision (fp16) kept skipping optimizer steps because gradients overflowed."""
 
 
-@dataclass(eq=False)
-class TrainObjects:
-    """What one step needs. ``model`` may be DDP-wrapped; ``center_optimizer`` holds the criterion's centres."""
-
-    model: nn.Module
-    criterion: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    center_optimizer: torch.optim.Optimizer | None = None
-    center_weight: float = 1.0
-    scaler: torch.amp.GradScaler | None = None  # built by fit from options.amp
-
-
 @dataclass
 class FitOptions:
     epochs: int
@@ -89,10 +68,10 @@ class FitOptions:
     eval_every: int = 0  # evaluate every N epochs (0: only after the last epoch)
     checkpoint_dir: Path | None = None  # None: no checkpoints (and no resume after a signal)
     checkpoint_every_steps: int = 0  # also write last.pt every N steps (0: only at epoch ends)
-    keep: int = 3  # numbered epoch_XXXX.pt copies kept besides last.pt and best.pt (0: none)
+    checkpoint_keep: int = 3  # numbered epoch_XXXX.pt copies kept besides last.pt and best.pt (0: none)
     amp: str = "off"  # off | bf16 | fp16
     channels_last: bool = False
-    history_every: int = 10  # steps between history points / TensorBoard scalars
+    log_every: int = 10  # steps between history points / TensorBoard scalars
     collapse_window: int = 20  # steps of collapsed embeddings before a warning
     collapse_eps: float = 1e-3  # mean positive and negative distances both below this = collapsed
     max_skipped_steps: int = 25  # consecutive fp16-skipped steps before giving up
@@ -104,13 +83,13 @@ class FitOptions:
     def __post_init__(self) -> None:
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got '{self.amp}'")
-        for name in ("epochs", "steps_per_epoch", "history_every", "collapse_window"):
+        for name in ("epochs", "steps_per_epoch", "log_every", "collapse_window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"FitOptions.{name} must be >= 1, got {getattr(self, name)}")
 
 
 def fit(objects: TrainObjects, loaders: Loaders, options: FitOptions, *, evaluate: Evaluate | None = None,
-        writer: Any = None, resume_from: str | Path | None = None) -> dict[str, Any]:
+        writer: Any = None, resume_from: str | Path | dict | None = None) -> dict[str, Any]:
     """Train for ``options.epochs`` epochs (continuing ``resume_from`` exactly); return the history.
 
     ``loaders(epoch, start_batch)`` yields that epoch's batches from ``start_batch`` on, each a sequence
@@ -118,6 +97,7 @@ def fit(objects: TrainObjects, loaders: Loaders, options: FitOptions, *, evaluat
     ``rng.EpochLoaders``). ``evaluate(epoch)`` returns ``{dataset: {"rank1", "mAP", "mINP", ...}}``; the
     first dataset's mAP selects best.pt. ``writer`` is a TensorBoard SummaryWriter or None (when resuming,
     open it with ``purge_step=load_checkpoint(path)["step"] + 1`` so replayed steps are not drawn twice).
+    ``resume_from`` is a checkpoint path or the state dict already loaded from one.
     Raises NonFiniteLossError, SkippedStepsError, CheckpointError, or TrainingInterrupted after a signal.
     """
     device = torch.device(options.device)
@@ -125,11 +105,12 @@ def fit(objects: TrainObjects, loaders: Loaders, options: FitOptions, *, evaluat
     _prepare(objects, options, device)
     history, progress = History(), Progress()
     if options.checkpoint_dir is not None and is_main:
-        need = 3 * estimate_checkpoint_bytes(objects.model, objects.criterion) * (options.keep + 2)
+        need = 3 * estimate_checkpoint_bytes(objects.model, objects.criterion) * (options.checkpoint_keep + 2)
         check_writable(options.checkpoint_dir, need_bytes=need)
     if resume_from is not None:
-        progress = restore_training_state(load_checkpoint(resume_from), objects, history)
-        log.info("resumed from %s at epoch %d step %d", resume_from, progress.epoch, progress.step_in_epoch)
+        state = resume_from if isinstance(resume_from, dict) else load_checkpoint(resume_from)
+        progress = restore_training_state(state, objects, history)
+        log.info("resumed at epoch %d step %d", progress.epoch, progress.step_in_epoch)
     with StopRequest() as stop:
         while progress.epoch < options.epochs:
             batches = loaders(progress.epoch, progress.step_in_epoch)
@@ -143,8 +124,7 @@ def _prepare(objects: TrainObjects, options: FitOptions, device: torch.device) -
     objects.criterion.to(device)
     if options.channels_last:
         objects.model.to(memory_format=torch.channels_last)
-    if objects.scaler is None:
-        objects.scaler = torch.amp.GradScaler(device.type, enabled=options.amp == "fp16")
+    _ensure_scaler(objects, options, device.type)
 
 
 def train_one_epoch(objects: TrainObjects, batches: Iterable[Sequence[Any]], progress: Progress,
@@ -192,8 +172,7 @@ def train_step(objects: TrainObjects, images: torch.Tensor, labels: torch.Tensor
     "_skipped"}``. Raises NonFiniteLossError (before any update) when the loss is NaN or infinite."""
     device_type = images.device.type
     dtype = AMP_MODES[options.amp]
-    if objects.scaler is None:
-        objects.scaler = torch.amp.GradScaler(device_type, enabled=options.amp == "fp16")
+    _ensure_scaler(objects, options, device_type)
     with torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
         output = objects.model(images)
         terms, stats = objects.criterion(output, labels)
@@ -201,10 +180,16 @@ def train_step(objects: TrainObjects, images: torch.Tensor, labels: torch.Tensor
     values = _step_values(total, terms, output.features)
     finite = all(math.isfinite(v) for v in values.values())
     if distributed.any_rank([not finite], images.device)[0]:
-        raise NonFiniteLossError(_non_finite_message(step, values, labels, batch_ids))
+        raise NonFiniteLossError(_non_finite_message(step, values, labels, batch_ids, options.checkpoint_dir))
     values["_skipped"] = float(_backward_and_step(objects, total))
     values.update(stats)
     return values
+
+
+def _ensure_scaler(objects: TrainObjects, options: FitOptions, device_type: str) -> None:
+    """The fp16 gradient scaler (a no-op one for off/bf16), built once per TrainObjects."""
+    if objects.scaler is None:
+        objects.scaler = torch.amp.GradScaler(device_type, enabled=options.amp == "fp16")
 
 
 def _step_values(total: torch.Tensor, terms: dict[str, torch.Tensor], features: torch.Tensor) -> dict[str, float]:
@@ -219,19 +204,19 @@ def _backward_and_step(objects: TrainObjects, total: torch.Tensor) -> bool:
     """Backward, optimizer steps (through the fp16 scaler), scheduler step; True when fp16 skipped it."""
     scaler = objects.scaler
     objects.optimizer.zero_grad(set_to_none=True)
-    if objects.center_optimizer is not None:
-        objects.center_optimizer.zero_grad(set_to_none=True)
+    if objects.loss_optimizer is not None:
+        objects.loss_optimizer.zero_grad(set_to_none=True)
     scaler.scale(total).backward()
     scale_before = scaler.get_scale()
+    distributed.average_gradients(list(objects.criterion.parameters()))  # DDP averages only the model's
     scaler.step(objects.optimizer)
-    if objects.center_optimizer is not None:
-        scaler.unscale_(objects.center_optimizer)
-        centres = [p for group in objects.center_optimizer.param_groups for p in group["params"]]
-        distributed.average_gradients(centres)
-        for p in centres:
-            if p.grad is not None:
-                p.grad.mul_(1.0 / objects.center_weight)
-        scaler.step(objects.center_optimizer)
+    if objects.loss_optimizer is not None:
+        scaler.unscale_(objects.loss_optimizer)
+        for group in objects.loss_optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.grad.mul_(group.get("grad_scale", 1.0))
+        scaler.step(objects.loss_optimizer)
     scaler.update()
     skipped = scaler.is_enabled() and scaler.get_scale() < scale_before
     with warnings.catch_warnings():  # a skipped fp16 step still counts as an iteration of the schedule
@@ -253,11 +238,15 @@ def _count_skipped(values: dict[str, float], progress: Progress, options: FitOpt
         )
 
 
-def _non_finite_message(step: int, values: dict[str, float], labels: torch.Tensor, ids: Sequence[int]) -> str:
+def _non_finite_message(step: int, values: dict[str, float], labels: torch.Tensor, ids: Sequence[int],
+                        checkpoint_dir: Path | None) -> str:
     terms = ", ".join(f"{k.removeprefix('loss/')}={v}" for k, v in values.items() if k.startswith("loss/"))
+    last = None if checkpoint_dir is None else Path(checkpoint_dir) / "last.pt"
+    kept = f"the last good checkpoint, {last}, is kept" if last is not None and last.is_file() else \
+        "no checkpoint was written yet"
     return (
         f"non-finite loss at step {step}: {terms}; batch labels {labels.tolist()}, dataset indices "
-        f"{list(ids)}. Training stopped before this step's update; the last good checkpoint is kept."
+        f"{list(ids)}. Training stopped before this step's update; {kept}."
     )
 
 
@@ -298,7 +287,7 @@ def _end_of_epoch(objects: TrainObjects, progress: Progress, options: FitOptions
         distributed.barrier()
     progress.epoch, progress.step_in_epoch = done, 0
     save_training_state(objects, progress, options, history)
-    if options.keep > 0:
+    if options.checkpoint_keep > 0:
         save_training_state(objects, progress, options, history, f"epoch_{done:04d}.pt")
     if improved:
         save_training_state(objects, progress, options, history, "best.pt")
@@ -322,7 +311,7 @@ def save_training_state(objects: TrainObjects, progress: Progress, options: FitO
     state = training_state(objects, progress, history, options.run_config)
     if options.checkpoint_extras is not None:
         state.update(options.checkpoint_extras())
-    save_checkpoint(state, path, keep=options.keep)
+    save_checkpoint(state, path, keep=options.checkpoint_keep)
     return path
 
 
@@ -359,7 +348,7 @@ class History:
             self.window[key] = self.window.get(key, 0.0) + value
         self.count += 1
         self._watch_collapse(values, progress, options, writer)
-        if progress.global_step % options.history_every == 0:
+        if progress.global_step % options.log_every == 0:
             self._flush(progress, options, writer, lr)
 
     def _flush(self, progress: Progress, options: FitOptions, writer: Any, lr: float) -> None:

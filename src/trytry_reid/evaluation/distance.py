@@ -1,4 +1,5 @@
-"""Query x gallery distances computed in chunks on torch, flip-test fusion and average query expansion."""
+"""The distance metrics (one catalog for the triplet loss and retrieval), query x gallery distances in
+chunks, flip-test fusion and average query expansion."""
 
 from __future__ import annotations
 
@@ -6,7 +7,30 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-METRICS = ("euclidean", "cosine")
+from trytry_reid.catalog import lookup
+
+# Squared distances are clamped to at least this before the sqrt: sqrt has an infinite slope at 0, and the
+# clamp's zero gradient keeps identical rows from producing inf/NaN gradients in the triplet loss.
+MIN_SQUARED_DISTANCE = 1e-12
+
+
+def euclidean_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``[N, D] x [M, D] -> [N, M]`` Euclidean distances via ``|a|^2 + |b|^2 - 2 a.b`` (one matmul).
+
+    The expansion cancels in float32 (two identical rows of norm ~10 can come out ~1e-3 apart); the squared
+    values are clamped at ``MIN_SQUARED_DISTANCE``, so identical rows give ~1e-6, never NaN. Differentiable.
+    """
+    squared = a.pow(2).sum(dim=1)[:, None] + b.pow(2).sum(dim=1)[None, :] - 2.0 * (a @ b.T)
+    return squared.clamp(min=MIN_SQUARED_DISTANCE).sqrt()
+
+
+def cosine_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``[N, D] x [M, D] -> [N, M]`` cosine distances ``1 - cos(a, b)`` in [0, 2]. Differentiable."""
+    return 1.0 - F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
+
+
+# The metrics of the toolkit: the triplet loss (``loss.triplet.metric``) and retrieval (``test.metric``).
+DISTANCES = {"euclidean": euclidean_distances, "cosine": cosine_distances}
 
 
 def as_float_tensor(x: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
@@ -17,33 +41,20 @@ def as_float_tensor(x: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
     return t if t.dtype == torch.float64 else t.float()
 
 
-def compute_distance(qf: np.ndarray | torch.Tensor, gf: np.ndarray | torch.Tensor, metric: str = "euclidean",
+def compute_distance(qf: np.ndarray | torch.Tensor, gf: np.ndarray | torch.Tensor, metric: str = "cosine",
                      chunk_size: int = 4096) -> np.ndarray:
-    """[Q, G] float32 distances, smaller is closer.
-
-    euclidean: sqrt(max(|q|^2 + |g|^2 - 2 q.g, 0)) (true Euclidean distance; the clamp removes tiny negative
-    values from floating-point cancellation). cosine: 1 - cos(q, g) on L2-normalised vectors, in [0, 2].
-    Computed ``chunk_size`` query rows at a time, so the only large buffer is the [Q, G] result.
-    """
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
+    """[Q, G] float32 distances (``DISTANCES[metric]``), smaller is closer, ``chunk_size`` query rows at a
+    time, so the only large buffer is the [Q, G] result."""
+    distance = lookup(DISTANCES, metric, "metric")
     q, g = as_float_tensor(qf, "qf"), as_float_tensor(gf, "gf")
     if q.shape[1] != g.shape[1]:
         raise ValueError(f"qf and gf must have the same feature dimension, got {q.shape[1]} and {g.shape[1]}")
     dtype = torch.promote_types(q.dtype, g.dtype)
     q, g = q.to(dtype), g.to(dtype)
-    if metric == "cosine":
-        q, g = F.normalize(q, dim=1), F.normalize(g, dim=1)
     out = np.empty((q.shape[0], g.shape[0]), dtype=np.float32)
-    g_sq = (g * g).sum(1)
-    for start in range(0, q.shape[0], chunk_size):
-        block = q[start:start + chunk_size]
-        sim = block @ g.T
-        if metric == "cosine":
-            dist = 1.0 - sim
-        else:
-            dist = ((block * block).sum(1, keepdim=True) + g_sq[None, :] - 2.0 * sim).clamp_(min=0).sqrt_()
-        out[start:start + len(block)] = dist.float().numpy()
+    with torch.no_grad():
+        for start in range(0, q.shape[0], chunk_size):
+            out[start:start + chunk_size] = distance(q[start:start + chunk_size], g).float().numpy()
     return out
 
 

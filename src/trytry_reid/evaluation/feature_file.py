@@ -10,6 +10,9 @@ The file is read with ``allow_pickle=False``: object arrays are refused.
 
 from __future__ import annotations
 
+import struct
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,16 +26,35 @@ class FeatureFileError(ValueError):
     """A feature file is missing, unreadable, or has a missing / malformed key (the message names both)."""
 
 
+# What numpy and zipfile raise for a damaged, truncated or foreign file (a member is read lazily, so a
+# truncated archive may fail on a key, not on opening it).
+_DAMAGED = (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, zlib.error, struct.error)
+
+
+def read_npz(path: str | Path, what: str = "feature file") -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` (``allow_pickle=False``), read now; FeatureFileError naming ``path`` and
+    saying what is wrong, in one line, for a missing, truncated, foreign or pickle-holding file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FeatureFileError(f"{path}: {what} not found")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise FeatureFileError(f"{path}: {what} holds one .npy array, not an .npz archive of named arrays")
+        with loaded:
+            return {key: loaded[key] for key in loaded.files}
+    except FeatureFileError:
+        raise
+    except _DAMAGED as err:
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FeatureFileError(f"{path}: {what} is truncated or not a readable .npz without pickled objects "
+                               f"({type(err).__name__}: {detail})") from err
+
+
 def load_feature_file(path: str | Path) -> dict[str, np.ndarray]:
     """Read and validate a feature file; returns the required keys plus any optional ``*_paths`` keys."""
     path = Path(path)
-    if not path.is_file():
-        raise FeatureFileError(f"{path}: feature file not found")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            data = {key: npz[key] for key in npz.files}
-    except (ValueError, OSError) as err:
-        raise FeatureFileError(f"{path}: not a readable .npz without pickled objects ({err})") from err
+    data = read_npz(path)
     missing = [key for key in REQUIRED_KEYS if key not in data]
     if missing:
         raise FeatureFileError(f"{path}: missing key(s) {missing}; expected {list(REQUIRED_KEYS)}")

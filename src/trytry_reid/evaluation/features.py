@@ -9,7 +9,7 @@ import torch
 from tqdm import tqdm
 
 from trytry_reid.data.datasets import Record
-from trytry_reid.data.images import ImageDataset
+from trytry_reid.data.images import ImageDataset, ImageReadError, own_message
 from trytry_reid.evaluation.distance import fuse_flip
 
 
@@ -35,6 +35,8 @@ def extract_features(model: torch.nn.Module, records: Sequence[Record], transfor
         with torch.inference_mode():
             return _embed_all(model, loader, len(records), device, flip,
                               tqdm(total=len(records), desc=desc, unit="img", disable=not progress))
+    except ImageReadError as error:     # from a loader worker: one line naming the file, not its traceback
+        raise ImageReadError(own_message(error)) from None
     finally:
         model.train(was_training)
 

@@ -15,8 +15,7 @@ DEFAULT_CHUNK = 128
 
 
 def evaluate_rank(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray,
-                  g_camids: np.ndarray, max_rank: int = 50, *, cuhk03_single_gallery_shot: bool = False,
-                  seed: int = 0, num_repeats: int = 10, chunk_size: int = DEFAULT_CHUNK) -> dict:
+                  g_camids: np.ndarray, max_rank: int = 50, *, chunk_size: int = DEFAULT_CHUNK) -> dict:
     """CMC, mAP and mINP of a query x gallery distance matrix (smaller is closer).
 
     Protocol (Market-1501):
@@ -35,12 +34,6 @@ def evaluate_rank(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q
         slightly different values;
       * INP = n / r_n (Ye et al. 2021, "Deep Learning for Person Re-identification", fast-reid's mINP).
 
-    ``cuhk03_single_gallery_shot=True`` replaces the CMC with the CUHK03 single-gallery-shot CMC: in each of
-    ``num_repeats`` draws one kept gallery image per identity is sampled and the CMC of that reduced gallery
-    is averaged (AP and INP stay multi-shot, as in torchreid). Sampling is seeded: priorities
-    ``numpy.random.default_rng(seed).random((num_repeats, num_gallery))`` are drawn once and, per draw and
-    identity, the kept image with the largest priority is taken.
-
     Returns a dict: ``cmc`` (float64 [max_rank]), ``mAP``, ``mINP`` (floats in [0, 1]),
     ``num_valid_queries``, ``num_skipped_queries`` (ints), ``all_ap``, ``all_inp`` (float64 [Q], NaN for
     skipped queries).
@@ -48,22 +41,15 @@ def evaluate_rank(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q
     distmat, q_pids, g_pids, q_camids, g_camids = _validate(distmat, q_pids, g_pids, q_camids, g_camids,
                                                             max_rank, chunk_size)
     members, counts = _identity_members(q_pids, g_pids)
-    priorities = None
-    if cuhk03_single_gallery_shot:
-        priorities = np.random.default_rng(seed).random((num_repeats, len(g_pids)))
     num_q = distmat.shape[0]
     first = np.full(num_q, -1, dtype=np.int64)
     all_ap = np.full(num_q, np.nan)
     all_inp = np.full(num_q, np.nan)
-    cmc_sum = np.zeros(max_rank)
     for start in range(0, num_q, chunk_size):
         rows = slice(start, min(start + chunk_size, num_q))
         ranks = _kept_match_ranks(distmat[rows], members[rows], counts[rows], g_camids, q_camids[rows])
         first[rows], all_ap[rows], all_inp[rows] = _query_metrics(ranks, distmat.shape[1])
-        if priorities is not None:
-            cmc_sum += _single_shot_cmc(distmat[rows], q_pids[rows], q_camids[rows], g_pids, g_camids,
-                                        priorities, max_rank)
-    return _summarise(first, all_ap, all_inp, cmc_sum if priorities is not None else None, max_rank)
+    return _ranking_result(first, all_ap, all_inp, max_rank)
 
 
 def _validate(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, chunk_size):
@@ -195,54 +181,14 @@ def _query_metrics(ranks: np.ndarray, num_g: int) -> tuple[np.ndarray, np.ndarra
     return first, ap, inp
 
 
-def _single_shot_cmc(dist, q_pids, q_camids, g_pids, g_camids, priorities, max_rank) -> np.ndarray:
-    """Sum over the chunk's valid queries of the CUHK03 single-gallery-shot CMC ([max_rank])."""
-    num_rep, num_g = priorities.shape
-    uniq, inverse = np.unique(g_pids, return_inverse=True)
-    rank_key = np.argsort(dist, axis=1, kind="stable").argsort(axis=1)  # position in (d, index) order
-    kept = ~((g_pids[None, :] == q_pids[:, None]) & (g_camids[None, :] == q_camids[:, None]))
-    own = (g_pids[None, :] == q_pids[:, None]) & kept
-    valid = own.any(1)
-    total = np.zeros(max_rank)
-    for r in range(num_rep):  # repeats, not queries: each step is vectorised over the chunk
-        prio = np.broadcast_to(priorities[r], dist.shape)
-        # per (query, identity): the kept item with the largest priority; -1 marks identities without one
-        chosen_rank = _pick_per_identity(np.where(kept, prio, -1.0), rank_key, inverse, len(uniq))
-        pos_rank = np.where(own, rank_key, -1)[np.arange(len(dist)), np.argmax(np.where(own, prio, -1.0), 1)]
-        own_col = np.searchsorted(uniq, q_pids)
-        before = (chosen_rank >= 0) & (chosen_rank < pos_rank[:, None])
-        before[np.arange(len(dist)), np.clip(own_col, 0, len(uniq) - 1)] = False
-        first = before.sum(1)[valid]
-        total += (first[:, None] <= np.arange(max_rank)[None, :]).sum(0) / num_rep
-    return total
-
-
-def _pick_per_identity(prio, rank_key, inverse, num_ids) -> np.ndarray:
-    """[C, num_ids] rank_key of the max-priority item of each identity (-1 where all priorities are -1)."""
-    num_c, num_g = prio.shape
-    order = np.lexsort((prio, np.broadcast_to(inverse, prio.shape)), axis=1)  # by identity, then priority
-    ids_sorted = inverse[order]
-    last = np.ones_like(ids_sorted, dtype=bool)
-    last[:, :-1] = ids_sorted[:, 1:] != ids_sorted[:, :-1]
-    out = np.full((num_c, num_ids), -1, dtype=np.int64)
-    rows, cols = np.nonzero(last)
-    best = order[rows, cols]
-    ok = prio[rows, best] >= 0
-    out[rows[ok], ids_sorted[rows, cols][ok]] = rank_key[rows[ok], best[ok]]
-    return out
-
-
-def _summarise(first, all_ap, all_inp, single_shot_sum, max_rank) -> dict:
+def _ranking_result(first, all_ap, all_inp, max_rank) -> dict:
     valid = first >= 0
     num_valid = int(valid.sum())
     if num_valid == 0:
         raise ValueError(f"no valid query: none of the {len(first)} queries has a true match in the gallery "
                          "outside its own camera")
-    if single_shot_sum is None:
-        hist = np.bincount(np.minimum(first[valid], max_rank), minlength=max_rank + 1)[:max_rank]
-        cmc = np.cumsum(hist) / num_valid
-    else:
-        cmc = single_shot_sum / num_valid
+    hist = np.bincount(np.minimum(first[valid], max_rank), minlength=max_rank + 1)[:max_rank]
+    cmc = np.cumsum(hist) / num_valid
     return {"cmc": cmc.astype(np.float64), "mAP": float(np.nanmean(all_ap)), "mINP": float(np.nanmean(all_inp)),
             "num_valid_queries": num_valid, "num_skipped_queries": int(len(first) - num_valid),
             "all_ap": all_ap, "all_inp": all_inp}

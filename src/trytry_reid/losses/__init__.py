@@ -4,7 +4,7 @@ from trytry_reid.losses.center import CenterLoss
 from trytry_reid.losses.criterion import LOSSES, Criterion, LossTerm, build_term
 from trytry_reid.losses.cross_entropy import CrossEntropyLoss
 from trytry_reid.losses.selectors import SELECTORS
-from trytry_reid.losses.triplet import METRICS, TripletLoss
+from trytry_reid.losses.triplet import TripletLoss
 
-__all__ = ["LOSSES", "METRICS", "SELECTORS", "CenterLoss", "Criterion", "CrossEntropyLoss", "LossTerm",
+__all__ = ["LOSSES", "SELECTORS", "CenterLoss", "Criterion", "CrossEntropyLoss", "LossTerm",
            "TripletLoss", "build_term"]

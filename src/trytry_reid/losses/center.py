@@ -9,20 +9,21 @@ from torch import Tensor, nn
 class CenterLoss(nn.Module):
     """``sum_i ||x_i - c_{y_i}||^2 / batch_size`` over features ``x [B, feat_dim]`` and labels ``y [B]``.
 
-    The centres ``[num_classes, feat_dim]`` are an ``nn.Parameter`` (initialised from N(0, 1) as BoT). They
-    are NOT meant for the model's optimizer: as in BoT the training engine gives them their own SGD at
-    lr 0.5 and, before that step, rescales their gradient by ``1 / weight`` (the term's weight, e.g. 5e-4),
-    so the centres move at a rate independent of how weakly the loss is weighted for the model.
+    The centers ``[num_classes, feat_dim]`` are an ``nn.Parameter`` (initialised from N(0, 1) as BoT). They
+    are NOT trained by the model's optimizer: ``own_optimizer_lr`` asks the training engine for a separate SGD
+    at that rate (BoT: 0.5), and the engine divides their gradient by the term's weight (e.g. 5e-4) before
+    that step, so the centers move at a rate independent of how weakly the loss is weighted for the model.
     """
 
-    def __init__(self, num_classes: int, feat_dim: int) -> None:
+    def __init__(self, num_classes: int, feat_dim: int, lr: float = 0.5) -> None:
         super().__init__()
-        if num_classes <= 0 or feat_dim <= 0:
+        if num_classes <= 0 or feat_dim <= 0 or lr <= 0:
             raise ValueError(
-                f"CenterLoss needs num_classes > 0 and feat_dim > 0, got num_classes={num_classes}, "
-                f"feat_dim={feat_dim}"
+                f"CenterLoss needs num_classes > 0, feat_dim > 0 and lr > 0, got num_classes={num_classes}, "
+                f"feat_dim={feat_dim}, lr={lr}"
             )
         self.num_classes, self.feat_dim = num_classes, feat_dim
+        self.own_optimizer_lr = float(lr)
         self.centers = nn.Parameter(torch.randn(num_classes, feat_dim))
 
     def forward(self, features: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:

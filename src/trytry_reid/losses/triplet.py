@@ -2,42 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trytry_reid.catalog import lookup
+from trytry_reid.evaluation.distance import DISTANCES
 from trytry_reid.losses.selectors import SELECTORS
-
-# Squared distances are clamped to at least this before the sqrt: sqrt has an infinite slope at 0, and the
-# clamp's zero gradient keeps identical rows from producing inf/NaN gradients.
-_MIN_SQUARED_DISTANCE = 1e-12
-
-
-def euclidean_distances(x: Tensor) -> Tensor:
-    """``[N, D] -> [N, N]`` Euclidean distances via ``|a|^2 + |b|^2 - 2 a.b`` (one matmul).
-
-    The expansion cancels in float32: two identical rows of norm ~10 can come out ~1e-3 apart. The diagonal
-    is set to exactly 0 (with no gradient); the selectors never read it.
-    """
-    squared_norms = x.pow(2).sum(dim=1)
-    squared = squared_norms[:, None] + squared_norms[None, :] - 2.0 * (x @ x.t())
-    eye = torch.eye(len(x), dtype=torch.bool, device=x.device)
-    return squared.clamp(min=_MIN_SQUARED_DISTANCE).sqrt().masked_fill(eye, 0.0)
-
-
-def cosine_distances(x: Tensor) -> Tensor:
-    """``[N, D] -> [N, N]`` cosine distances ``1 - cos(a, b)`` (in [0, 2])."""
-    unit = F.normalize(x, dim=1)
-    return 1.0 - unit @ unit.t()
-
-
-METRICS: dict[str, Callable[[Tensor], Tensor]] = {
-    "euclidean": euclidean_distances,
-    "cosine": cosine_distances,
-}
 
 
 class TripletLoss(nn.Module):
@@ -60,7 +31,7 @@ class TripletLoss(nn.Module):
         if margin < 0:
             raise ValueError(f"triplet margin must be >= 0, got {margin}")
         self.select = lookup(SELECTORS, selector, "triplet selector")
-        self.distances = lookup(METRICS, metric, "triplet metric")
+        self.distance = lookup(DISTANCES, metric, "triplet metric")
         self.selector, self.margin, self.metric, self.soft = selector, float(margin), metric, soft
         self.mean_over_violating = selector == "all"
 
@@ -70,7 +41,7 @@ class TripletLoss(nn.Module):
                 f"TripletLoss expects features [N, D] and labels [N], got {tuple(features.shape)} and "
                 f"{tuple(labels.shape)}"
             )
-        dist = self.distances(features)
+        dist = self.distance(features, features)  # the diagonal (~0) is never read: a != p, a != n
         a, p, n = self.select(dist.detach(), labels, self.margin)
         d_ap, d_an = dist[a, p], dist[a, n]
         violating = (d_ap - d_an + self.margin > 0).detach()

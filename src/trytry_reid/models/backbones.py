@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
@@ -25,6 +26,7 @@ import torchvision
 from torch import nn
 
 from trytry_reid.catalog import lookup
+from trytry_reid.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from trytry_reid.models.small_cnn import small_cnn
 
 log = logging.getLogger(__name__)
@@ -83,28 +85,32 @@ def _resnet_factory(arch: str) -> Callable[[int], tuple[nn.Module, int]]:
     return factory
 
 
-BACKBONES: dict[str, Callable[..., tuple[nn.Module, int]]] = {
-    "resnet18": _resnet_factory("resnet18"),
-    "resnet34": _resnet_factory("resnet34"),
-    "resnet50": _resnet_factory("resnet50"),
-    "resnet101": _resnet_factory("resnet101"),
-    "mobilenet_v2": _mobilenet_v2_trunk,
-    "small_cnn": _small_cnn_trunk,
-}
+@dataclass(frozen=True)
+class Backbone:
+    """A catalog entry: ``build(last_stride) -> (trunk, feature_dim)``, where its ImageNet weights come from
+    (torchvision's file; None: there are none) and the input normalisation they expect, which becomes the
+    default of ``data.mean`` / ``data.std``."""
 
-# torchvision weights used by pretrained="imagenet" (V1: the weights the ReID literature trained from).
-IMAGENET_WEIGHTS: dict[str, torchvision.models.WeightsEnum] = {
-    "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
-    "resnet34": torchvision.models.ResNet34_Weights.IMAGENET1K_V1,
-    "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
-    "resnet101": torchvision.models.ResNet101_Weights.IMAGENET1K_V1,
-    "mobilenet_v2": torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1,
+    build: Callable[[int], tuple[nn.Module, int]]
+    imagenet_url: str | None = None
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+# torchvision's IMAGENET1K_V1 weights: the ones the ReID literature trained from.
+BACKBONES: dict[str, Backbone] = {
+    "resnet18": Backbone(_resnet_factory("resnet18"), torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url),
+    "resnet34": Backbone(_resnet_factory("resnet34"), torchvision.models.ResNet34_Weights.IMAGENET1K_V1.url),
+    "resnet50": Backbone(_resnet_factory("resnet50"), torchvision.models.ResNet50_Weights.IMAGENET1K_V1.url),
+    "resnet101": Backbone(_resnet_factory("resnet101"), torchvision.models.ResNet101_Weights.IMAGENET1K_V1.url),
+    "mobilenet_v2": Backbone(_mobilenet_v2_trunk, torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.url),
+    "small_cnn": Backbone(_small_cnn_trunk),
 }
 
 
 def build_backbone(name: str, last_stride: int = 2, pretrained: str = "none") -> tuple[nn.Module, int]:
     """Build the trunk called ``name`` and load ``pretrained`` ("none" | "imagenet" | path to a state dict)."""
-    trunk, feature_dim = lookup(BACKBONES, name, "backbone")(last_stride)
+    trunk, feature_dim = lookup(BACKBONES, name, "backbone").build(last_stride)
     load_pretrained(trunk, name, pretrained)
     return trunk, feature_dim
 
@@ -127,14 +133,18 @@ def load_pretrained(trunk: nn.Module, backbone: str, pretrained: str | os.PathLi
 
 def imagenet_weights_path(backbone: str) -> Path:
     """Torch's hub cache file holding ``backbone``'s ImageNet weights; error (no download) when absent."""
-    weights = lookup(IMAGENET_WEIGHTS, backbone, "backbone with ImageNet weights")
-    file_name = os.path.basename(urlparse(weights.url).path)
+    url = lookup(BACKBONES, backbone, "backbone").imagenet_url
+    if url is None:
+        with_weights = sorted(name for name, entry in BACKBONES.items() if entry.imagenet_url)
+        raise ValueError(f"backbone '{backbone}' has no ImageNet weights (those with weights: "
+                         f"{', '.join(with_weights)}); use pretrained: none or the path of a state dict")
+    file_name = os.path.basename(urlparse(url).path)
     folder = Path(torch.hub.get_dir()) / "checkpoints"
     path = folder / file_name
     if not path.is_file():
         raise FileNotFoundError(
             f"ImageNet weights for '{backbone}' are not available offline: put the file '{file_name}' "
-            f"(from {weights.url}) in the folder '{folder}', or use pretrained: none or a state dict path"
+            f"(from {url}) in the folder '{folder}', or use pretrained: none or a state dict path"
         )
     return path
 

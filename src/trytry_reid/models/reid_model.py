@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trytry_reid.catalog import lookup
+from trytry_reid.models.backbones import build_backbone
 from trytry_reid.models.pooling import POOLINGS
 
 
@@ -21,6 +22,9 @@ class ReidOutput(NamedTuple):
     features: torch.Tensor  # [B, D] before BNNeck (triplet / center losses read this)
     bn_features: torch.Tensor  # [B, D] after BNNeck (the same tensor when bnneck is off)
     logits: torch.Tensor | None  # [B, num_classes] from bn_features; None when num_classes == 0
+
+
+RETRIEVAL_FEATURES = ("bn_features", "features")
 
 
 class ReidModel(nn.Module):
@@ -34,6 +38,8 @@ class ReidModel(nn.Module):
             0 uses the pooled feature directly. ``D`` is ``embedding_dim or feature_dim``.
         bnneck: add the BNNeck BatchNorm1d (bias frozen at 0).
         pooling: a name in ``POOLINGS`` ("avg", "max", "gem").
+        retrieval_feature: the ``ReidOutput`` field :meth:`embed` returns: ``"bn_features"`` (after BNNeck,
+            as BoT) or ``"features"`` (before it, the vector the metric losses shape).
     """
 
     def __init__(
@@ -44,6 +50,7 @@ class ReidModel(nn.Module):
         embedding_dim: int = 0,
         bnneck: bool = True,
         pooling: str = "avg",
+        retrieval_feature: str = "bn_features",
     ) -> None:
         super().__init__()
         for name, value in (("feature_dim", feature_dim), ("num_classes", num_classes),
@@ -52,6 +59,10 @@ class ReidModel(nn.Module):
                 raise ValueError(f"ReidModel {name} must be a non-negative int, got {value!r}")
         if feature_dim == 0:
             raise ValueError("ReidModel feature_dim must be > 0")
+        if retrieval_feature not in RETRIEVAL_FEATURES:
+            raise ValueError(f"ReidModel retrieval_feature must be one of {', '.join(RETRIEVAL_FEATURES)}, "
+                             f"got {retrieval_feature!r}")
+        self.retrieval_feature = retrieval_feature
         self.trunk = trunk
         self.pool = lookup(POOLINGS, pooling, "pooling")()
         self.embedding = nn.Linear(feature_dim, embedding_dim) if embedding_dim > 0 else None
@@ -68,8 +79,9 @@ class ReidModel(nn.Module):
         return ReidOutput(features, bn_features, logits)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, D]`` L2-normalised ``bn_features`` for retrieval; call it with the model in eval mode."""
-        return F.normalize(self._neck(x)[1], dim=1)
+        """``[B, D]`` L2-normalised retrieval feature (``retrieval_feature``); call it in eval mode."""
+        features, bn_features = self._neck(x)
+        return F.normalize(bn_features if self.retrieval_feature == "bn_features" else features, dim=1)
 
     def _neck(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.pool(self.trunk(x))
@@ -77,6 +89,16 @@ class ReidModel(nn.Module):
             features = self.embedding(features)
         bn_features = self.bnneck(features) if self.bnneck is not None else features
         return features, bn_features
+
+
+def build_reid_model(backbone: str, num_classes: int, *, last_stride: int = 2, embedding_dim: int = 0,
+                     bnneck: bool = True, pooling: str = "avg", retrieval_feature: str = "bn_features",
+                     pretrained: str = "none") -> ReidModel:
+    """A ReidModel from a config's ``model`` section (its keys are these arguments): the one way to build
+    the model, for training (``pretrained`` from the config) and for loading a checkpoint ("none")."""
+    trunk, feature_dim = build_backbone(backbone, last_stride=last_stride, pretrained=pretrained)
+    return ReidModel(trunk, feature_dim, num_classes, embedding_dim=embedding_dim, bnneck=bnneck, pooling=pooling,
+                     retrieval_feature=retrieval_feature)
 
 
 def _frozen_bias_batchnorm(dim: int) -> nn.BatchNorm1d:

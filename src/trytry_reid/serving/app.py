@@ -3,20 +3,23 @@
 Routes: ``GET /`` search page; ``GET /eval`` evaluation-run browser; ``POST /api/search`` (multipart: ``image``
 file or ``gallery_id``, optional ``k`` and ``threshold``: 'auto' = the calibrated one, 'none', or a distance)
 -> ``{"threshold": {...}, "unknown": bool | null, "results": [{"rank", "id", "path", "name", "distance",
-"within", "url"}, ...]}`` nearest first, distance = 1 - cosine similarity, ``within`` = distance <= threshold,
-``unknown`` = no result within it (null without a threshold); ``GET /gallery/{id}`` one gallery image by
-index id; ``GET /api/eval``
-rows sorted by AP; ``GET /eval/image/{row}/{col}`` (col 0 = the query, col r = rank r); ``GET /api/health``.
+"within", "url"}, ...]}`` nearest first, distance = 1 - cosine similarity, path relative to the indexed
+folder, ``within`` = distance <= threshold, ``unknown`` = no result within it (null without a threshold);
+``GET /gallery/{id}`` one gallery image by index id; ``GET /api/eval`` rows sorted by AP;
+``GET /eval/image/{row}/{col}`` (col 0 = the query, col r = rank r); ``GET /api/health``.
 
 Safe by default: ``serve`` binds 127.0.0.1; uploads are capped at ``max_upload_bytes`` (413) and must decode
-as an image (415); only files listed in the index or the evaluation run are ever served, addressed by
-number, so a request cannot name a path; nothing from a request is unpickled.
+as an image (415), decoded reduced and a few at a time so memory stays bounded (``uploads.py``); only files
+listed in the index or the evaluation run are ever served, addressed by number, so a request cannot name a
+path; evaluation images only from the run's dataset roots (``eval_run.py``); ids are ASCII digits (anything
+else is a 404/422); nothing from a request is unpickled.
 """
 
 from __future__ import annotations
 
-import io
 import logging
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -25,61 +28,69 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
+from trytry_reid.data.images import common_folder
 from trytry_reid.embedder import Embedder
 from trytry_reid.operating_point import Threshold, resolve_threshold
 from trytry_reid.serving.answer import index_calibration, search_answer
 from trytry_reid.serving.eval_run import EvalRow, load_eval_run
 from trytry_reid.serving.index import GalleryIndex, read_index_info
+from trytry_reid.serving.uploads import MAX_IMAGE_PIXELS, UploadGate, decode_upload  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 DEFAULT_MAX_UPLOAD_BYTES = 8 * 1024 * 1024
-MAX_IMAGE_PIXELS = 25_000_000          # refuse decompression bombs before decoding
 _FORM_OVERHEAD = 64 * 1024             # multipart boundaries and small fields on top of the file
 
 
-def decode_upload(data: bytes, max_bytes: int) -> Image.Image:
-    """Bytes of an uploaded file -> RGB image, or an HTTPException saying what is wrong with it."""
-    if len(data) > max_bytes:
-        raise HTTPException(413, f"upload is larger than the {max_bytes} byte limit")
-    if not data:
-        raise HTTPException(400, "the 'image' upload is empty")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise HTTPException(413, f"image is {image.width}x{image.height} pixels; "
-                                         f"the limit is {MAX_IMAGE_PIXELS} pixels")
-            image.load()
-            return image.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise HTTPException(415, f"the upload is not a readable image ({type(error).__name__})") from error
+ASCII_INT = re.compile(r"[0-9]{1,18}")    # what ids and k may look like: no sign, space, '_', '²' or 5000 digits
+
+
+def parse_int(raw: str) -> int | None:
+    """``raw`` as a non-negative integer when it is 1-18 ASCII digits, else None (int() would accept more)."""
+    return int(raw) if ASCII_INT.fullmatch(raw) else None
 
 
 def parse_k(raw: str | None, default: int, limit: int) -> int:
     """The ``k`` form field: an integer in [1, limit]; 422 with a message otherwise."""
     if raw is None or raw == "":
         return default
-    try:
-        k = int(raw)
-    except ValueError:
-        raise HTTPException(422, f"k must be an integer in [1, {limit}], got {raw!r}") from None
-    if not 1 <= k <= limit:
-        raise HTTPException(422, f"k must be an integer in [1, {limit}], got {k}")
+    k = parse_int(raw)
+    if k is None or not 1 <= k <= limit:
+        raise HTTPException(422, f"k must be an integer in [1, {limit}], got {raw[:40]!r}")
     return k
 
 
 def parse_id(raw: str, size: int, what: str) -> int:
     """A numeric id in [0, size) taken from the URL; 404 naming the valid range otherwise."""
-    if not raw.isdigit() or int(raw) >= size:
-        raise HTTPException(404, f"no {what} '{raw[:40]}': ids are integers 0..{size - 1}")
-    return int(raw)
+    number = parse_int(raw)
+    if number is None or number >= size:
+        raise HTTPException(404, f"no {what} {raw[:40]!r}: ids are integers 0..{size - 1}")
+    return number
 
 
 def _file_or_404(path: Path) -> FileResponse:
     if not path.is_file():
         raise HTTPException(404, f"image file '{path.name}' is missing on disk")
     return FileResponse(path)
+
+
+def _checked_file_or_404(path: Path) -> FileResponse:
+    """An evaluation-run image: its path was resolved and checked at load; it must still resolve to itself
+    (a folder on the way swapped for a symlink since then is refused)."""
+    if path.resolve() != path:
+        raise HTTPException(404, f"image file '{path.name}' now resolves outside the checked path; not served")
+    return _file_or_404(path)
+
+
+def paths_for_clients(paths: list[str]) -> list[str]:
+    """Gallery paths as responses show them: relative to the indexed folder (the folder holding them all), so
+    no absolute server path leaves the server; just the file names when there is no such folder."""
+    try:
+        folder = common_folder(paths)
+    except ValueError:      # no paths, or absolute and relative ones mixed
+        return [Path(p).name for p in paths]
+    return [Path(os.path.relpath(p, folder)).as_posix() for p in paths]
 
 
 def parse_threshold_field(raw: str | None, calibration: dict | None) -> Threshold:
@@ -93,18 +104,27 @@ def parse_threshold_field(raw: str | None, calibration: dict | None) -> Threshol
 class SearchService:
     """Embeds a query image with the model and ranks the index's gallery against a threshold."""
 
-    def __init__(self, index: GalleryIndex, loaded_model) -> None:
+    def __init__(self, index: GalleryIndex, loaded_model, max_concurrent: int = 2) -> None:
         self.index = index
         self.embedder = Embedder.from_loaded(loaded_model)
         self.calibration = index_calibration(index, loaded_model)
+        self.fit = (2 * loaded_model.width, 2 * loaded_model.height)   # uploads are decoded to about this
+        self.gate = UploadGate(max_concurrent)
+        self.shown_paths = paths_for_clients(index.paths)
+
+    def embed_upload(self, upload: UploadFile, max_bytes: int) -> np.ndarray:
+        """Read, decode (reduced, see uploads.py) and embed an upload; a few at a time (``self.gate``)."""
+        with self.gate.slot():
+            return self.embed(decode_upload(upload.file.read(max_bytes + 1), max_bytes, self.fit))
 
     def embed(self, image: Image.Image) -> np.ndarray:
         return self.embedder.embed(image)
 
     def answer(self, query: np.ndarray, k: int, threshold: Threshold) -> dict:
+        """``search_answer`` with paths shown relative to the indexed folder and each image's URL."""
         answer = search_answer(self.index, query, k, threshold)
         for item in answer["results"]:
-            item["url"] = f"/gallery/{item['id']}"
+            item.update(path=self.shown_paths[item["id"]], url=f"/gallery/{item['id']}")
         return answer
 
 
@@ -138,7 +158,7 @@ def _add_search_routes(app: FastAPI, service: SearchService, max_upload_bytes: i
         top_k = parse_k(k, 10, max_k)
         decision = parse_threshold_field(threshold, service.calibration)
         if image is not None:
-            query = service.embed(decode_upload(image.file.read(max_upload_bytes + 1), max_upload_bytes))
+            query = service.embed_upload(image, max_upload_bytes)
         elif gallery_id is not None:
             query = service.index.features[parse_id(gallery_id, len(service.index), "gallery id")][None]
         else:
@@ -166,20 +186,21 @@ def _add_eval_routes(app: FastAPI, rows: list[EvalRow] | None) -> None:
     def eval_image(row: str, col: str) -> FileResponse:
         chosen = require_rows()[parse_id(row, len(require_rows()), "evaluation row")]
         column = parse_id(col, len(chosen.gallery_paths) + 1, "column")
-        return _file_or_404(chosen.query_path if column == 0 else chosen.gallery_paths[column - 1])
+        return _checked_file_or_404(chosen.query_path if column == 0 else chosen.gallery_paths[column - 1])
 
 
 def create_app(index_dir: str | Path, loaded_model, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-               eval_run: Path | None = None, max_k: int = 100) -> FastAPI:
+               eval_run: Path | None = None, max_k: int = 100, max_concurrent_uploads: int = 2) -> FastAPI:
     """The app over the index saved in ``index_dir``, embedding queries with ``loaded_model``
-    (a ``trytry_reid.inference.LoadedModel``); ``eval_run`` is a ranking JSON (see ``eval_run.py``)."""
+    (a ``trytry_reid.inference.LoadedModel``); ``eval_run`` is a ranking JSON (see ``eval_run.py``);
+    at most ``max_concurrent_uploads`` uploads are decoded and embedded at once (see ``uploads.py``)."""
     index = GalleryIndex.load(index_dir)
     if len(index) == 0:
         raise ValueError(f"index '{index_dir}' is empty; build it from a folder of images first")
     rows = load_eval_run(eval_run) if eval_run is not None else None
     app = FastAPI(title="trytry-reid search", docs_url=None, redoc_url=None, openapi_url=None)
     _add_upload_cap(app, max_upload_bytes)
-    service = SearchService(index, loaded_model)
+    service = SearchService(index, loaded_model, max_concurrent_uploads)
     _add_search_routes(app, service, max_upload_bytes, max_k)
     _add_eval_routes(app, rows)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

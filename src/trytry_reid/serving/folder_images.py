@@ -56,6 +56,15 @@ def folder_records(root: str | Path) -> list:
     return records
 
 
+def usable_records(records: list, on_bad_image: str = "error", max_bad_images: int = 100) -> list:
+    """``records`` after training's bad-image policy (``data/validate.py``): a cheap check of every file, then
+    ``error`` (raise listing each bad file) or ``skip`` (log each, count them, drop them; raise above the cap)."""
+    from trytry_reid.data.validate import apply_bad_image_policy, find_bad_images
+
+    return apply_bad_image_policy(records, find_bad_images(records), on_bad_image, max_bad_images,
+                                  switches=("--on-bad-image skip", "--max-bad-images"))
+
+
 def l2_normalise(features: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (float32); an all-zero row stays zero instead of becoming NaN."""
     features = np.asarray(features, dtype=np.float32)
@@ -83,11 +92,12 @@ def extract_records(loaded_model, records: list, batch_size: int = 64, workers: 
     )
 
 
-def extract_folder(loaded_model, images_dir: str | Path, batch_size: int = 64,
-                   workers: int = 0, progress: bool = True) -> FolderFeatures:
-    """Embed every image under ``images_dir`` (recursive, sorted); see ``extract_records``."""
-    return extract_records(loaded_model, folder_records(images_dir), batch_size, workers, progress,
-                           desc=f"extract {Path(images_dir).name}")
+def extract_folder(loaded_model, images_dir: str | Path, batch_size: int = 64, workers: int = 0,
+                   progress: bool = True, on_bad_image: str = "error", max_bad_images: int = 100) -> FolderFeatures:
+    """Embed every usable image under ``images_dir`` (recursive, sorted); see ``usable_records`` and
+    ``extract_records``."""
+    records = usable_records(folder_records(images_dir), on_bad_image, max_bad_images)
+    return extract_records(loaded_model, records, batch_size, workers, progress, desc=f"extract {Path(images_dir).name}")
 
 
 def embed_images(loaded_model, paths: list[str | Path]) -> np.ndarray:
@@ -109,16 +119,16 @@ def save_features(result: FolderFeatures, out_path: str | Path) -> Path:
 
 def load_features(path: str | Path) -> FolderFeatures:
     """Read a file written by ``save_features``; refuses pickled content and names missing keys."""
+    from trytry_reid.evaluation.feature_file import FeatureFileError, read_npz
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"features file '{path}' does not exist")
-    with np.load(path, allow_pickle=False) as data:
-        missing = [key for key in _FEATURE_KEYS if key not in data.files]
-        if missing:
-            raise KeyError(f"features file '{path}' lacks {missing}; expected keys {list(_FEATURE_KEYS)}")
-        features = data["features"]
-        if features.ndim != 2 or len(data["paths"]) != len(features):
-            raise ValueError(f"features file '{path}': 'features' must be [N, D] with one path per row, "
-                             f"got shape {features.shape} and {len(data['paths'])} paths")
-        return FolderFeatures(features.astype(np.float32), [str(p) for p in data["paths"]],
-                              data["pids"].astype(np.int64), data["camids"].astype(np.int64))
+    data = read_npz(path, "features file")
+    missing = [key for key in _FEATURE_KEYS if key not in data]
+    if missing:
+        raise FeatureFileError(f"{path}: features file lacks {missing}; expected keys {list(_FEATURE_KEYS)}")
+    features = data["features"]
+    if features.ndim != 2 or len(data["paths"]) != len(features):
+        raise FeatureFileError(f"{path}: 'features' must be [N, D] with one path per row, "
+                               f"got shape {features.shape} and {len(data['paths'])} paths")
+    return FolderFeatures(features.astype(np.float32), [str(p) for p in data["paths"]],
+                          data["pids"].astype(np.int64), data["camids"].astype(np.int64))

@@ -98,8 +98,7 @@ class GalleryIndex:
         """Read an index written by ``save``; ``backend`` overrides the saved one (e.g. "numpy")."""
         directory = Path(directory)
         meta = _read_meta(directory)
-        with np.load(directory / "features.npz", allow_pickle=False) as data:
-            features = data["features"]
+        features = _read_features(directory / "features.npz")
         if features.shape != (meta["count"], meta["dim"]) or len(meta["paths"]) != meta["count"]:
             raise ValueError(f"index '{directory}': features.npz has shape {features.shape} and index.json "
                              f"{len(meta['paths'])} paths, expected ({meta['count']}, {meta['dim']})")
@@ -149,50 +148,117 @@ def read_index_info(directory: str | Path) -> dict:
 
 
 def _read_meta(directory: Path) -> dict:
-    """index.json, checked for the keys and format this version writes."""
+    """index.json, checked for the keys and format this version writes (errors name the file, one line)."""
     path = directory / "index.json"
     if not path.is_file():
         raise FileNotFoundError(f"'{directory}' is not a gallery index: {path.name} is missing")
-    meta = json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"'{path}' is not valid JSON (truncated or damaged?): {error}") from error
+    if not isinstance(meta, dict):
+        raise ValueError(f"'{path}' must hold a JSON object, got {type(meta).__name__}")
     if meta.get("format") != FORMAT:
         raise ValueError(f"'{path}': format {meta.get('format')!r}, expected {FORMAT!r}")
     missing = [key for key in ("dim", "count", "backend", "paths") if key not in meta]
     if missing:
-        raise KeyError(f"'{path}' lacks keys {missing}")
+        raise ValueError(f"'{path}' lacks keys {missing}")
     return meta
+
+
+def _read_features(path: Path) -> np.ndarray:
+    """The ``features`` array of an index's features.npz (one-line errors naming the file)."""
+    from trytry_reid.evaluation.feature_file import FeatureFileError, read_npz
+
+    data = read_npz(path, "index features file")
+    if "features" not in data:
+        raise FeatureFileError(f"{path}: lacks the 'features' array")
+    return data["features"]
 
 
 def index_folder(loaded_model, images_dir: str | Path, index_dir: str | Path, *, backend: str = "numpy",
                  batch_size: int = 64, workers: int = 0, checkpoint: str | Path | None = None,
-                 progress: bool = True, **options: object) -> tuple[GalleryIndex, int]:
+                 progress: bool = True, on_bad_image: str = "error", max_bad_images: int = 100,
+                 **options: object) -> tuple[GalleryIndex, int]:
     """Build the index in ``index_dir`` from the images under ``images_dir``, or extend the one already
     there with the images it does not hold yet (same absolute path = same image). Saves it and returns
-    ``(index, number of images added)``. ``checkpoint`` is recorded in the index's ``info``, and so is the
-    model's calibrated operating point (``info["calibration"]``, removed when the model has none), which
-    ``search`` and ``serve`` then use as their threshold."""
-    from trytry_reid.serving.folder_images import extract_records, folder_records
+    ``(index, number of images added)``. Bad images follow ``on_bad_image`` (see
+    ``folder_images.usable_records``; skipped ones are tried again next time). ``checkpoint`` is recorded in
+    the index's ``info`` (path, SHA-256 of the file and of the model's weights); extending an index built
+    with other weights is refused, naming both. The model's calibrated operating point is recorded too
+    (``info["calibration"]``, removed when the model has none); ``search`` and ``serve`` use it."""
+    from trytry_reid.serving.folder_images import extract_records, folder_records, usable_records
 
     index_dir = Path(index_dir)
     exists = (index_dir / "index.json").is_file()
     index = GalleryIndex.load(index_dir) if exists else \
         GalleryIndex(_embedding_dim(loaded_model), backend, **options)
+    provenance = _checkpoint_info(checkpoint, loaded_model)
+    if exists and provenance:
+        _check_same_checkpoint(index.info, provenance, index_dir)
     if index.dim != _embedding_dim(loaded_model):
         raise ValueError(f"index '{index_dir}' holds {index.dim}-d features but the model gives "
                          f"{_embedding_dim(loaded_model)}-d: it was built with another model")
     known = set(index.paths)
-    new_records = [r for r in folder_records(images_dir) if r.path not in known]
+    new_records = usable_records([r for r in folder_records(images_dir) if r.path not in known], on_bad_image,
+                                 max_bad_images)
     if new_records:
         found = extract_records(loaded_model, new_records, batch_size, workers, progress,
                                 desc=f"index {Path(images_dir).name}")
         index.add(found.features, found.paths)
-    if checkpoint is not None:
-        index.info["checkpoint"] = str(Path(checkpoint).resolve())
+    index.info.update(provenance)
     if loaded_model.calibration is not None:
         index.info["calibration"] = loaded_model.calibration
     else:
         index.info.pop("calibration", None)
     index.save(index_dir)
     return index, len(new_records)
+
+
+def _checkpoint_info(checkpoint: str | Path | None, loaded_model) -> dict:
+    """What an index records of the checkpoint its features come from: its path, its contents' hash, and the
+    hash of the model's weights alone (``calibrate`` rewrites a checkpoint's file, never its weights)."""
+    from trytry_reid.engine.checkpoint import file_sha256
+
+    if checkpoint is None:
+        return {}
+    return {"checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": file_sha256(checkpoint),
+            "weights_sha256": weights_sha256(loaded_model.model)}
+
+
+def weights_sha256(model) -> str:
+    """SHA-256 of a model's state dict (names, dtypes, shapes and bytes, in order), on any device."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _check_same_checkpoint(info: dict, provenance: dict, index_dir: Path) -> None:
+    """Refuse to add features of one model to an index of another (same weights = same model, any path or
+    calibration). An index that records no weights hash (older versions) is compared by the checkpoint
+    file's contents, or its path."""
+    from trytry_reid.engine.checkpoint import file_sha256
+
+    recorded = info.get("checkpoint")
+    if recorded is None:
+        return
+    if "weights_sha256" in info:
+        same = info["weights_sha256"] == provenance["weights_sha256"]
+    else:
+        known = info.get("checkpoint_sha256")
+        if known is None and Path(recorded).is_file():
+            known = file_sha256(recorded)
+        same = known == provenance["checkpoint_sha256"] if known else recorded == provenance["checkpoint"]
+    if not same:
+        raise ValueError(f"index '{index_dir}' was built with checkpoint {recorded} (other weights), not with "
+                         f"{provenance['checkpoint']}: its features would not be comparable; build a new index "
+                         f"(--out another folder), or pass the same checkpoint")
 
 
 def _embedding_dim(loaded_model) -> int:

@@ -187,9 +187,6 @@ class FaissIVFBackend:
         """faiss's own binary format (no pickle), so loading needs no re-training."""
         self.faiss.write_index(self.index, str(directory / self.FILE))
 
-    def options(self) -> dict:
-        return {"nlist": self.nlist, "nprobe": self.nprobe, "seed": self.seed}
-
 
 BACKENDS = {"numpy": TorchBackend, "faiss": FaissFlatBackend, "faiss-ivf": FaissIVFBackend}
 

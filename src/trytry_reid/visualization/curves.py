@@ -3,12 +3,12 @@
 The history is the plain dict ``engine.train.fit`` returns (its module docstring is the reference)::
 
     {"steps": [int], "lr": [float], "loss": {"total": [float], term_name: [float]},
-     "stats": {"<term>/valid_fraction": [float], ...},
+     "stats": {"<term>/valid_triplets": [float], ...},
      "eval": [{"epoch": int, "dataset": str, "rank1": float, "mAP": float, ...}],
      "warnings": [{"step": int, "message": str}]}
 
-Every per-step series is aligned with ``steps`` (NaN where a value was absent). A top-level
-``"valid_fraction"`` list is read too. Missing or empty parts are allowed: their panel says so.
+Every per-step series is aligned with ``steps`` (NaN where a value was absent). Missing or empty parts are
+allowed: their panel says so.
 """
 
 from __future__ import annotations
@@ -102,23 +102,18 @@ def _draw_loss(ax, steps: np.ndarray | None, terms: dict[str, np.ndarray], warni
     ax.legend(fontsize=10)
 
 
-def _valid_series(history: dict, length: int | None) -> tuple[dict[str, np.ndarray], bool]:
-    """({triplet term: per-step series}, is_count): the number of valid triplets per batch (the seed's
-    convergence indicator, from stats["<term>/valid_triplets"]) when logged, else their fraction
-    (stats["<term>/valid_fraction"] or a top-level "valid_fraction" list)."""
+def _valid_series(history: dict, length: int | None) -> dict[str, np.ndarray]:
+    """{triplet term: per-step number of valid triplets per batch} (stats["<term>/valid_triplets"]): the
+    convergence indicator of triplet training. With random-negative selection every selected triplet is
+    valid by construction, so the count, not the fraction, is what falls as the model learns."""
     stats = history.get("stats") or {}
-    for suffix, is_count in (("/valid_triplets", True), ("/valid_fraction", False)):
-        found = {key[: -len(suffix)]: _series(stats, key, length) for key in stats if key.endswith(suffix)}
-        found = {k: v for k, v in found.items() if v is not None and not np.isnan(v).all()}
-        if found:
-            return found, is_count
-    values = _series(history, "valid_fraction", length)
-    found = {"triplet": values} if values is not None and not np.isnan(values).all() else {}
-    return found, False
+    suffix = "/valid_triplets"
+    found = {key[: -len(suffix)]: _series(stats, key, length) for key in stats if key.endswith(suffix)}
+    return {k: v for k, v in found.items() if v is not None and not np.isnan(v).all()}
 
 
-def _draw_valid_triplets(ax, steps: np.ndarray | None, series: dict[str, np.ndarray], is_count: bool) -> None:
-    ax.set_title("Valid triplets per batch (loss > 0)" if is_count else "Valid-triplet fraction (loss > 0)")
+def _draw_valid_triplets(ax, steps: np.ndarray | None, series: dict[str, np.ndarray]) -> None:
+    ax.set_title("Valid triplets per batch (loss > 0)")
     if steps is None or not series:
         _say(ax, "no triplet loss in this run")
         return
@@ -127,12 +122,9 @@ def _draw_valid_triplets(ax, steps: np.ndarray | None, series: dict[str, np.ndar
         _plot_step_series(ax, steps, values, shades[i % len(shades)], name)
     if len(series) > 1:
         ax.legend(fontsize=10)
-    if is_count:
-        ax.set_ylim(bottom=0)
-    else:
-        ax.set_ylim(-0.02, 1.02)
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("step")
-    ax.set_ylabel("valid triplets" if is_count else "fraction of triplets")
+    ax.set_ylabel("valid triplets")
 
 
 def _draw_lr(ax, steps: np.ndarray | None, lr: np.ndarray | None) -> None:
@@ -204,7 +196,7 @@ def draw_curves(history: dict, out_path: str | Path) -> Path:
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, 2)
     _draw_loss(axes[0, 0], steps, _loss_terms(history, length), _warning_steps(history))
-    _draw_valid_triplets(axes[0, 1], steps, *_valid_series(history, length))
+    _draw_valid_triplets(axes[0, 1], steps, _valid_series(history, length))
     _draw_eval(axes[1, 0], history.get("eval") or [])
     _draw_lr(axes[1, 1], steps, _series(history, "lr", length))
     for ax in axes.flat:

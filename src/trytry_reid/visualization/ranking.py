@@ -3,7 +3,8 @@
 ``ranking_rows`` decides who ranks where (pure numpy, the Market-1501 protocol's exclusion of same-identity
 same-camera gallery items); ``ranking_grid_array`` draws the rows as an RGB array (for TensorBoard's
 ``add_image(..., dataformats="HWC")``); ``draw_ranking_grid`` writes the same picture as a PNG plus sidecar
-JSON and CSV files listing every row's files, distances and match flags.
+JSON and CSV files listing every row's files, distances and match flags (the JSON also names the real folder
+holding those files, ``dataset_roots``: the only place ``serve --eval-run`` serves images from).
 
 The grid is composed with Pillow at exact pixel positions (``GridLayout``), so borders sit where the layout
 says and tests can read them back; text uses the DejaVu Sans font shipped with matplotlib.
@@ -21,6 +22,8 @@ from typing import Sequence
 import numpy as np
 from matplotlib import font_manager
 from PIL import Image, ImageDraw, ImageFont
+
+from trytry_reid.data.images import common_folder
 
 QUERY_COLOR = (30, 100, 220)
 MATCH_COLOR = (0, 160, 0)
@@ -293,8 +296,14 @@ def _sidecar_rows(rows, query_paths, gallery_paths) -> list[dict]:
     ]
 
 
+def _dataset_roots(entries: list[dict]) -> list[str]:
+    """The real (symlinks resolved) folder holding every image of the rows: what `serve --eval-run` may serve."""
+    paths = [Path(p).resolve() for e in entries for p in [e["query_path"]] + [i["gallery_path"] for i in e["ranked"]]]
+    return [str(common_folder(paths))] if paths else []
+
+
 def _write_sidecars(entries: list[dict], out_path: Path, title: str | None) -> None:
-    payload = {"figure": out_path.name, "title": title, "rows": entries}
+    payload = {"figure": out_path.name, "title": title, "dataset_roots": _dataset_roots(entries), "rows": entries}
     out_path.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
     with open(out_path.with_suffix(".csv"), "w", newline="") as handle:
         writer = csv.writer(handle)
