@@ -75,6 +75,45 @@ def peer_table(entries: list[dict]) -> list[str]:
     return lines
 
 
+CALIBRATION_TITLE = "Same person or not: calibrated verification in domain, across domains and in open-set search"
+CALIBRATION_NOTE = """From `docs/results/calibration.jsonl` (`python benchmarks/calibration_table.py --checkpoint C`).
+Every query-gallery pair of a test set is scored by cosine distance (Market protocol: same-identity same-camera pairs
+left out); "same person" iff distance <= threshold. The threshold is calibrated on the devsplit at FPR 1e-3
+(`thr`) and then used unchanged on VIPeR: `FPR there` is the false-positive rate it really gets on VIPeR's
+pairs (0.10 % would mean it transfers). Open set: half of the devsplit's gallery identities dropped (seed 0);
+DIR = rank-1 right and within the threshold, over queries whose identity is still in the gallery; FAR =
+queries whose identity is absent but whose best match passes; `pair thr` = the pair-calibrated threshold used
+for that search. Rates in %, except AUC and the threshold (a cosine distance). A pair FPR is not a search FAR:
+a query whose person is absent is compared with every gallery image and is "found" if any one passes, which
+for G independent comparisons happens with probability 1 - (1 - FPR)^G (63 % for FPR 1e-3 and G = 1,000);
+the last two columns measure it instead of assuming it."""
+
+
+def calibration_table(entries: list[dict]) -> list[str]:
+    head = ("| row | devsplit AUC | EER | TPR@1e-3 | thr | VIPeR AUC | EER | TPR@1e-3 | devsplit thr: FPR there | "
+            "TPR there | open-set DIR@FAR 1e-2 | DIR@FAR 1e-3 | pair thr: FAR | DIR |")
+    lines = [head, "|" + "---|" * 14]
+    for e in entries:
+        dev, vip = e["datasets"]["market1501-devsplit"], e["datasets"]["viper"]
+        there, open_set = vip["devsplit_threshold_here"], dev.get("open_set", {})
+        dirs = {f"{p['target_far']:g}": p["dir"] for p in open_set.get("dir_at_far", [])}
+        at = open_set.get("at_threshold", {})
+        cells = [f"{dev['auc']:.4f}", pct(dev["eer"]), pct(dev["tpr_at_fpr"]["0.001"]), f"{e['threshold']:.4f}",
+                 f"{vip['auc']:.4f}", pct(vip["eer"]), pct(vip["tpr_at_fpr"]["0.001"]), f"{100 * there['fpr']:.2f}",
+                 pct(there["tpr"]), pct(dirs.get("0.01")), pct(dirs.get("0.001")), pct(at.get("far")),
+                 pct(at.get("dir"))]
+        lines.append(f"| {e['row']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def calibration_section() -> str:
+    path = RESULTS / "calibration.jsonl"
+    if not path.exists():
+        return (f"## {CALIBRATION_TITLE}\n\nNot run yet (`python benchmarks/calibration_table.py --checkpoint C "
+                f"--row LABEL`).\n")
+    return f"## {CALIBRATION_TITLE}\n\n{CALIBRATION_NOTE}\n\n" + "\n".join(calibration_table(read_lines(path))) + "\n"
+
+
 def render() -> str:
     intro = ROOT / "docs" / "RESULTS_intro.md"
     parts = [intro.read_text().rstrip() + "\n"] if intro.exists() else ["# Results\n"]
@@ -94,6 +133,7 @@ def render() -> str:
         entries.sort(key=lambda e: order.index(e["row"]) if e["row"] in order else len(order))
         parts.append(f"## {spec.title}\n\nFrom `docs/results/{name}.jsonl`; rank-1 (R1) and mAP in %.\n\n"
                      + "\n".join(table(entries)) + "\n")
+    parts.append(calibration_section())
     return "\n".join(parts)
 
 

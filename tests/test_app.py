@@ -56,9 +56,9 @@ def setup(tmp_path_factory):
     return client, images, root, loaded
 
 
-def upload(client, data: bytes, k: str | None = None, name: str = "q.jpg"):
-    return client.post("/api/search", files={"image": (name, data, "image/jpeg")},
-                       data={} if k is None else {"k": k})
+def upload(client, data: bytes, k: str | None = None, name: str = "q.jpg", threshold: str | None = None):
+    fields = {key: value for key, value in (("k", k), ("threshold", threshold)) if value is not None}
+    return client.post("/api/search", files={"image": (name, data, "image/jpeg")}, data=fields)
 
 
 def test_health_and_the_page_use_only_local_assets(setup):
@@ -75,8 +75,10 @@ def test_a_gallery_image_finds_itself_first(setup):
     client, images, _, _ = setup
     response = upload(client, images[5].read_bytes(), k="4")
     assert response.status_code == 200
-    results = response.json()
-    assert len(results) == 4 and results[0]["id"] == 5 and results[0]["path"] == images[5].name
+    assert response.json()["threshold"]["threshold"] is None and response.json()["unknown"] is None
+    results = response.json()["results"]
+    assert len(results) == 4 and all(r["within"] is None for r in results)
+    assert results[0]["id"] == 5 and results[0]["path"] == images[5].name
     assert results[0]["distance"] == pytest.approx(0.0, abs=1e-5)
     distances = [r["distance"] for r in results]
     assert distances == sorted(distances)
@@ -87,14 +89,14 @@ def test_search_by_gallery_id_ranks_like_the_index(setup):
     client, _, root, _ = setup
     index = GalleryIndex.load(root / "index")
     expected_d, expected_ids = index.search(index.features[7:8], 5)
-    results = client.post("/api/search", data={"gallery_id": "7", "k": "5"}).json()
+    results = client.post("/api/search", data={"gallery_id": "7", "k": "5"}).json()["results"]
     assert [r["id"] for r in results] == expected_ids[0].tolist()
     np.testing.assert_allclose([r["distance"] for r in results], expected_d[0], atol=1e-6)
 
 
 def test_default_k_is_ten(setup):
     client, images, _, _ = setup
-    assert len(upload(client, images[0].read_bytes()).json()) == 10
+    assert len(upload(client, images[0].read_bytes()).json()["results"]) == 10
 
 
 @pytest.mark.parametrize("k", ["0", "-3", "101", "ten", "2.5"])
@@ -203,6 +205,54 @@ def test_serve_needs_a_checkpoint_when_the_index_records_none(setup):
         serve(root / "index")
 
 
+def test_an_explicit_threshold_flags_results_and_says_unknown(setup):
+    client, images, _, _ = setup
+    ranked = upload(client, images[5].read_bytes(), k="12").json()["results"]
+    middle = (ranked[3]["distance"] + ranked[4]["distance"]) / 2
+    answer = upload(client, images[5].read_bytes(), k="12", threshold=f"{middle:.6f}").json()
+    assert answer["threshold"] == {"threshold": pytest.approx(middle, abs=1e-6), "source": "explicit",
+                                   "fpr": None, "tpr": None, "dataset": None}
+    assert [r["within"] for r in answer["results"]] == [True] * 4 + [False] * 8 and answer["unknown"] is False
+    other = write_images(setup[2] / "elsewhere", 1, seed=77)[0]           # a crop not in the gallery
+    nearest = upload(client, other.read_bytes(), k="3").json()["results"][0]["distance"]
+    lost = upload(client, other.read_bytes(), k="3", threshold=str(nearest / 2)).json()
+    assert lost["unknown"] is True and not any(r["within"] for r in lost["results"])
+    assert len(lost["results"]) == 3                                        # still ranked, all flagged beyond
+    none = upload(client, other.read_bytes(), threshold="none").json()
+    assert none["unknown"] is None and none["threshold"]["source"] == "none"
+
+
+@pytest.mark.parametrize("threshold", ["-0.1", "2.5", "close", "nan"])
+def test_a_bad_threshold_is_rejected(setup, threshold):
+    client, images, _, _ = setup
+    response = upload(client, images[0].read_bytes(), threshold=threshold)
+    assert response.status_code == 422 and "threshold must be 'auto', 'none' or a cosine distance in [0, 2]" \
+        in response.json()["detail"]
+
+
+def test_a_calibrated_index_searches_with_its_stored_threshold(setup, tmp_path):
+    from test_embedder import calibrate_on_images
+    from trytry_reid.serving.index import index_folder
+
+    _, images, root, _ = setup
+    checkpoint = write_tiny_checkpoint(tmp_path / "calibrated.pt")
+    from trytry_reid.operating_point import store_in_checkpoint
+
+    store_in_checkpoint(checkpoint, calibrate_on_images(checkpoint, images))
+    loaded = load_model(checkpoint)
+    index_folder(loaded, images[0].parent, tmp_path / "index", checkpoint=checkpoint, progress=False)
+    stored = json.loads((tmp_path / "index" / "index.json").read_text())["info"]["calibration"]
+    assert stored == loaded.calibration                                  # index copies the operating point
+    client = TestClient(create_app(tmp_path / "index", loaded))
+    health = client.get("/api/health").json()["threshold"]
+    assert health["threshold"] == stored["threshold"] and health["source"] == "calibrated"
+    answer = upload(client, images[2].read_bytes(), k="12").json()
+    assert answer["threshold"]["threshold"] == stored["threshold"] and answer["threshold"]["fpr"] == stored["fpr"]
+    assert [r["within"] for r in answer["results"]] == [r["distance"] <= stored["threshold"]
+                                                        for r in answer["results"]]
+    assert answer["results"][0]["within"] is True and answer["unknown"] is False   # the query itself, distance 0
+
+
 ODD_IDS = ["%C2%B2", "²", "١", "9" * 5000, "0" * 5000 + "1", "-0", "+1", "0x1", "1e3", " 1", "1%20", "%00",
            "1%0A", "%2e%2e", "%2F", "%F0%9F%98%80", "%FF", "null", "[]", "{}", "1.0", "0_1"]
 
@@ -284,7 +334,7 @@ def test_search_results_carry_paths_relative_to_the_indexed_folder(tmp_path, set
     index_folder(loaded, tmp_path / "crops", tmp_path / "index", progress=False)
     client = TestClient(create_app(tmp_path / "index", loaded))
     response = client.post("/api/search", data={"gallery_id": "0", "k": "6"})
-    paths = [r["path"] for r in response.json()]
+    paths = [r["path"] for r in response.json()["results"]]
     assert str(tmp_path) not in response.text                         # no absolute server path leaks
     assert paths[0] == f"day1/{first[0].name}"
     assert sorted(p.split("/")[0] for p in paths) == ["day1"] * 3 + ["day2"] * 3

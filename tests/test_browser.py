@@ -143,3 +143,30 @@ def test_evaluation_view_sorts_by_ap_colours_matches_and_shows_details(server, b
     assert images[8].name in detail.text and len(detail.find_elements(By.CSS_SELECTOR, "tbody tr")) == 2
     browser.save_screenshot(str(tmp_path / "eval.png"))
     assert_not_blank(tmp_path / "eval.png")
+
+
+def test_results_show_the_threshold_and_an_unknown_query_says_no_match(server, browser, tmp_path):
+    base, images = server
+    browser.get(base + "/")
+    wait_for(browser, lambda d: "no threshold" in d.find_element(By.ID, "health").text, "health line")
+    threshold = browser.find_element(By.ID, "threshold")
+    threshold.clear()
+    threshold.send_keys("2")                         # every cosine distance is within 2: all results match
+    browser.find_element(By.ID, "query-file").send_keys(str(images[3]))
+    browser.find_element(By.ID, "search-button").click()
+    figures = wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#results figure.within"), "results")
+    assert len(figures) == 10 and all(f.find_element(By.CLASS_NAME, "badge").text == "match" for f in figures)
+    assert figures[0].find_element(By.CSS_SELECTOR, ".bar .fill").get_attribute("style") == "width: 0%;"
+    assert "10 of 10 results within" in browser.find_element(By.ID, "verdict").text
+    threshold.clear()
+    threshold.send_keys("0")                         # nothing but an exact copy passes
+    other = write_images(tmp_path / "elsewhere", 1, seed=99)[0]
+    browser.find_element(By.ID, "query-file").send_keys(str(other))
+    browser.find_element(By.ID, "search-button").click()
+    verdict = wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#verdict.unknown"), "unknown verdict")
+    assert "no match in the gallery" in verdict.text
+    beyond = browser.find_elements(By.CSS_SELECTOR, "#results figure.beyond")
+    assert len(beyond) == 10 and beyond[0].find_element(By.CLASS_NAME, "badge").text == "beyond threshold"
+    assert "threshold 0.0000 (explicit)" in browser.find_element(By.ID, "status").text
+    browser.save_screenshot(str(tmp_path / "unknown.png"))
+    assert_not_blank(tmp_path / "unknown.png")

@@ -56,6 +56,8 @@ def test_unknown_top_level_section(tmp_path):
     ("loss.triplet.selector=hard", r"'loss.triplet.selector' = 'hard'"),
     ("test.datasets=[{name: viper, root: /does/not/exist}]", r"'test.datasets\[0\].root' = '/does/not/exist'"),
     ("model.pretrained=/no/such/file.pth", r"'model.pretrained' = '/no/such/file.pth'"),
+    ("test.calibration_fpr=0", r"'test.calibration_fpr' = 0.0: expected a false-positive rate in \(0, 1\)"),
+    ("test.calibration_fpr=1.5", r"'test.calibration_fpr' = 1.5: expected a false-positive rate"),
     ("train.lr=.inf", r"'train.lr' must be a finite number, got inf"),
     ("train.lr=1e400", r"'train.lr' must be a finite number, got inf"),      # overflows to inf
     ("train.lr=.nan", r"'train.lr' must be a finite number, got nan"),

@@ -284,8 +284,11 @@ def test_index_folder_builds_then_extends_with_only_the_new_images(tiny_model, t
     index, added = index_folder(tiny_model, tmp_path / "crops", tmp_path / "idx", progress=False)
     assert added == 2 and len(index) == 6
     assert index.paths == sorted(str(p.resolve()) for p in first) + sorted(str(p.resolve()) for p in second)
+    from trytry_reid.serving.index import weights_sha256
+
     assert index.info == {"checkpoint": str((tmp_path / "m.pt").resolve()),
-                          "checkpoint_sha256": before_sha(tmp_path / "m.pt")}
+                          "checkpoint_sha256": before_sha(tmp_path / "m.pt"),
+                          "weights_sha256": weights_sha256(tiny_model.model)}
     np.testing.assert_allclose(index.features, embed_images(tiny_model, index.paths), atol=1e-5)
     assert index_folder(tiny_model, tmp_path / "crops", tmp_path / "idx", progress=False)[1] == 0
     GalleryIndex(8).save(tmp_path / "other")
@@ -327,6 +330,30 @@ def test_extending_an_index_with_another_checkpoint_is_refused(tmp_path):
     index, added = index_folder(load_model(tmp_path / "copy.pt"), tmp_path / "crops", tmp_path / "idx",
                                 checkpoint=tmp_path / "copy.pt", progress=False)
     assert added == 2 and len(index) == 5 and index.info["checkpoint_sha256"] == before_sha(first)
+
+
+def test_a_checkpoint_calibrated_after_indexing_still_extends_its_index(tmp_path):
+    """`calibrate` rewrites the checkpoint file (new bytes, same weights): the index it built stays its own,
+    and takes the new operating point; other weights are still refused."""
+    from test_embedder import calibrate_on_images
+    from test_export import write_images, write_tiny_checkpoint
+    from trytry_reid.inference import load_model
+    from trytry_reid.operating_point import store_in_checkpoint
+    from trytry_reid.serving.index import index_folder
+
+    checkpoint = write_tiny_checkpoint(tmp_path / "m.pt")
+    images = write_images(tmp_path / "crops" / "a", 6, seed=3)
+    index_folder(load_model(checkpoint), tmp_path / "crops", tmp_path / "idx", checkpoint=checkpoint, progress=False)
+    before = before_sha(checkpoint)
+    store_in_checkpoint(checkpoint, calibrate_on_images(checkpoint, images))
+    assert before_sha(checkpoint) != before
+    write_images(tmp_path / "crops" / "b", 2, seed=4)
+    index, added = index_folder(load_model(checkpoint), tmp_path / "crops", tmp_path / "idx", checkpoint=checkpoint,
+                                progress=False)
+    assert added == 2 and index.info["calibration"] == load_model(checkpoint).calibration
+    other = write_tiny_checkpoint(tmp_path / "other.pt", seed=1)
+    with pytest.raises(ValueError, match="other weights"):
+        index_folder(load_model(other), tmp_path / "crops", tmp_path / "idx", checkpoint=other, progress=False)
 
 
 def before_sha(path):

@@ -48,6 +48,21 @@ def test_demo_writes_every_output(demo_run: Path):
         assert img.size[0] > 400 and img.size[1] > 300
 
 
+def test_each_evaluation_calibrates_and_the_checkpoints_carry_the_operating_point(demo_run: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    digits = json.loads((demo_run / "metrics.json").read_text())["datasets"]["digits"]
+    assert 0.5 < digits["auc"] <= 1.0 and 0.0 <= digits["eer"] < 0.5 and 0.0 <= digits["tpr@fpr=1e-3"] <= 1.0
+    for name in ("last.pt", "best.pt"):
+        entry = load_checkpoint(demo_run / "checkpoints" / name)["calibration"]
+        assert entry["metric"] == "cosine" and entry["target_fpr"] == 1e-3 and entry["dataset"] == "digits"
+        assert entry["epoch"] == 3 and entry["fpr"] <= 1e-3 and entry["auc"] == pytest.approx(digits["auc"])
+    assert (demo_run / "figures" / "calibration.png").is_file()
+    events = EventAccumulator(str(demo_run / "tb"), size_guidance={"images": 0, "scalars": 0}).Reload()
+    assert {"eval/digits/auc", "eval/digits/tpr@fpr=1e-3"} <= set(events.Tags()["scalars"])
+    assert "calibration" in events.Tags()["images"]
+
+
 def test_checkpoint_is_weights_only_and_self_describing(demo_run: Path):
     state = load_checkpoint(demo_run / "checkpoints" / "last.pt")
     assert state["config"]["model"]["backbone"] == "small_cnn"
@@ -90,7 +105,8 @@ def test_typo_override_fails_before_training(capsys):
 
 
 def test_every_command_has_help():
-    for command in ("train", "evaluate", "extract", "index", "search", "rank", "tsne", "export", "serve"):
+    for command in ("train", "evaluate", "calibrate", "verify", "extract", "index", "search", "rank", "tsne",
+                    "export", "serve"):
         with pytest.raises(SystemExit) as exit_info:
             cli_main([command, "--help"])
         assert exit_info.value.code == 0

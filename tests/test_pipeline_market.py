@@ -84,6 +84,19 @@ def test_resume_continues_the_run(tmp_path):
     assert metrics["epoch"] == 2 and "market1501" in metrics["datasets"]
 
 
+def test_checkpoints_between_evaluations_carry_the_last_operating_point_across_a_resume(tmp_path):
+    """The epoch-1 evaluation's threshold goes into every checkpoint written after it, also by the resumed run
+    (which evaluates again only at epoch 3); epoch 3's evaluation replaces it."""
+    root = make_market_tree(tmp_path / "market")
+    out = tmp_path / "run"
+    assert cli_main(tiny_args(root, out)) == 0
+    first = load_checkpoint(out / "checkpoints" / "last.pt")["calibration"]
+    assert first["epoch"] == 1 and first["dataset"] == "market1501" and first["metric"] == "cosine"
+    assert cli_main(tiny_args(root, out, "train.epochs=3", "train.eval_every=3", "--resume")) == 0
+    assert load_checkpoint(out / "checkpoints" / "epoch_0002.pt")["calibration"] == first
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["calibration"]["epoch"] == 3
+
+
 def test_evaluate_features_file(tmp_path, capsys):
     """`evaluate --features` ranks features saved by any model; a perfect embedding scores 1.0."""
     q_pids, g_pids = np.array([1, 2, 3]), np.array([1, 1, 2, 3, 4])
@@ -93,6 +106,7 @@ def test_evaluate_features_file(tmp_path, capsys):
     assert cli_main(["evaluate", "--features", str(tmp_path / "f.npz"), "--out", str(tmp_path)]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())["datasets"]["f"]
     assert metrics["rank1"] == 1.0 and metrics["mAP"] == 1.0
+    assert metrics["auc"] == 1.0 and metrics["eer"] == 0.0 and metrics["tpr@fpr=1e-3"] == 1.0  # verification too
 
 
 def test_devsplit_steps_lower_the_loss_on_a_fixed_batch():

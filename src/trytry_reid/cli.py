@@ -64,6 +64,26 @@ def tsne_parser(sub) -> None:
     p.add_argument("--out", type=Path, help="output folder (default: <checkpoint run>/figures)")
 
 
+def calibrate_parser(sub) -> None:
+    p = sub.add_parser("calibrate", help="measure same-person verification (ROC, AUC, EER, TPR@FPR) and open-set "
+                                         "search on the test sets; store the threshold in the checkpoint")
+    add_config_args(p)
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--out", type=Path, help="output folder (default: <checkpoint run>/calibration)")
+    p.add_argument("--no-store", action="store_true", help="measure only; leave the checkpoint unchanged")
+    p.add_argument("--open-set-drop", type=float, default=0.5, metavar="FRACTION",
+                   help="open-set DIR@FAR with this fraction of the gallery identities dropped (0: skip)")
+
+
+def verify_parser(sub) -> None:
+    p = sub.add_parser("verify", help="same person or not: the distance of two crops against the threshold")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("images", nargs=2, type=Path, metavar="IMAGE", help="two person crops")
+    p.add_argument("--threshold", default="auto",
+                   help="'auto' (the calibrated one, default) or a cosine distance in [0, 2]")
+    p.add_argument("--json", action="store_true", help="print one JSON object (for scripts)")
+
+
 def add_folder_args(p: argparse.ArgumentParser, out_help: str) -> None:
     """A checkpoint applied to a folder of crops, batched."""
     p.add_argument("--checkpoint", type=Path, required=True)
@@ -97,6 +117,9 @@ def search_parser(sub) -> None:
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--checkpoint", type=Path, help="default: the checkpoint the index was built with")
     p.add_argument("--figure", type=Path, help="also write the ranking as a PNG")
+    p.add_argument("--threshold", default="auto",
+                   help="'auto' (the calibrated threshold when the index or checkpoint has one), 'none', or a "
+                        "cosine distance: results beyond it are flagged, no result within it = unknown")
 
 
 def export_parser(sub) -> None:
@@ -116,8 +139,8 @@ def serve_parser(sub) -> None:
     p.add_argument("--eval-run", type=Path, help="a ranking JSON (from rank/evaluate --rank) to browse")
 
 
-PARSERS = (train_parser, evaluate_parser, extract_parser, index_parser, search_parser,
-           rank_parser, tsne_parser, export_parser, serve_parser)
+PARSERS = (train_parser, evaluate_parser, calibrate_parser, verify_parser, extract_parser, index_parser,
+           search_parser, rank_parser, tsne_parser, export_parser, serve_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -73,6 +73,32 @@ def cmd_tsne(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibrate_job import run_calibrate
+
+    if not 0.0 <= args.open_set_drop < 1.0:
+        raise ValueError(f"--open-set-drop {args.open_set_drop}: expected a fraction in [0, 1) (0 skips open-set)")
+    run_calibrate(config_from(args), args.checkpoint, args.out, store=not args.no_store,
+                  open_set_drop=args.open_set_drop)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .verify import verify_pair
+
+    decision = verify_pair(args.checkpoint, *args.images, threshold=args.threshold)
+    print(json.dumps(decision) if args.json else format_decision(decision))
+    return 0
+
+
+def format_decision(decision: dict) -> str:
+    rates = "FPR/TPR of this threshold unknown (no calibration)" if decision["fpr"] is None else \
+        f"FPR {decision['fpr']:.2e}, TPR {decision['tpr']:.3f} on {decision['dataset']}"
+    return (f"{decision['verdict']}: distance {decision['distance']:.4f} "
+            f"{'<=' if decision['same'] else '>'} threshold {decision['threshold']:.4f} "
+            f"({decision['threshold_source']}; {rates})")
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
     from .inference import load_model
     from .serving.folder_images import extract_folder, save_features
@@ -98,20 +124,24 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from .inference import load_model
+    from .operating_point import resolve_threshold
+    from .serving.answer import format_answer, index_calibration, search_answer
     from .serving.folder_images import embed_images
     from .serving.index import GalleryIndex, read_index_info
 
     checkpoint = args.checkpoint or read_index_info(args.index).get("checkpoint")
     if checkpoint is None:
         raise ValueError(f"index {args.index} records no checkpoint; pass --checkpoint")
-    index = GalleryIndex.load(args.index)
-    distances, ids = index.search(embed_images(load_model(checkpoint), [args.query]), args.top_k)
-    for rank, (dist, gid) in enumerate(zip(distances[0], ids[0]), start=1):
-        print(f"{rank:3d}  {dist:.4f}  {index.paths[gid]}")
+    index, loaded = GalleryIndex.load(args.index), load_model(checkpoint)
+    threshold = resolve_threshold(args.threshold, index_calibration(index, loaded))
+    answer = search_answer(index, embed_images(loaded, [args.query]), args.top_k, threshold)
+    print(format_answer(answer, threshold))
     if args.figure is not None:
         from .reports import draw_search_result
 
-        path = draw_search_result(str(args.query), index.paths, ids[0], distances[0], args.figure)
+        ids = [item["id"] for item in answer["results"]]
+        path = draw_search_result(str(args.query), index.paths, ids, [item["distance"] for item in answer["results"]],
+                                  args.figure)
         print(f"figure written to {path}")
     return 0
 

@@ -141,6 +141,7 @@ class TestConfig:
     ranking_top_k: int = 10
     tsne_max_ids: int = 20
     figures: bool = True  # ranking PNG, t-SNE PNG and curves.png at the end of a run
+    calibration_fpr: float = 1e-3  # the false-positive rate of the "same person" threshold stored with the model
 
 
 @dataclass

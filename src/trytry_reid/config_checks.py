@@ -169,3 +169,5 @@ def check_test(config: "Config") -> None:
             fail(f"test.{key}", get(config, f"test.{key}"), "a positive integer")
     if config.test.ranking_queries < 0:
         fail("test.ranking_queries", config.test.ranking_queries, "0 or more")
+    if not 0.0 < config.test.calibration_fpr < 1.0:
+        fail("test.calibration_fpr", config.test.calibration_fpr, "a false-positive rate in (0, 1), e.g. 1e-3")

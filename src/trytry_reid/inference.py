@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-
 from .data.transforms import build_test_transform
 from .engine.checkpoint import load_checkpoint
 from .models.reid_model import ReidModel, build_reid_model
+from .operating_point import read_from_checkpoint
 
 
 @dataclass
@@ -20,6 +20,7 @@ class LoadedModel:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     config: dict[str, Any]
+    calibration: dict[str, Any] | None = None  # the stored operating point (operating_point.py), if calibrated
 
     def transform(self) -> Callable:
         """The test-time transform the model was trained for (resize, to tensor, normalize)."""
@@ -38,4 +39,5 @@ def load_model(checkpoint: str | Path, device: str = "cpu") -> LoadedModel:
     model.to(device).eval()
     data = config["data"]
     return LoadedModel(model=model, height=int(data["height"]), width=int(data["width"]),
-                       mean=tuple(data["mean"]), std=tuple(data["std"]), config=config)
+                       mean=tuple(data["mean"]), std=tuple(data["std"]), config=config,
+                       calibration=read_from_checkpoint(state, f"checkpoint {checkpoint}"))

@@ -21,8 +21,11 @@ from .engine.checkpoint import check_writable, load_checkpoint
 from .engine.rng import seed_everything
 from .engine.state import TrainObjects
 from .engine.train import FitOptions, fit
+from .evaluation.calibration import Calibration
+from .operating_point import ENTRY_KEY, make_entry
 from .reports import fixed_queries, format_table, ranking_array, write_figures, write_json, write_metrics
 from .retrieval import RetrievalResult, evaluate_model
+from .visualization.calibration_plot import calibration_array, draw_calibration
 from .visualization.curves import draw_curves
 
 log = logging.getLogger("trytry_reid")
@@ -57,13 +60,16 @@ def run_check_data(config: Config) -> int:
 
 
 class Evaluator:
-    """evaluate(epoch) for engine.fit: ranks every test set, logs metrics and fixed-query ranking grids."""
+    """evaluate(epoch) for engine.fit: ranks every test set, logs metrics, fixed-query ranking grids and the
+    calibration figure; keeps the first test set's operating point for the checkpoints written after it."""
 
-    def __init__(self, config: Config, model, test_sets, device: str, writer: SummaryWriter | None) -> None:
+    def __init__(self, config: Config, model, test_sets, device: str, writer: SummaryWriter | None,
+                 operating_point: dict | None = None) -> None:
         self.config, self.model, self.test_sets = config, model, test_sets
         self.device, self.writer = device, writer
         self.results: list[RetrievalResult] = []
         self.queries: dict[str, list[int]] = {}
+        self.operating_point = operating_point  # resumed runs start from their checkpoint's
 
     def __call__(self, epoch: int) -> dict[str, dict[str, float]]:
         t = self.config.test
@@ -73,10 +79,25 @@ class Evaluator:
                                        workers=self.config.data.workers, device=self.device, flip=t.flip,
                                        metric=t.metric, use_rerank=t.rerank, max_rank=t.max_rank)
                         for label, s in self.test_sets]
-        summaries = {r.label: r.summary() for r in self.results}
+        first = self.results[0] if self.results else None
+        # never keep an older operating point for the new weights: none when this evaluation cannot calibrate
+        self.operating_point = None if first is None or first.calibration is None else \
+            make_entry(first.calibration, t.calibration_fpr, first.label, epoch=epoch)
+        summaries = self.summaries()
         log.debug("epoch %d evaluation:\n%s", epoch, format_table(summaries))
         self.log_rankings(epoch)
+        self.log_calibration(epoch)
         return summaries
+
+    def summaries(self) -> dict[str, dict[str, float]]:
+        return {r.label: r.summary() for r in self.results}
+
+    def calibrations(self) -> dict[str, Calibration]:
+        return {r.label: r.calibration for r in self.results if r.calibration is not None}
+
+    def checkpoint_extras(self) -> dict:
+        """``{"calibration": entry}`` once an evaluation calibrated the first test set (FitOptions hook)."""
+        return {} if self.operating_point is None else {ENTRY_KEY: self.operating_point}
 
     def log_rankings(self, epoch: int) -> None:
         if self.writer is None or self.config.test.ranking_queries == 0:
@@ -86,6 +107,19 @@ class Evaluator:
             grid = ranking_array(result, queries, top_k=min(8, self.config.test.ranking_top_k))
             self.writer.add_image(f"ranking/{result.label}", grid, epoch, dataformats="HWC")
 
+    def log_calibration(self, epoch: int) -> None:
+        """The histograms + ROC figure, with the stored threshold (AUC and TPR@1e-3 go out as eval scalars)."""
+        calibrations = self.calibrations()
+        if self.writer is None or not calibrations:
+            return
+        threshold = None if self.operating_point is None else self.operating_point["threshold"]
+        image = calibration_array(calibrations, threshold, threshold_label(self.operating_point))
+        self.writer.add_image("calibration", image, epoch, dataformats="HWC")
+
+
+def threshold_label(entry: dict | None) -> str:
+    return "threshold" if entry is None else f"threshold (FPR {entry['target_fpr']:g} on {entry['dataset']})"
+
 
 def tensorboard_writer(out: Path, state: dict | None) -> SummaryWriter:
     """A resumed run drops the events logged after its checkpoint, so replayed steps are not drawn twice."""
@@ -94,12 +128,12 @@ def tensorboard_writer(out: Path, state: dict | None) -> SummaryWriter:
     return SummaryWriter(str(out / "tb"), purge_step=int(state.get("step", 0)) + 1)
 
 
-def fit_options(config: Config, out: Path, steps: int, device) -> FitOptions:
+def fit_options(config: Config, out: Path, steps: int, device, checkpoint_extras=None) -> FitOptions:
     t = config.train
     return FitOptions(epochs=t.epochs, steps_per_epoch=steps, device=device, eval_every=t.eval_every,
                       checkpoint_dir=out / "checkpoints", checkpoint_every_steps=t.checkpoint_every_steps,
                       checkpoint_keep=t.checkpoint_keep, amp=t.amp, channels_last=t.channels_last,
-                      log_every=t.log_every, run_config=to_dict(config))
+                      log_every=t.log_every, run_config=to_dict(config), checkpoint_extras=checkpoint_extras)
 
 
 def build_objects(config: Config, train: builders.TrainData, info, device) -> TrainObjects:
@@ -150,12 +184,14 @@ def run_train(config: Config, resume: str | None = None, overwrite: bool = False
         check_writable(out)
         (out / "config.yml").write_text(dump_yaml(config))
     writer = tensorboard_writer(out, state) if info.is_main else None
-    evaluator = Evaluator(config, objects.model, test_sets, str(device), writer)
+    evaluator = Evaluator(config, objects.model, test_sets, str(device), writer,
+                          None if state is None else state.get(ENTRY_KEY))
     log.info("training %s for %d epochs x %d steps; outputs in %s", config.name, config.train.epochs,
              train.steps_per_epoch, out)
     start = time.time()
     try:
-        history = fit(objects, train.loaders, fit_options(config, out, train.steps_per_epoch, device),
+        history = fit(objects, train.loaders, fit_options(config, out, train.steps_per_epoch, device,
+                                                          evaluator.checkpoint_extras),
                       evaluate=evaluator, writer=writer, resume_from=state)
     finally:
         if writer is not None:
@@ -174,7 +210,7 @@ def training_speed(history: dict) -> float:
 
 def finish(config: Config, out: Path, history: dict, evaluator: Evaluator, wall: float) -> dict[str, Any]:
     """Write metrics.json, summary.json, curves.png and the figures; print where they are."""
-    summaries = {r.label: r.summary() for r in evaluator.results}
+    summaries = evaluator.summaries()
     summary = {"epochs": config.train.epochs, "steps": history["steps"][-1] if history["steps"] else 0,
                "wall_s": round(wall, 1), "train_s": round(history.get("train_seconds", 0.0), 1),
                "train_images": history.get("train_images", 0),
@@ -185,6 +221,10 @@ def finish(config: Config, out: Path, history: dict, evaluator: Evaluator, wall:
         t = config.test
         written += write_figures(evaluator.results, out / "figures", num_queries=t.ranking_queries,
                                  top_k=t.ranking_top_k, tsne_max_ids=t.tsne_max_ids, seed=config.train.seed)
+        if evaluator.calibrations():
+            entry = evaluator.operating_point
+            written.append(draw_calibration(evaluator.calibrations(), out / "figures" / "calibration.png",
+                                            None if entry is None else entry["threshold"], threshold_label(entry)))
     print(format_table(summaries))
     print(f"\nrun folder: {out}")
     for path in written + [out / "checkpoints" / "last.pt", out / "tb"]:

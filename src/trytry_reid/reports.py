@@ -17,7 +17,7 @@ from .visualization.ranking import draw_ranking_grid, ranking_grid_array, rankin
 from .visualization.tsne import draw_tsne, sample_identities, tsne_embed
 
 log = logging.getLogger("trytry_reid")
-TABLE_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP")
+TABLE_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP", "auc", "tpr@fpr=1e-3")
 DIGIT_SETS = {"digits", "mnist"}  # their identities are digits: the t-SNE legend says so
 
 
@@ -38,11 +38,14 @@ def write_metrics(path: Path, summaries: dict[str, dict[str, float]], epoch: int
 
 
 def format_table(summaries: dict[str, dict[str, float]]) -> str:
-    """A fixed-width table of percentages, one row per test set (cross-domain results side by side)."""
+    """A fixed-width table of percentages, one row per test set (cross-domain results side by side); a
+    metric a set lacks (e.g. no verification figures) shows as '-'."""
     width = max([len("test set")] + [len(label) for label in summaries])
-    lines = [f"{'test set':<{width}}  " + "  ".join(f"{key:>6}" for key in TABLE_KEYS)]
+    widths = [max(6, len(key)) for key in TABLE_KEYS]
+    lines = [f"{'test set':<{width}}  " + "  ".join(f"{key:>{w}}" for key, w in zip(TABLE_KEYS, widths))]
     for label, metrics in summaries.items():
-        cells = "  ".join(f"{100 * metrics[key]:6.2f}" for key in TABLE_KEYS)
+        cells = "  ".join(f"{100 * metrics[key]:{w}.2f}" if key in metrics else f"{'-':>{w}}"
+                          for key, w in zip(TABLE_KEYS, widths))
         lines.append(f"{label:<{width}}  {cells}")
     return "\n".join(lines)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable
 
@@ -10,11 +11,14 @@ import torch
 
 from .data.datasets import Record
 from .evaluation import evaluate_rank
+from .evaluation.calibration import Calibration, calibrate
 from .evaluation.distance import compute_distance
 from .evaluation.features import extract_features
+from .evaluation.pair_histograms import pair_histograms, pair_histograms_from_features
 from .evaluation.rerank import rerank
 
 SUMMARY_RANKS = (1, 5, 10)
+log = logging.getLogger("trytry_reid")
 
 
 @dataclass
@@ -28,10 +32,15 @@ class RetrievalResult:
     gallery_features: np.ndarray  # [G, D]
     distmat: np.ndarray  # [Q, G], smaller is closer
     ranking: dict  # evaluate_rank's output (cmc, mAP, mINP, all_ap, ...)
+    calibration: Calibration | None = None  # verification of every query-gallery pair by cosine distance
 
     def summary(self) -> dict[str, float]:
-        """rank1, rank5, rank10, mAP, mINP as fractions, plus the query counts."""
-        return summarize(self.ranking)
+        """rank1, rank5, rank10, mAP, mINP as fractions, the query counts, and (when the pairs allow a
+        calibration) auc, eer and tpr@fpr=1e-3 of the cosine distance."""
+        out = summarize(self.ranking)
+        if self.calibration is not None:
+            out.update(self.calibration.summary())
+        return out
 
 
 def summarize(ranking: dict) -> dict[str, float]:
@@ -48,7 +57,23 @@ def rank_features(label: str, query: list[Record], gallery: list[Record], qf: np
     distmat = rerank(qf, gf) if use_rerank else compute_distance(qf, gf, metric=metric)
     ranking = evaluate_rank(distmat, pids(query), pids(gallery), camids(query), camids(gallery),
                             max_rank=max_rank)
-    return RetrievalResult(label, query, gallery, qf, gf, distmat, ranking)
+    cosine = distmat if metric == "cosine" and not use_rerank else None
+    return RetrievalResult(label, query, gallery, qf, gf, distmat, ranking,
+                           verify_pairs(label, query, gallery, qf, gf, cosine))
+
+
+def verify_pairs(label: str, query: list[Record], gallery: list[Record], qf: np.ndarray, gf: np.ndarray,
+                 cosine_distmat: np.ndarray | None = None) -> Calibration | None:
+    """Calibration of every query-gallery pair by cosine distance (from ``cosine_distmat`` when given, else
+    from the features in chunks); None, with a warning, when the set has no positive or no negative pair."""
+    ids = (pids(query), pids(gallery), camids(query), camids(gallery))
+    hist = pair_histograms(cosine_distmat, *ids) if cosine_distmat is not None else \
+        pair_histograms_from_features(qf, gf, *ids, metric="cosine")
+    if hist.num_positive == 0 or hist.num_negative == 0:
+        log.warning("%s: no verification figures (%d positive, %d negative pairs)", label, hist.num_positive,
+                    hist.num_negative)
+        return None
+    return calibrate(hist)
 
 
 def evaluate_model(model: torch.nn.Module, label: str, query: list[Record], gallery: list[Record],

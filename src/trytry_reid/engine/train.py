@@ -77,6 +77,8 @@ class FitOptions:
     max_skipped_steps: int = 25  # consecutive fp16-skipped steps before giving up
     progress: bool = True  # tqdm bar per epoch (rank 0 only)
     run_config: dict = field(default_factory=dict)  # stored as "config" in every checkpoint
+    # called at each checkpoint write; its entries join the checkpoint dict (e.g. the calibrated operating point)
+    checkpoint_extras: Callable[[], dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if self.amp not in AMP_MODES:
@@ -306,7 +308,10 @@ def save_training_state(objects: TrainObjects, progress: Progress, options: FitO
     if options.checkpoint_dir is None or not distributed.current().is_main:
         return None
     path = Path(options.checkpoint_dir) / name
-    save_checkpoint(training_state(objects, progress, history, options.run_config), path, keep=options.checkpoint_keep)
+    state = training_state(objects, progress, history, options.run_config)
+    if options.checkpoint_extras is not None:
+        state.update(options.checkpoint_extras())
+    save_checkpoint(state, path, keep=options.checkpoint_keep)
     return path
 
 

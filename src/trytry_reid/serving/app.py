@@ -1,10 +1,12 @@
 """Web page + HTTP API over a gallery index (FastAPI); every asset is served from this package, no CDN.
 
 Routes: ``GET /`` search page; ``GET /eval`` evaluation-run browser; ``POST /api/search`` (multipart: ``image``
-file or ``gallery_id``, optional ``k``) -> ``[{"id", "path", "name", "distance", "url"}, ...]`` nearest first,
-distance = 1 - cosine similarity, path relative to the indexed folder; ``GET /gallery/{id}`` one gallery image
-by index id; ``GET /api/eval`` rows sorted by AP; ``GET /eval/image/{row}/{col}`` (col 0 = the query, col r =
-rank r); ``GET /api/health``.
+file or ``gallery_id``, optional ``k`` and ``threshold``: 'auto' = the calibrated one, 'none', or a distance)
+-> ``{"threshold": {...}, "unknown": bool | null, "results": [{"rank", "id", "path", "name", "distance",
+"within", "url"}, ...]}`` nearest first, distance = 1 - cosine similarity, path relative to the indexed
+folder, ``within`` = distance <= threshold, ``unknown`` = no result within it (null without a threshold);
+``GET /gallery/{id}`` one gallery image by index id; ``GET /api/eval`` rows sorted by AP;
+``GET /eval/image/{row}/{col}`` (col 0 = the query, col r = rank r); ``GET /api/health``.
 
 Safe by default: ``serve`` binds 127.0.0.1; uploads are capped at ``max_upload_bytes`` (413) and must decode
 as an image (415), decoded reduced and a few at a time so memory stays bounded (``uploads.py``); only files
@@ -21,13 +23,15 @@ import re
 from pathlib import Path
 
 import numpy as np
-import torch
 from fastapi import FastAPI, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
 from trytry_reid.data.images import common_folder
+from trytry_reid.embedder import Embedder
+from trytry_reid.operating_point import Threshold, resolve_threshold
+from trytry_reid.serving.answer import index_calibration, search_answer
 from trytry_reid.serving.eval_run import EvalRow, load_eval_run
 from trytry_reid.serving.index import GalleryIndex, read_index_info
 from trytry_reid.serving.uploads import MAX_IMAGE_PIXELS, UploadGate, decode_upload  # noqa: F401 (re-exported)
@@ -89,14 +93,21 @@ def paths_for_clients(paths: list[str]) -> list[str]:
     return [Path(os.path.relpath(p, folder)).as_posix() for p in paths]
 
 
+def parse_threshold_field(raw: str | None, calibration: dict | None) -> Threshold:
+    """The ``threshold`` form field ('auto' when absent); 422 with the reason otherwise."""
+    try:
+        return resolve_threshold(raw or "auto", calibration)
+    except ValueError as error:
+        raise HTTPException(422, str(error)) from None
+
+
 class SearchService:
-    """Embeds a query image with the model and ranks the index's gallery."""
+    """Embeds a query image with the model and ranks the index's gallery against a threshold."""
 
     def __init__(self, index: GalleryIndex, loaded_model, max_concurrent: int = 2) -> None:
         self.index = index
-        self.model = loaded_model.model.eval()
-        self.transform = loaded_model.transform()
-        self.device = next(self.model.parameters()).device
+        self.embedder = Embedder.from_loaded(loaded_model)
+        self.calibration = index_calibration(index, loaded_model)
         self.fit = (2 * loaded_model.width, 2 * loaded_model.height)   # uploads are decoded to about this
         self.gate = UploadGate(max_concurrent)
         self.shown_paths = paths_for_clients(index.paths)
@@ -107,15 +118,14 @@ class SearchService:
             return self.embed(decode_upload(upload.file.read(max_bytes + 1), max_bytes, self.fit))
 
     def embed(self, image: Image.Image) -> np.ndarray:
-        with torch.inference_mode():
-            batch = self.transform(image).unsqueeze(0).to(self.device)
-            return self.model.embed(batch).float().cpu().numpy()
+        return self.embedder.embed(image)
 
-    def results(self, query: np.ndarray, k: int) -> list[dict]:
-        distances, ids = self.index.search(query, k)
-        return [{"rank": rank, "id": int(i), "path": self.shown_paths[i], "name": Path(self.index.paths[i]).name,
-                 "distance": float(d), "url": f"/gallery/{int(i)}"}
-                for rank, (d, i) in enumerate(zip(distances[0], ids[0]), start=1) if i >= 0]
+    def answer(self, query: np.ndarray, k: int, threshold: Threshold) -> dict:
+        """``search_answer`` with paths shown relative to the indexed folder and each image's URL."""
+        answer = search_answer(self.index, query, k, threshold)
+        for item in answer["results"]:
+            item.update(path=self.shown_paths[item["id"]], url=f"/gallery/{item['id']}")
+        return answer
 
 
 def eval_payload(rows: list[EvalRow], descending: bool) -> list[dict]:
@@ -144,15 +154,16 @@ def _add_upload_cap(app: FastAPI, max_upload_bytes: int) -> None:
 def _add_search_routes(app: FastAPI, service: SearchService, max_upload_bytes: int, max_k: int) -> None:
     @app.post("/api/search")
     def api_search(image: UploadFile | None = None, gallery_id: str | None = Form(None),
-                   k: str | None = Form(None)) -> list[dict]:
+                   k: str | None = Form(None), threshold: str | None = Form(None)) -> dict:
         top_k = parse_k(k, 10, max_k)
+        decision = parse_threshold_field(threshold, service.calibration)
         if image is not None:
             query = service.embed_upload(image, max_upload_bytes)
         elif gallery_id is not None:
             query = service.index.features[parse_id(gallery_id, len(service.index), "gallery id")][None]
         else:
             raise HTTPException(422, "send a query as the multipart file field 'image' (or 'gallery_id')")
-        return service.results(query, top_k)
+        return service.answer(query, top_k, decision)
 
     @app.get("/gallery/{item_id}")
     def gallery_image(item_id: str) -> FileResponse:
@@ -189,7 +200,8 @@ def create_app(index_dir: str | Path, loaded_model, *, max_upload_bytes: int = D
     rows = load_eval_run(eval_run) if eval_run is not None else None
     app = FastAPI(title="trytry-reid search", docs_url=None, redoc_url=None, openapi_url=None)
     _add_upload_cap(app, max_upload_bytes)
-    _add_search_routes(app, SearchService(index, loaded_model, max_concurrent_uploads), max_upload_bytes, max_k)
+    service = SearchService(index, loaded_model, max_concurrent_uploads)
+    _add_search_routes(app, service, max_upload_bytes, max_k)
     _add_eval_routes(app, rows)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
@@ -205,7 +217,8 @@ def create_app(index_dir: str | Path, loaded_model, *, max_upload_bytes: int = D
     def health() -> dict:
         return {"status": "ok", "gallery_size": len(index), "dim": index.dim, "backend": index.backend_name,
                 "eval_rows": None if rows is None else len(rows), "max_k": max_k,
-                "max_upload_bytes": max_upload_bytes}
+                "max_upload_bytes": max_upload_bytes,
+                "threshold": resolve_threshold("auto", service.calibration).to_json()}
 
     return app
 

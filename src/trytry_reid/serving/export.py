@@ -3,7 +3,9 @@
 The exported graph maps ``images`` [N, 3, height, width] float32 (dynamic N) to ``embeddings`` [N, D], the
 L2-normalised ``ReidModel.embed`` output. Preprocessing is not inside the graph; it is written into the
 model's ``metadata_props`` (and returned by ``preprocessing``): RGB, resize to (height, width) bilinear with
-antialias, scale pixels to [0, 1], subtract ``mean`` and divide by ``std`` per channel, NCHW layout.
+antialias, scale pixels to [0, 1], subtract ``mean`` and divide by ``std`` per channel, NCHW layout; the
+feature dimension is ``feature_dim``. A calibrated model also carries its operating point (``threshold``,
+``threshold_metric``, ``threshold_rule`` and the whole entry as JSON in ``calibration``; operating_point.py).
 """
 
 from __future__ import annotations
@@ -47,7 +49,17 @@ def preprocessing(loaded_model) -> dict[str, str]:
         "mean": json.dumps([float(m) for m in loaded_model.mean]),
         "std": json.dumps([float(s) for s in loaded_model.std]),
         "output": "L2-normalised embedding [N, D]; cosine distance = 1 - dot product",
+        "feature_dim": str(int(loaded_model.model.output_dim)),
     }
+
+
+def calibration_metadata(calibration: dict | None) -> dict[str, str]:
+    """The operating point as ONNX metadata strings (nothing for an uncalibrated model)."""
+    if calibration is None:
+        return {}
+    return {"threshold": repr(float(calibration["threshold"])), "threshold_metric": calibration["metric"],
+            "threshold_rule": "same person iff cosine distance (1 - dot product) <= threshold",
+            "calibration": json.dumps(calibration)}
 
 
 def export_onnx(loaded_model, out_path: str | Path, opset: int = 17) -> Path:
@@ -67,7 +79,8 @@ def export_onnx(loaded_model, out_path: str | Path, opset: int = 17) -> Path:
                           output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False,
                           dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
     proto = onnx.load(str(out_path))
-    onnx.helper.set_model_props(proto, preprocessing(loaded_model))
+    onnx.helper.set_model_props(proto, {**preprocessing(loaded_model),
+                                        **calibration_metadata(loaded_model.calibration)})
     onnx.checker.check_model(proto)
     onnx.save(proto, str(out_path))
     return out_path

@@ -101,16 +101,10 @@ def extract_folder(loaded_model, images_dir: str | Path, batch_size: int = 64, w
 
 
 def embed_images(loaded_model, paths: list[str | Path]) -> np.ndarray:
-    """L2-normalised features [len(paths), D] of a few images (e.g. search queries), in one batch."""
-    import torch
+    """L2-normalised features [len(paths), D] of a few images (e.g. search queries); ``Embedder.embed``."""
+    from trytry_reid.embedder import Embedder
 
-    from trytry_reid.data.images import read_image
-
-    transform = loaded_model.transform()
-    batch = torch.stack([transform(read_image(str(p))) for p in paths])
-    device = next(loaded_model.model.parameters()).device
-    with torch.inference_mode():
-        return l2_normalise(loaded_model.model.eval().embed(batch.to(device)).float().cpu().numpy())
+    return Embedder.from_loaded(loaded_model).embed([str(p) for p in paths])
 
 
 def save_features(result: FolderFeatures, out_path: str | Path) -> Path:

@@ -183,15 +183,17 @@ def index_folder(loaded_model, images_dir: str | Path, index_dir: str | Path, *,
     """Build the index in ``index_dir`` from the images under ``images_dir``, or extend the one already
     there with the images it does not hold yet (same absolute path = same image). Saves it and returns
     ``(index, number of images added)``. Bad images follow ``on_bad_image`` (see
-    ``folder_images.usable_records``; skipped ones are tried again next time). ``checkpoint`` is recorded in the index's ``info`` (path and SHA-256);
-    extending an index built with a checkpoint of other contents is refused, naming both."""
+    ``folder_images.usable_records``; skipped ones are tried again next time). ``checkpoint`` is recorded in
+    the index's ``info`` (path, SHA-256 of the file and of the model's weights); extending an index built
+    with other weights is refused, naming both. The model's calibrated operating point is recorded too
+    (``info["calibration"]``, removed when the model has none); ``search`` and ``serve`` use it."""
     from trytry_reid.serving.folder_images import extract_records, folder_records, usable_records
 
     index_dir = Path(index_dir)
     exists = (index_dir / "index.json").is_file()
     index = GalleryIndex.load(index_dir) if exists else \
         GalleryIndex(_embedding_dim(loaded_model), backend, **options)
-    provenance = _checkpoint_info(checkpoint)
+    provenance = _checkpoint_info(checkpoint, loaded_model)
     if exists and provenance:
         _check_same_checkpoint(index.info, provenance, index_dir)
     if index.dim != _embedding_dim(loaded_model):
@@ -205,33 +207,56 @@ def index_folder(loaded_model, images_dir: str | Path, index_dir: str | Path, *,
                                 desc=f"index {Path(images_dir).name}")
         index.add(found.features, found.paths)
     index.info.update(provenance)
+    if loaded_model.calibration is not None:
+        index.info["calibration"] = loaded_model.calibration
+    else:
+        index.info.pop("calibration", None)
     index.save(index_dir)
     return index, len(new_records)
 
 
-def _checkpoint_info(checkpoint: str | Path | None) -> dict:
-    """What an index records of the checkpoint its features come from: its path and its contents' hash."""
+def _checkpoint_info(checkpoint: str | Path | None, loaded_model) -> dict:
+    """What an index records of the checkpoint its features come from: its path, its contents' hash, and the
+    hash of the model's weights alone (``calibrate`` rewrites a checkpoint's file, never its weights)."""
     from trytry_reid.engine.checkpoint import file_sha256
 
     if checkpoint is None:
         return {}
-    return {"checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": file_sha256(checkpoint)}
+    return {"checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": file_sha256(checkpoint),
+            "weights_sha256": weights_sha256(loaded_model.model)}
+
+
+def weights_sha256(model) -> str:
+    """SHA-256 of a model's state dict (names, dtypes, shapes and bytes, in order), on any device."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _check_same_checkpoint(info: dict, provenance: dict, index_dir: Path) -> None:
-    """Refuse to add features of one model to an index of another (same contents = same model, any path).
-    An index that records only a path (older versions) is compared by that file's contents, or its path."""
+    """Refuse to add features of one model to an index of another (same weights = same model, any path or
+    calibration). An index that records no weights hash (older versions) is compared by the checkpoint
+    file's contents, or its path."""
     from trytry_reid.engine.checkpoint import file_sha256
 
     recorded = info.get("checkpoint")
     if recorded is None:
         return
-    known = info.get("checkpoint_sha256")
-    if known is None and Path(recorded).is_file():
-        known = file_sha256(recorded)
-    same = known == provenance["checkpoint_sha256"] if known else recorded == provenance["checkpoint"]
+    if "weights_sha256" in info:
+        same = info["weights_sha256"] == provenance["weights_sha256"]
+    else:
+        known = info.get("checkpoint_sha256")
+        if known is None and Path(recorded).is_file():
+            known = file_sha256(recorded)
+        same = known == provenance["checkpoint_sha256"] if known else recorded == provenance["checkpoint"]
     if not same:
-        raise ValueError(f"index '{index_dir}' was built with checkpoint {recorded} (other contents), not with "
+        raise ValueError(f"index '{index_dir}' was built with checkpoint {recorded} (other weights), not with "
                          f"{provenance['checkpoint']}: its features would not be comparable; build a new index "
                          f"(--out another folder), or pass the same checkpoint")
 

@@ -1,0 +1,180 @@
+"""Embed person crops from your own code (trackers, scripts): ``trytry_reid.Embedder``.
+
+    embedder = Embedder.from_checkpoint("best.pt")          # or Embedder.from_onnx("reid.onnx") (onnxruntime)
+    features = embedder.embed(["a.jpg", pil_image, rgb_array])   # float32 [N, D], rows L2-normalised
+    features = embedder.embed_boxes(frame, boxes_xyxy, bgr=True)  # crops of an OpenCV frame
+    embedder.distance(features[0], features[1])                    # cosine distance, 1 - cos, in [0, 2]
+    embedder.same_person(features[0], features[1])                 # distance <= the calibrated threshold
+
+Images go through the model's own test transform (RGB, bilinear resize with antialias to the training
+size, [0, 1], mean/std), the same one ``extract`` and ``evaluate`` use, so the three back-ends agree. Numpy
+images must be H x W x 3 uint8, RGB, or BGR with ``bgr=True`` (what OpenCV gives); paths and PIL images are
+always decoded as RGB.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from trytry_reid.data.images import read_image
+from trytry_reid.data.transforms import build_test_transform
+from trytry_reid.evaluation.distance import compute_distance
+from trytry_reid.operating_point import check_entry, require_value, resolve_threshold
+from trytry_reid.serving.folder_images import l2_normalise
+
+Forward = Callable[[torch.Tensor], np.ndarray]   # normalised batch [B, 3, H, W] -> features [B, D]
+_ONNX_KEYS = ("input_name", "output_name", "height", "width", "mean", "std", "color", "layout", "feature_dim")
+
+
+class Embedder:
+    """A model (PyTorch checkpoint or ONNX file) with its preprocessing and calibrated threshold."""
+
+    def __init__(self, forward: Forward, *, height: int, width: int, mean: Sequence[float], std: Sequence[float],
+                 dim: int, calibration: dict[str, Any] | None = None, batch_size: int = 64,
+                 source: str = "") -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self._forward = forward
+        self.transform = build_test_transform(height, width, mean=mean, std=std)
+        self.height, self.width, self.dim = int(height), int(width), int(dim)
+        self.calibration = None if calibration is None else check_entry(calibration, source or "embedder")
+        self.batch_size = batch_size
+        self.source = source
+
+    @classmethod
+    def from_loaded(cls, loaded, batch_size: int = 64, source: str = "") -> "Embedder":
+        """From a ``trytry_reid.inference.LoadedModel`` (runs on the device its weights are on)."""
+        model = loaded.model.eval()
+        device = next(model.parameters()).device
+
+        def forward(batch: torch.Tensor) -> np.ndarray:
+            with torch.inference_mode():
+                return model.embed(batch.to(device)).float().cpu().numpy()
+
+        return cls(forward, height=loaded.height, width=loaded.width, mean=loaded.mean, std=loaded.std,
+                   dim=int(model.output_dim), calibration=loaded.calibration, batch_size=batch_size, source=source)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu", batch_size: int = 64) -> "Embedder":
+        """From a checkpoint written by ``train`` (loaded with weights_only)."""
+        from trytry_reid.inference import load_model
+
+        return cls.from_loaded(load_model(path, device), batch_size, source=f"checkpoint {path}")
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, batch_size: int = 64) -> "Embedder":
+        """From an ONNX file written by ``export`` (onnxruntime, CPU); preprocessing and threshold come from its
+        metadata (README, 'ONNX contract')."""
+        import onnxruntime
+
+        from trytry_reid.serving.export import read_preprocessing
+
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"ONNX file not found: {path}")
+        meta = read_preprocessing(path)
+        missing = [key for key in _ONNX_KEYS if key not in meta]
+        if missing:
+            raise ValueError(f"ONNX file {path} lacks metadata {missing}: export it with `trytry-reid export`")
+        if meta["color"] != "RGB" or meta["layout"] != "NCHW":
+            raise ValueError(f"ONNX file {path}: expected RGB NCHW input, metadata says {meta['color']} "
+                             f"{meta['layout']}")
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+        def forward(batch: torch.Tensor) -> np.ndarray:
+            return session.run([meta["output_name"]], {meta["input_name"]: batch.numpy()})[0]
+
+        calibration = json.loads(meta["calibration"]) if "calibration" in meta else None
+        return cls(forward, height=int(meta["height"]), width=int(meta["width"]), mean=json.loads(meta["mean"]),
+                   std=json.loads(meta["std"]), dim=int(meta["feature_dim"]), calibration=calibration,
+                   batch_size=batch_size, source=f"ONNX file {path}")
+
+    @property
+    def threshold(self) -> float | None:
+        """The calibrated "same person" threshold (cosine distance), None when the model was not calibrated."""
+        return None if self.calibration is None else float(self.calibration["threshold"])
+
+    def embed(self, images, *, bgr: bool = False) -> np.ndarray:
+        """Features float32 [N, D] (rows L2-normalised) of one image or a sequence of them (paths, PIL images,
+        H x W x 3 uint8 arrays; a [N, H, W, 3] array is N images), in batches of ``batch_size``."""
+        items = [images] if _is_single(images) else list(images)
+        parts = [np.zeros((0, self.dim), dtype=np.float32)]
+        for start in range(0, len(items), self.batch_size):
+            chunk = items[start:start + self.batch_size]
+            batch = torch.stack([self.transform(as_rgb_image(item, bgr, start + i)) for i, item in enumerate(chunk)])
+            parts.append(l2_normalise(self._forward(batch)))
+        return np.concatenate(parts)
+
+    def embed_boxes(self, frame, boxes_xyxy, *, bgr: bool = False) -> np.ndarray:
+        """Features [K, D] of the crops ``boxes_xyxy`` [K, 4] (x1, y1, x2, y2 in pixels) of ``frame`` (H x W x 3
+        uint8 array or PIL image). Boxes are clipped to the frame; a box empty after clipping is refused."""
+        pixels = np.asarray(frame)
+        if pixels.ndim != 3 or pixels.shape[2] != 3:
+            raise ValueError(f"frame must be an H x W x 3 image, got shape {pixels.shape}")
+        return self.embed([pixels[y1:y2, x1:x2] for x1, y1, x2, y2 in crop_bounds(boxes_xyxy, pixels.shape[:2])],
+                          bgr=bgr)
+
+    @staticmethod
+    def distance(a: np.ndarray, b: np.ndarray) -> np.ndarray | float:
+        """Cosine distance 1 - cos: two features [D] -> a float; [N, D] and [M, D] -> [N, M]; [N, D] and [D]
+        -> [N]."""
+        a, b = np.asarray(a), np.asarray(b)
+        if a.ndim not in (1, 2) or b.ndim not in (1, 2):
+            raise ValueError(f"features must be [D] or [N, D], got shapes {a.shape} and {b.shape}")
+        dist = compute_distance(np.atleast_2d(a), np.atleast_2d(b), metric="cosine")
+        dist = dist[0] if a.ndim == 1 else dist
+        dist = dist[..., 0] if b.ndim == 1 else dist
+        return float(dist) if np.ndim(dist) == 0 else dist
+
+    def same_person(self, a: np.ndarray, b: np.ndarray, threshold: float | None = None) -> bool | np.ndarray:
+        """``distance(a, b) <= threshold`` (default: the calibrated one; an error says how to get one)."""
+        if threshold is None:
+            value = require_value(resolve_threshold("auto", self.calibration), self.source or "this model")
+        else:
+            value = float(threshold)
+        result = np.asarray(self.distance(a, b)) <= value
+        return bool(result) if result.ndim == 0 else result
+
+
+def _is_single(images) -> bool:
+    return isinstance(images, (str, Path, Image.Image)) or (isinstance(images, np.ndarray) and images.ndim == 3)
+
+
+def as_rgb_image(item, bgr: bool, position: int) -> Image.Image:
+    """A path, PIL image or H x W x 3 uint8 array (BGR when ``bgr``) as a PIL RGB image."""
+    if isinstance(item, (str, Path)):
+        return read_image(str(item))
+    if isinstance(item, Image.Image):
+        return item.convert("RGB")
+    if isinstance(item, np.ndarray):
+        if item.ndim != 3 or item.shape[2] != 3 or item.dtype != np.uint8 or 0 in item.shape:
+            raise ValueError(f"image {position}: a numpy image must be a non-empty H x W x 3 uint8 array "
+                             f"({'BGR' if bgr else 'RGB'}), got shape {item.shape} dtype {item.dtype}")
+        return Image.fromarray(np.ascontiguousarray(item[..., ::-1] if bgr else item))
+    raise TypeError(f"image {position}: expected a file path, a PIL image or an H x W x 3 uint8 array, "
+                    f"got {type(item).__name__}")
+
+
+def crop_bounds(boxes_xyxy, frame_hw: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+    """Integer (x1, y1, x2, y2) per box: clipped to the frame, outward to whole pixels; empty boxes refused."""
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64)
+    boxes = boxes.reshape(0, 4) if boxes.size == 0 else boxes
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must be a [K, 4] array of (x1, y1, x2, y2), got shape {boxes.shape}")
+    if not np.isfinite(boxes).all():
+        raise ValueError("boxes hold NaN or infinite coordinates")
+    height, width = frame_hw
+    x1, x2 = np.clip(boxes[:, [0, 2]], 0, width).T
+    y1, y2 = np.clip(boxes[:, [1, 3]], 0, height).T
+    x1, y1, x2, y2 = np.floor(x1), np.floor(y1), np.ceil(x2), np.ceil(y2)
+    empty = np.flatnonzero((x2 <= x1) | (y2 <= y1))
+    if len(empty):
+        i = int(empty[0])
+        raise ValueError(f"box {i} {boxes[i].tolist()} is empty inside the {width}x{height} frame (after clipping); "
+                         f"{len(empty)} empty box(es) in all: drop them before embedding")
+    return [tuple(int(v) for v in row) for row in np.stack([x1, y1, x2, y2], 1)]
