@@ -1,4 +1,4 @@
-"""The seed's entry point: `python main.py --config config/resnet_softtrip.yml [key=value ...]`.
+"""The entry point of a checkout: `python main.py --config config/resnet_softtrip.yml [key=value ...]`.
 
 Same as `trytry-reid train ...`; with no --config it runs the embedded demo (config/demo_digits.yml).
 Other commands work too: `python main.py evaluate --config ... --checkpoint ...`.
@@ -10,15 +10,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "src"))  # runs from a checkout even before `pip install -e .`
 
-from trytry_reid.cli import build_parser, main  # noqa: E402
+from trytry_reid.cli import COMMANDS, main  # noqa: E402
+from trytry_reid.commands import DEMO_CONFIG  # noqa: E402
 
 
 def with_defaults(argv: list[str]) -> list[str]:
-    commands = set(build_parser()._subparsers._group_actions[0].choices)  # noqa: SLF001
-    if not argv or argv[0] not in commands and argv[0] not in ("-h", "--help"):
+    if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
         argv = ["train", *argv]
     if argv[0] == "train" and not any(a in ("--config", "-c") or a.startswith("--config=") for a in argv):
-        argv = [argv[0], "--config", str(ROOT / "config" / "demo_digits.yml"), *argv[1:]]
+        argv = [argv[0], "--config", str(ROOT / DEMO_CONFIG), *argv[1:]]
     return argv
 
 

@@ -63,7 +63,7 @@ def test_overwrite_deletes_nothing_when_training_cannot_start(run, capsys):
     root, out = run
     before = snapshot(out)
     assert cli_main(tiny_args(root, out, "data.batch_p=9", "--overwrite")) == 2
-    assert "p=9 identities per batch" in capsys.readouterr().err
+    assert "'data.batch_p' = 9: the training set of 'market1501' has only 4 identities" in capsys.readouterr().err
     assert snapshot(out) == before
 
 
@@ -131,7 +131,7 @@ def test_a_config_that_does_not_fit_the_checkpoint_is_named_before_any_write(run
 def test_batch_larger_than_the_identities_writes_nothing(tmp_path, capsys):
     root = make_market_tree(tmp_path / "market")
     assert cli_main(tiny_args(root, tmp_path / "run", "data.batch_p=9")) == 2
-    assert "the training set has only 4 ids" in capsys.readouterr().err
+    assert "'data.batch_p' = 9: the training set of 'market1501' has only 4 identities" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import torch
 
 from .catalog import lookup
-from .config import Config
-from .data.datasets import Record, Splits, build_dataset
+from .config import Config, ConfigError
+from .data.datasets import DatasetError, Record, Splits, build_dataset
 from .data.holdout import carve_validation
 from .data.images import ImageDataset, relabel
 from .data.sampler import PKSampler
@@ -63,7 +63,7 @@ def train_transform(config: Config):
 def checked_train_records(config: Config, splits: Splits) -> list[Record]:
     """The training records after a cheap header check of every image and the bad-image policy."""
     if not splits.train:
-        raise ValueError(f"dataset '{splits.name}' has no training split; it can only be a test set "
+        raise DatasetError(f"dataset '{splits.name}' has no training split; it can only be a test set "
                          f"(put it under test.datasets)")
     bad = find_bad_images(splits.train, full=False)
     return apply_bad_image_policy(splits.train, bad, config.data.on_bad_image, config.data.max_bad_images)
@@ -80,6 +80,9 @@ def steps_per_epoch(config: Config, num_records: int, num_ids: int) -> int:
 def build_train_data(config: Config, splits: Splits, rank: int = 0, world_size: int = 1) -> TrainData:
     records = checked_train_records(config, splits)
     labels, mapping = relabel(records)
+    if config.data.batch_p > len(mapping):
+        raise ConfigError(f"config key 'data.batch_p' = {config.data.batch_p}: the training set of "
+                          f"'{splits.name}' has only {len(mapping)} identities; lower data.batch_p")
     steps = steps_per_epoch(config, len(records), len(mapping))
     sampler = PKSampler(labels, config.data.batch_p, config.data.batch_k, seed=config.train.seed,
                         num_batches=steps, rank=rank, world_size=world_size)

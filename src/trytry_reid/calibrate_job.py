@@ -20,6 +20,7 @@ from .operating_point import make_entry, store_in_checkpoint
 from .reports import write_json
 from .retrieval import RetrievalResult, camids, pids
 from .visualization.calibration_plot import draw_calibration
+from .operating_point import CalibrationError
 
 
 def open_set_on(result: RetrievalResult, drop_fraction: float, seed: int, threshold: float | None) -> dict:
@@ -51,7 +52,7 @@ def dataset_report(result: RetrievalResult, target_fpr: float, drop_fraction: fl
 
 def require_calibration(result: RetrievalResult) -> Calibration:
     if result.calibration is None:
-        raise ValueError(f"test set {result.label}: no positive or no negative query-gallery pairs "
+        raise CalibrationError(f"test set {result.label}: no positive or no negative query-gallery pairs "
                          f"({len(result.query)} queries, {len(result.gallery)} gallery images); calibration "
                          f"needs same-person pairs across cameras and different-person pairs")
     return result.calibration

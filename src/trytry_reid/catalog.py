@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import difflib
 from typing import Mapping, TypeVar
+from .errors import ReidError
 
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(ReidError, KeyError):
     """A name that is not in a catalog; the message lists the valid names."""
 
     def __str__(self) -> str:  # KeyError quotes its message; show it plainly

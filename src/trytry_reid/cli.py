@@ -7,23 +7,20 @@ import logging
 import re
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
-from .catalog import UnknownNameError
-from .config import ConfigError
-
-DEMO_CONFIG = Path("config") / "demo_digits.yml"
+from . import commands
+from .errors import ReidError
 
 
 def add_config_args(parser: argparse.ArgumentParser, required: bool = False,
-                    help_text: str = "YAML config file (default for train: config/demo_digits.yml)") -> None:
+                    help_text: str = f"YAML config file (default for train: {commands.DEMO_CONFIG})") -> None:
     parser.add_argument("--config", "-c", type=Path, required=required, help=help_text)
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, e.g. train.epochs=2 data.root=/data/market1501")
 
 
-def train_parser(sub) -> None:
-    p = sub.add_parser("train", help="train a model (the default command of main.py)")
+def train_arguments(p: argparse.ArgumentParser) -> None:
     add_config_args(p)
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
                    help="continue a run exactly; without a path: <output_dir>/checkpoints/last.pt")
@@ -33,8 +30,7 @@ def train_parser(sub) -> None:
                    help="decode every image of every split, report all bad files, and exit")
 
 
-def evaluate_parser(sub) -> None:
-    p = sub.add_parser("evaluate", help="rank each test set's gallery for its queries; write metrics.json")
+def evaluate_arguments(p: argparse.ArgumentParser) -> None:
     add_config_args(p, help_text="YAML config file (default: the one stored in --checkpoint, test sets included)")
     p.add_argument("--checkpoint", type=Path, help="a checkpoint written by train")
     p.add_argument("--features", type=Path, help="an .npz of query/gallery features, pids and camids")
@@ -42,8 +38,7 @@ def evaluate_parser(sub) -> None:
     p.add_argument("--rank", action="store_true", help="also write ranking figures for each test set")
 
 
-def rank_parser(sub) -> None:
-    p = sub.add_parser("rank", help="draw ranking grids: each query with its top-k gallery images")
+def rank_arguments(p: argparse.ArgumentParser) -> None:
     add_config_args(p, required=True)
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--queries", default="first", choices=["first", "random", "worst", "names"],
@@ -55,8 +50,7 @@ def rank_parser(sub) -> None:
     p.add_argument("--out", type=Path, help="output folder (default: <checkpoint run>/figures)")
 
 
-def tsne_parser(sub) -> None:
-    p = sub.add_parser("tsne", help="t-SNE map of the test features, coloured by identity")
+def tsne_arguments(p: argparse.ArgumentParser) -> None:
     add_config_args(p, required=True)
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--max-ids", type=int, default=20, help="identities drawn (a seeded sample)")
@@ -64,9 +58,7 @@ def tsne_parser(sub) -> None:
     p.add_argument("--out", type=Path, help="output folder (default: <checkpoint run>/figures)")
 
 
-def calibrate_parser(sub) -> None:
-    p = sub.add_parser("calibrate", help="measure same-person verification (ROC, AUC, EER, TPR@FPR) and open-set "
-                                         "search on the test sets; store the threshold in the checkpoint")
+def calibrate_arguments(p: argparse.ArgumentParser) -> None:
     add_config_args(p)
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--out", type=Path, help="output folder (default: <checkpoint run>/calibration)")
@@ -75,8 +67,7 @@ def calibrate_parser(sub) -> None:
                    help="open-set DIR@FAR with this fraction of the gallery identities dropped (0: skip)")
 
 
-def verify_parser(sub) -> None:
-    p = sub.add_parser("verify", help="same person or not: the distance of two crops against the threshold")
+def verify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("images", nargs=2, type=Path, metavar="IMAGE", help="two person crops")
     p.add_argument("--threshold", default="auto",
@@ -96,13 +87,11 @@ def add_folder_args(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--max-bad-images", type=int, default=100, help="with skip: stop when more are bad")
 
 
-def extract_parser(sub) -> None:
-    p = sub.add_parser("extract", help="features for a folder of person crops -> .npz")
+def extract_arguments(p: argparse.ArgumentParser) -> None:
     add_folder_args(p, "output .npz")
 
 
-def index_parser(sub) -> None:
-    p = sub.add_parser("index", help="build (or extend) a gallery index from a folder of crops")
+def index_arguments(p: argparse.ArgumentParser) -> None:
     add_folder_args(p, "index folder")
     p.add_argument("--backend", default="numpy", choices=["numpy", "faiss", "faiss-ivf"],
                    help="exact search (numpy or faiss, identical results) or approximate (faiss-ivf)")
@@ -110,8 +99,7 @@ def index_parser(sub) -> None:
     p.add_argument("--nprobe", type=int, default=16, help="faiss-ivf: clusters visited per query")
 
 
-def search_parser(sub) -> None:
-    p = sub.add_parser("search", help="rank an index's gallery for one query image")
+def search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", type=Path, required=True)
     p.add_argument("--query", type=Path, required=True)
     p.add_argument("--top-k", type=int, default=10)
@@ -122,16 +110,14 @@ def search_parser(sub) -> None:
                         "cosine distance: results beyond it are flagged, no result within it = unknown")
 
 
-def export_parser(sub) -> None:
-    p = sub.add_parser("export", help="export the embedding model (ONNX) and check it with onnxruntime")
+def export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--format", default="onnx", choices=["onnx"])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--check-images", type=Path, help="folder of real images for the parity check")
 
 
-def serve_parser(sub) -> None:
-    p = sub.add_parser("serve", help="web page + HTTP API to search a gallery index")
+def serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", type=Path, required=True)
     p.add_argument("--checkpoint", type=Path, help="default: the checkpoint the index was built with")
     p.add_argument("--host", default="127.0.0.1")
@@ -139,17 +125,42 @@ def serve_parser(sub) -> None:
     p.add_argument("--eval-run", type=Path, help="a ranking JSON (from rank/evaluate --rank) to browse")
 
 
-PARSERS = (train_parser, evaluate_parser, calibrate_parser, verify_parser, extract_parser, index_parser,
-           search_parser, rank_parser, tsne_parser, export_parser, serve_parser)
+class Command(NamedTuple):
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]  # adds the command's flags
+    run: Callable[[argparse.Namespace], int | None]  # commands.cmd_<name>: reads the flags, calls the job
+
+
+# Every command, in the order `--help` lists them: the one table the parser and the dispatch are built from.
+COMMANDS: dict[str, Command] = {
+    "train": Command("train a model (the default command of main.py)", train_arguments, commands.cmd_train),
+    "evaluate": Command("rank each test set's gallery for its queries; write metrics.json", evaluate_arguments,
+                        commands.cmd_evaluate),
+    "calibrate": Command("measure same-person verification (ROC, AUC, EER, TPR@FPR) and open-set search on the "
+                         "test sets; store the threshold in the checkpoint", calibrate_arguments,
+                         commands.cmd_calibrate),
+    "verify": Command("same person or not: the distance of two crops against the threshold", verify_arguments,
+                      commands.cmd_verify),
+    "extract": Command("features for a folder of person crops -> .npz", extract_arguments, commands.cmd_extract),
+    "index": Command("build (or extend) a gallery index from a folder of crops", index_arguments,
+                     commands.cmd_index),
+    "search": Command("rank an index's gallery for one query image", search_arguments, commands.cmd_search),
+    "rank": Command("draw ranking grids: each query with its top-k gallery images", rank_arguments,
+                    commands.cmd_rank),
+    "tsne": Command("t-SNE map of the test features, coloured by identity", tsne_arguments, commands.cmd_tsne),
+    "export": Command("export the embedding model (ONNX) and check it with onnxruntime", export_arguments,
+                      commands.cmd_export),
+    "serve": Command("web page + HTTP API to search a gallery index", serve_arguments, commands.cmd_serve),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trytry-reid", description="Train, evaluate and use person "
                                      "re-identification models. `trytry-reid COMMAND --help` for each command.")
-    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging; tracebacks of every error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in PARSERS:
-        add(sub)
+    for name, command in COMMANDS.items():
+        command.arguments(sub.add_parser(name, help=command.help))
     return parser
 
 
@@ -174,19 +185,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def handler(command: str) -> Callable[[argparse.Namespace], int | None]:
-    from . import commands
-
-    return getattr(commands, f"cmd_{command}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command. Bad input (the project's own errors, and file-system errors) is one line and exit
+    status 2; any other exception is a bug and keeps its traceback."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
-        return handler(args.command)(args) or 0
-    except (ConfigError, UnknownNameError, FileNotFoundError, ValueError, RuntimeError, OSError) as err:
+        return COMMANDS[args.command].run(args) or 0
+    except (ReidError, OSError) as err:
         if args.verbose:
             raise
         print(f"trytry-reid {args.command}: error: {err}\n(run with --verbose for the traceback)",

@@ -7,16 +7,19 @@ import json
 from pathlib import Path
 
 from .config import Config, ConfigError, load_config, resolve_config
+from .errors import UsageError
+
+# The embedded demo's config, relative to a checkout's root: `train` without --config runs it from there
+# (main.py passes it with the checkout's absolute path).
+DEMO_CONFIG = Path("config") / "demo_digits.yml"
 
 
 def config_from(args: argparse.Namespace) -> Config:
     path = args.config
     if path is None:
-        default = Path("config") / "demo_digits.yml"
-        if not default.is_file():
-            raise FileNotFoundError("no --config given and config/demo_digits.yml is not in the current folder; "
-                                    "pass --config FILE")
-        path = default
+        if not DEMO_CONFIG.is_file():
+            raise UsageError(f"no --config given and {DEMO_CONFIG} is not in the current folder; pass --config FILE")
+        path = DEMO_CONFIG
     return load_config(path, args.overrides)
 
 
@@ -26,7 +29,7 @@ def checkpoint_config(checkpoint: Path, overrides: list[str]) -> Config:
 
     stored = load_checkpoint(checkpoint).get("config")
     if not isinstance(stored, dict):
-        raise ValueError(f"checkpoint {checkpoint} stores no config; pass --config FILE")
+        raise UsageError(f"checkpoint {checkpoint} stores no config; pass --config FILE")
     try:
         return resolve_config(stored, overrides)
     except ConfigError as error:
@@ -48,11 +51,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.features is not None:
         if args.checkpoint is not None:
-            raise ValueError("evaluate takes either --features or --checkpoint, not both")
+            raise UsageError("evaluate takes either --features or --checkpoint, not both")
         run_evaluate_features(args.features, args.out)
         return 0
     if args.checkpoint is None:
-        raise ValueError("evaluate needs --checkpoint CKPT (with --config) or --features FILE.npz")
+        raise UsageError("evaluate needs --checkpoint CKPT (with --config) or --features FILE.npz")
     config = config_from(args) if args.config is not None else checkpoint_config(args.checkpoint, args.overrides)
     run_evaluate(config, args.checkpoint, args.out, figures=args.rank)
     return 0
@@ -77,7 +80,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from .calibrate_job import run_calibrate
 
     if not 0.0 <= args.open_set_drop < 1.0:
-        raise ValueError(f"--open-set-drop {args.open_set_drop}: expected a fraction in [0, 1) (0 skips open-set)")
+        raise UsageError(f"--open-set-drop {args.open_set_drop}: expected a fraction in [0, 1) (0 skips open-set)")
     run_calibrate(config_from(args), args.checkpoint, args.out, store=not args.no_store,
                   open_set_drop=args.open_set_drop)
     return 0
@@ -131,7 +134,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     checkpoint = args.checkpoint or read_index_info(args.index).get("checkpoint")
     if checkpoint is None:
-        raise ValueError(f"index {args.index} records no checkpoint; pass --checkpoint")
+        raise UsageError(f"index {args.index} records no checkpoint; pass --checkpoint")
     index, loaded = GalleryIndex.load(args.index), load_model(checkpoint)
     threshold = resolve_threshold(args.threshold, index_calibration(index, loaded))
     answer = search_answer(index, embed_images(loaded, [args.query]), args.top_k, threshold)

@@ -22,11 +22,12 @@ from typing import Any
 import yaml
 
 from .config_checks import check_values
+from .errors import ReidError
 
 FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
-class ConfigError(ValueError):
+class ConfigError(ReidError, ValueError):
     """A config that cannot run; the message names the key, the value and what was expected."""
 
 

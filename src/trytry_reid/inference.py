@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .data.transforms import build_test_transform
-from .engine.checkpoint import load_checkpoint
+from .engine.checkpoint import CheckpointError, load_checkpoint
 from .models.reid_model import ReidModel, build_reid_model
 from .operating_point import read_from_checkpoint
 
@@ -32,7 +32,7 @@ def load_model(checkpoint: str | Path, device: str = "cpu") -> LoadedModel:
     state = load_checkpoint(Path(checkpoint))
     for key in ("model", "config"):
         if key not in state:
-            raise ValueError(f"checkpoint {checkpoint} has no '{key}' entry: was it written by trytry-reid train?")
+            raise CheckpointError(f"checkpoint {checkpoint} has no '{key}' entry: was it written by trytry-reid train?")
     config = state["config"]
     model = build_reid_model(num_classes=int(state.get("num_classes", 0)), **{**config["model"], "pretrained": "none"})
     model.load_state_dict(state["model"])

@@ -25,10 +25,15 @@ import numpy as np
 
 from trytry_reid.engine.checkpoint import load_checkpoint, save_checkpoint
 from trytry_reid.evaluation.calibration import Calibration, Roc, compact_roc, rates_at
+from trytry_reid.errors import ReidError, UsageError
 
 ENTRY_KEY = "calibration"
 METRIC = "cosine"
 _REQUIRED = ("metric", "target_fpr", "threshold", "fpr", "tpr")
+
+
+class CalibrationError(ReidError, ValueError):
+    """A calibration that cannot be made or used (no pairs of a kind, a missing or foreign operating point)."""
 
 
 @dataclass(frozen=True)
@@ -68,15 +73,15 @@ def make_entry(calibration: Calibration, target_fpr: float, dataset: str, **prov
 def check_entry(entry: object, where: str) -> dict:
     """``entry`` if it is a usable operating point; a ValueError naming ``where`` otherwise."""
     if not isinstance(entry, dict):
-        raise ValueError(f"{where}: the calibration entry must be a dict, got {type(entry).__name__}")
+        raise CalibrationError(f"{where}: the calibration entry must be a dict, got {type(entry).__name__}")
     missing = [key for key in _REQUIRED if key not in entry]
     if missing:
-        raise ValueError(f"{where}: the calibration entry lacks {missing}; rerun `trytry-reid calibrate`")
+        raise CalibrationError(f"{where}: the calibration entry lacks {missing}; rerun `trytry-reid calibrate`")
     if entry["metric"] != METRIC:
-        raise ValueError(f"{where}: the calibration was made with the {entry['metric']!r} distance but verify "
+        raise CalibrationError(f"{where}: the calibration was made with the {entry['metric']!r} distance but verify "
                          f"and search use {METRIC!r}; rerun `trytry-reid calibrate`")
     if not isinstance(entry["threshold"], (int, float)) or not math.isfinite(entry["threshold"]):
-        raise ValueError(f"{where}: calibration threshold {entry['threshold']!r} is not a finite number")
+        raise CalibrationError(f"{where}: calibration threshold {entry['threshold']!r} is not a finite number")
     return entry
 
 
@@ -103,7 +108,7 @@ def parse_threshold(text: str) -> str | float:
     except ValueError:
         number = math.nan
     if not 0.0 <= number <= 2.0:
-        raise ValueError(f"threshold must be 'auto', 'none' or a cosine distance in [0, 2], got {text!r}")
+        raise UsageError(f"threshold must be 'auto', 'none' or a cosine distance in [0, 2], got {text!r}")
     return number
 
 
@@ -143,6 +148,6 @@ def flag_results(distances: np.ndarray, threshold: Threshold) -> tuple[np.ndarra
 def require_value(threshold: Threshold, where: str) -> float:
     """The threshold value, or the error that says how to get one."""
     if threshold.value is None:
-        raise ValueError(f"{where} has no calibration: run `trytry-reid calibrate --checkpoint CKPT --config FILE` "
+        raise CalibrationError(f"{where} has no calibration: run `trytry-reid calibrate --checkpoint CKPT --config FILE` "
                          f"to store an operating point, or give an explicit threshold (--threshold DISTANCE)")
     return threshold.value

@@ -27,6 +27,7 @@ from .reports import fixed_queries, format_table, ranking_array, write_figures, 
 from .retrieval import RetrievalResult, evaluate_model
 from .visualization.calibration_plot import calibration_array, draw_calibration
 from .visualization.curves import draw_curves
+from .errors import UsageError
 
 log = logging.getLogger("trytry_reid")
 
@@ -160,7 +161,7 @@ def run_train(config: Config, resume: str | None = None, overwrite: bool = False
     Every check that can fail (the output folder, the resume checkpoint and its fit with the config, the
     data, the sampler, the model) runs before the first file is written."""
     if resume is not None and overwrite:
-        raise ValueError("--resume continues the run in its folder and --overwrite would delete it; pass one")
+        raise UsageError("--resume continues the run in its folder and --overwrite would delete it; pass one")
     info = distributed.init_distributed()
     device = distributed.device_for(info, config.train.device)
     out = output_dir(config, resume)

@@ -24,6 +24,7 @@ from typing import Any
 from torch import nn
 
 from .engine.state import RESUME_KEYS
+from .errors import ReidError
 
 log = logging.getLogger("trytry_reid")
 
@@ -35,11 +36,11 @@ RESUMABLE_KEYS = ("train.epochs", "train.eval_every", "train.log_every", "train.
                   "train.checkpoint_every_steps", "train.device", "data.workers", "test.", "output_dir", "name")
 
 
-class RunExistsError(FileExistsError):
+class RunExistsError(ReidError, FileExistsError):
     """Training would write into a folder that already holds a run."""
 
 
-class ResumeError(ValueError):
+class ResumeError(ReidError, ValueError):
     """A checkpoint that cannot be resumed with this config; the message names the keys and the file."""
 
 

@@ -21,6 +21,7 @@ from typing import Callable, NamedTuple
 
 from ..catalog import lookup
 from . import digits as digit_sets
+from ..errors import ReidError
 
 log = logging.getLogger("trytry_reid.data")
 
@@ -48,7 +49,7 @@ class Splits:
     gallery: list[Record]
 
 
-class DatasetError(ValueError):
+class DatasetError(ReidError, ValueError):
     """A dataset that cannot be built; the message names the path/file and what was expected."""
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from ..errors import ReidError
 
 SPLIT_SEED = 0
 QUERY_PER_CLASS = 10
@@ -44,7 +45,7 @@ MNIST_FILES = {
 IDX_MAGIC = {1: 0x00000801, 3: 0x00000803}  # unsigned-byte IDX files of 1 (labels) or 3 (images) dimensions
 
 
-class DigitDataError(ValueError):
+class DigitDataError(ReidError, ValueError):
     """Missing or malformed digit source files; the message names the file and what was expected."""
 
 

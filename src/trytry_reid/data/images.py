@@ -10,9 +10,10 @@ import torch
 from PIL import Image
 
 from .datasets import Record
+from ..errors import ReidError
 
 
-class ImageReadError(OSError):
+class ImageReadError(ReidError, OSError):
     """An image that cannot be decoded; the message names the file. Never retried.
 
     Built from one message string (as DataLoader workers re-create exceptions); ``path`` is kept when given.

@@ -23,11 +23,12 @@ from typing import Any
 import torch
 
 from trytry_reid.engine.signals import deferred_stop
+from ..errors import ReidError
 
 _NUMBERED = re.compile(r"^(?P<prefix>.*?)(?P<number>\d+)$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ReidError, RuntimeError):
     """A checkpoint could not be written or read; the message names the file and the reason."""
 
 

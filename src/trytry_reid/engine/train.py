@@ -44,6 +44,7 @@ from trytry_reid.engine import distributed
 from trytry_reid.engine.checkpoint import check_writable, estimate_checkpoint_bytes, load_checkpoint, save_checkpoint
 from trytry_reid.engine.signals import StopRequest, TrainingInterrupted, resume_message
 from trytry_reid.engine.state import Progress, TrainObjects, restore_training_state, training_state
+from ..errors import ReidError
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +53,11 @@ Evaluate = Callable[[int], dict[str, dict[str, float]]]
 Loaders = Callable[[int, int], Iterable[Sequence[Any]]]
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(ReidError, FloatingPointError):
     """The loss became NaN or infinite; the message has the step, each term and the batch's ids."""
 
 
-class SkippedStepsError(FloatingPointError):
+class SkippedStepsError(ReidError, FloatingPointError):
     """Mixed precision (fp16) kept skipping optimizer steps because gradients overflowed."""
 
 

@@ -16,13 +16,14 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from ..errors import ReidError
 
 REQUIRED_KEYS = ("query_features", "gallery_features", "query_pids", "gallery_pids", "query_camids",
                  "gallery_camids")
 OPTIONAL_KEYS = ("query_paths", "gallery_paths")
 
 
-class FeatureFileError(ValueError):
+class FeatureFileError(ReidError, ValueError):
     """A feature file is missing, unreadable, or has a missing / malformed key (the message names both)."""
 
 

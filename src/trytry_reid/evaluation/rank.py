@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from trytry_reid.errors import ReidError
+
 DEFAULT_CHUNK = 128
+
+
+class NoValidQueryError(ReidError, ValueError):
+    """No query of a test set has a true match in the gallery outside its own camera."""
 
 
 def evaluate_rank(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray,
@@ -185,7 +191,7 @@ def _ranking_result(first, all_ap, all_inp, max_rank) -> dict:
     valid = first >= 0
     num_valid = int(valid.sum())
     if num_valid == 0:
-        raise ValueError(f"no valid query: none of the {len(first)} queries has a true match in the gallery "
+        raise NoValidQueryError(f"no valid query: none of the {len(first)} queries has a true match in the gallery "
                          "outside its own camera")
     hist = np.bincount(np.minimum(first[valid], max_rank), minlength=max_rank + 1)[:max_rank]
     cmc = np.cumsum(hist) / num_valid

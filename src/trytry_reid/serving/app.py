@@ -35,6 +35,7 @@ from trytry_reid.serving.answer import index_calibration, search_answer
 from trytry_reid.serving.eval_run import EvalRow, load_eval_run
 from trytry_reid.serving.index import GalleryIndex, read_index_info
 from trytry_reid.serving.uploads import MAX_IMAGE_PIXELS, UploadGate, decode_upload  # noqa: F401 (re-exported)
+from trytry_reid.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ def create_app(index_dir: str | Path, loaded_model, *, max_upload_bytes: int = D
     at most ``max_concurrent_uploads`` uploads are decoded and embedded at once (see ``uploads.py``)."""
     index = GalleryIndex.load(index_dir)
     if len(index) == 0:
-        raise ValueError(f"index '{index_dir}' is empty; build it from a folder of images first")
+        raise UsageError(f"index '{index_dir}' is empty; build it from a folder of images first")
     rows = load_eval_run(eval_run) if eval_run is not None else None
     app = FastAPI(title="trytry-reid search", docs_url=None, redoc_url=None, openapi_url=None)
     _add_upload_cap(app, max_upload_bytes)
@@ -233,7 +234,7 @@ def serve(index_dir: str | Path, checkpoint: str | Path | None = None, host: str
     if checkpoint is None:
         checkpoint = read_index_info(index_dir).get("checkpoint")
         if checkpoint is None:
-            raise ValueError(f"index '{index_dir}' records no checkpoint; pass one explicitly")
+            raise UsageError(f"index '{index_dir}' records no checkpoint; pass one explicitly")
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: the page is reachable from other machines", host)
     app = create_app(index_dir, load_model(checkpoint, device), eval_run=eval_run)

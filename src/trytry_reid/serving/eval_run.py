@@ -21,6 +21,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from trytry_reid.errors import ReidError
+
+
+class EvalRunError(ReidError, ValueError):
+    """An evaluation-run file that cannot be browsed; the message names the file and what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -50,11 +55,11 @@ def dataset_roots(payload: object, source: Path) -> list[Path]:
     if declared is None:
         return [source.parent.resolve()]
     if not isinstance(declared, list) or not all(isinstance(r, str) for r in declared):
-        raise ValueError(f"evaluation run file '{source}': 'dataset_roots' must be a list of folder paths")
+        raise EvalRunError(f"evaluation run file '{source}': 'dataset_roots' must be a list of folder paths")
     roots = [(source.parent / root).resolve() for root in declared]
     missing = [str(root) for root in roots if not root.is_dir()]
     if missing:
-        raise ValueError(f"evaluation run file '{source}': dataset root(s) {missing} are not folders")
+        raise EvalRunError(f"evaluation run file '{source}': dataset root(s) {missing} are not folders")
     return roots
 
 
@@ -62,7 +67,7 @@ def _inside(path: Path, roots: list[Path], where: str) -> Path:
     """``path`` resolved (symlinks followed), or ValueError when that is not under one of ``roots``."""
     real = path.resolve()
     if not any(real.is_relative_to(root) for root in roots):
-        raise ValueError(f"{where}: '{real}' is outside the dataset roots {[str(r) for r in roots]}; only "
+        raise EvalRunError(f"{where}: '{real}' is outside the dataset roots {[str(r) for r in roots]}; only "
                          f"images under them are served (regenerate the file with `trytry-reid rank`)")
     return real
 
@@ -70,12 +75,12 @@ def _inside(path: Path, roots: list[Path], where: str) -> Path:
 def _parse_row(row: object, number: int, base: Path, source: Path, roots: list[Path]) -> EvalRow:
     where = f"'{source}' row {number}"
     if not isinstance(row, dict) or "query_path" not in row or not isinstance(row.get("ranked"), list):
-        raise ValueError(f"{where}: expected an object with 'query_path' and a 'ranked' list")
+        raise EvalRunError(f"{where}: expected an object with 'query_path' and a 'ranked' list")
     try:
         ranked = [(base / item["gallery_path"], float(item["distance"]), bool(item["is_match"]))
                   for item in row["ranked"]]
     except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{where}: each 'ranked' item needs 'gallery_path', 'distance', 'is_match' "
+        raise EvalRunError(f"{where}: each 'ranked' item needs 'gallery_path', 'distance', 'is_match' "
                          f"({type(error).__name__}: {error})") from error
     ranked = [(_inside(p, roots, where), d, m) for p, d, m in ranked]
     matches = tuple(m for _, _, m in ranked)
@@ -95,9 +100,9 @@ def load_eval_run(path: str | Path) -> list[EvalRow]:
     try:
         payload = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"evaluation run file '{path}' is not valid JSON: {error}") from error
+        raise EvalRunError(f"evaluation run file '{path}' is not valid JSON: {error}") from error
     rows = payload.get("rows") if isinstance(payload, dict) else payload
     if not isinstance(rows, list):
-        raise ValueError(f"evaluation run file '{path}': expected {{'rows': [...]}} or a list of rows")
+        raise EvalRunError(f"evaluation run file '{path}': expected {{'rows': [...]}} or a list of rows")
     roots = dataset_roots(payload, path)
     return [_parse_row(row, i, path.parent, path, roots) for i, row in enumerate(rows)]

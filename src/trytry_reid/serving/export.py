@@ -20,12 +20,14 @@ import torch
 from torch import nn
 
 from trytry_reid.data.images import read_image
+from ..errors import ReidError
+from trytry_reid.errors import UsageError
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "embeddings"
 
 
-class OnnxParityError(RuntimeError):
+class OnnxParityError(ReidError, RuntimeError):
     """The exported model disagrees with PyTorch beyond the tolerance."""
 
 
@@ -148,7 +150,7 @@ def check_onnx(onnx_path: str | Path, loaded_model, image_paths: Sequence[str | 
     against each other when no gallery is given). Returns the measurements and the preprocessing.
     """
     if len(image_paths) < 2 and gallery_paths is None:
-        raise ValueError(f"check_onnx needs at least 2 images to compare rankings, got {len(image_paths)}")
+        raise UsageError(f"check_onnx needs at least 2 images to compare rankings, got {len(image_paths)}")
     meta = read_preprocessing(onnx_path)
     expected = preprocessing(loaded_model)
     wrong = {key: (meta.get(key), value) for key, value in expected.items() if meta.get(key) != value}

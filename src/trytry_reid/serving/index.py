@@ -22,9 +22,14 @@ import numpy as np
 
 from trytry_reid.serving import search
 from trytry_reid.serving.search import build_backend
+from trytry_reid.errors import ReidError
 
 FORMAT = "trytry-reid-gallery-index/1"
 _NORM_TOLERANCE = 1e-3
+
+
+class GalleryIndexError(ReidError, ValueError):
+    """An index on disk that cannot be read or extended as asked; the message names it and why."""
 
 
 class GalleryIndex:
@@ -100,7 +105,7 @@ class GalleryIndex:
         meta = _read_meta(directory)
         features = _read_features(directory / "features.npz")
         if features.shape != (meta["count"], meta["dim"]) or len(meta["paths"]) != meta["count"]:
-            raise ValueError(f"index '{directory}': features.npz has shape {features.shape} and index.json "
+            raise GalleryIndexError(f"index '{directory}': features.npz has shape {features.shape} and index.json "
                              f"{len(meta['paths'])} paths, expected ({meta['count']}, {meta['dim']})")
         name = backend or meta["backend"]
         options = dict(meta.get("options", {})) if name == meta["backend"] else {}
@@ -155,14 +160,14 @@ def _read_meta(directory: Path) -> dict:
     try:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"'{path}' is not valid JSON (truncated or damaged?): {error}") from error
+        raise GalleryIndexError(f"'{path}' is not valid JSON (truncated or damaged?): {error}") from error
     if not isinstance(meta, dict):
-        raise ValueError(f"'{path}' must hold a JSON object, got {type(meta).__name__}")
+        raise GalleryIndexError(f"'{path}' must hold a JSON object, got {type(meta).__name__}")
     if meta.get("format") != FORMAT:
-        raise ValueError(f"'{path}': format {meta.get('format')!r}, expected {FORMAT!r}")
+        raise GalleryIndexError(f"'{path}': format {meta.get('format')!r}, expected {FORMAT!r}")
     missing = [key for key in ("dim", "count", "backend", "paths") if key not in meta]
     if missing:
-        raise ValueError(f"'{path}' lacks keys {missing}")
+        raise GalleryIndexError(f"'{path}' lacks keys {missing}")
     return meta
 
 
@@ -197,7 +202,7 @@ def index_folder(loaded_model, images_dir: str | Path, index_dir: str | Path, *,
     if exists and provenance:
         _check_same_checkpoint(index.info, provenance, index_dir)
     if index.dim != _embedding_dim(loaded_model):
-        raise ValueError(f"index '{index_dir}' holds {index.dim}-d features but the model gives "
+        raise GalleryIndexError(f"index '{index_dir}' holds {index.dim}-d features but the model gives "
                          f"{_embedding_dim(loaded_model)}-d: it was built with another model")
     known = set(index.paths)
     new_records = usable_records([r for r in folder_records(images_dir) if r.path not in known], on_bad_image,
@@ -256,7 +261,7 @@ def _check_same_checkpoint(info: dict, provenance: dict, index_dir: Path) -> Non
             known = file_sha256(recorded)
         same = known == provenance["checkpoint_sha256"] if known else recorded == provenance["checkpoint"]
     if not same:
-        raise ValueError(f"index '{index_dir}' was built with checkpoint {recorded} (other weights), not with "
+        raise GalleryIndexError(f"index '{index_dir}' was built with checkpoint {recorded} (other weights), not with "
                          f"{provenance['checkpoint']}: its features would not be comparable; build a new index "
                          f"(--out another folder), or pass the same checkpoint")
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from trytry_reid.catalog import lookup
+from trytry_reid.errors import UsageError
 
 TIE_MARGIN = 1e-5            # well above float32 rounding of a 512-d dot product of unit vectors (~1e-7)
 _CHUNK_ELEMENTS = 1 << 25    # scores held at once by the torch backend: 32M floats = 128 MiB
@@ -173,7 +174,7 @@ class FaissIVFBackend:
         new_features = np.ascontiguousarray(new_features, dtype=np.float32)
         if not self.index.is_trained:
             if len(new_features) < self.nlist:
-                raise ValueError(f"an IVF index with nlist={self.nlist} needs at least {self.nlist} vectors "
+                raise UsageError(f"an IVF index with nlist={self.nlist} needs at least {self.nlist} vectors "
                                  f"in its first add, got {len(new_features)}; lower nlist")
             self.index.cp.seed = self.seed
             self.index.train(new_features)
