@@ -132,10 +132,10 @@ def train_torchreid(config: Config, seed: int) -> tuple[nn.Module, dict]:
 
 
 def score(model: nn.Module, config: Config) -> dict[str, dict[str, float]]:
-    """The project's evaluation of any model exposing ``embed``: every configured test set."""
-    t, transform = config.test, builders.test_transform(config)
-    return {label: evaluate_model(model, label, s.query, s.gallery, transform, batch_size=t.batch_size,
-                                  workers=config.data.workers, metric=t.metric, max_rank=t.max_rank).summary()
+    """The project's evaluation of any model exposing ``embed``: every configured test set, ranked with the
+    same options a trytry-reid run uses (``builders.retrieval_options``)."""
+    transform, options = builders.test_transform(config), builders.retrieval_options(config, "cpu")
+    return {label: evaluate_model(model, label, s.query, s.gallery, transform, **options).summary()
             for label, s in builders.build_test_sets(config, None)}
 
 

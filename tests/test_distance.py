@@ -57,3 +57,18 @@ def test_average_query_expansion_matches_loop_reference():
             acc += max(sims[j], 0.0) ** alpha * g[j]
         np.testing.assert_allclose(new_q[i], acc / np.linalg.norm(acc), atol=1e-5)
     np.testing.assert_allclose(new_g, g, atol=1e-6)
+
+
+def test_the_aqe_option_ranks_the_expanded_features():
+    from trytry_reid.data.datasets import Record
+    from trytry_reid.retrieval import rank_features
+
+    rng = np.random.default_rng(3)
+    qf, gf = rng.normal(size=(6, 8)).astype(np.float32), rng.normal(size=(20, 8)).astype(np.float32)
+    query = [Record(f"q{i}", i % 3 + 1, 0) for i in range(6)]
+    gallery = [Record(f"g{i}", i % 3 + 1, 1) for i in range(20)]
+    expanded_q, expanded_g = average_query_expansion(qf, gf, k=3)
+    result = rank_features("set", query, gallery, qf, gf, metric="cosine", aqe=3)
+    np.testing.assert_allclose(result.distmat, compute_distance(expanded_q, expanded_g, "cosine"), atol=1e-6)
+    plain = rank_features("set", query, gallery, qf, gf, metric="cosine")
+    assert not np.allclose(plain.distmat, result.distmat)

@@ -10,7 +10,7 @@ from conftest import MARKET_DEVSPLIT, require
 from PIL import Image
 
 from trytry_reid.data.datasets import Record
-from trytry_reid.evaluation.feature_file import FeatureFileError, load_feature_file, save_feature_file
+from trytry_reid.evaluation.feature_file import FeatureFileError, FeatureSet, load_features, save_features
 from trytry_reid.evaluation.features import extract_features
 
 
@@ -103,12 +103,16 @@ def _arrays(rng):
 
 
 def test_feature_file_round_trip(tmp_path):
-    arrays = _arrays(np.random.default_rng(0))
-    path = save_feature_file(tmp_path / "f.npz", **arrays, query_paths=["a.jpg", "b.jpg", "c.jpg"])
-    data = load_feature_file(path)
-    np.testing.assert_allclose(data["query_features"], arrays["query_features"], atol=1e-6)
-    np.testing.assert_array_equal(data["gallery_pids"], arrays["gallery_pids"])
-    assert list(data["query_paths"]) == ["a.jpg", "b.jpg", "c.jpg"] and "gallery_paths" not in data
+    a = _arrays(np.random.default_rng(0))
+    sets = {"query": FeatureSet(a["query_features"], ["a.jpg", "b.jpg", "c.jpg"], a["query_pids"], a["query_camids"]),
+            "gallery": FeatureSet(a["gallery_features"], [], a["gallery_pids"], a["gallery_camids"])}
+    path = save_features(tmp_path / "f.npz", sets)
+    with np.load(path) as raw:  # the documented keys, as any toolkit would write them
+        assert sorted(raw.files) == sorted(list(a) + ["query_paths"])
+    data = load_features(path, ("query", "gallery"))
+    np.testing.assert_allclose(data["query"].features, a["query_features"], atol=1e-6)
+    np.testing.assert_array_equal(data["gallery"].pids, a["gallery_pids"])
+    assert data["query"].paths == ["a.jpg", "b.jpg", "c.jpg"] and data["gallery"].paths == []
 
 
 def test_feature_file_errors_name_file_and_key(tmp_path):
@@ -117,12 +121,12 @@ def test_feature_file_errors_name_file_and_key(tmp_path):
     del missing["gallery_camids"]
     np.savez(tmp_path / "missing.npz", **missing)
     with pytest.raises(FeatureFileError, match=r"missing\.npz.*gallery_camids"):
-        load_feature_file(tmp_path / "missing.npz")
+        load_features(tmp_path / "missing.npz", ("query", "gallery"))
     np.savez(tmp_path / "shape.npz", **{**arrays, "query_pids": np.array([1, 2])})
     with pytest.raises(FeatureFileError, match=r"shape\.npz.*'query_pids'.*length 3"):
-        load_feature_file(tmp_path / "shape.npz")
+        load_features(tmp_path / "shape.npz", ("query", "gallery"))
     np.savez(tmp_path / "pickled.npz", **{**arrays, "query_paths": np.array([object()] * 3)})
     with pytest.raises(FeatureFileError, match="pickled"):
-        load_feature_file(tmp_path / "pickled.npz")
+        load_features(tmp_path / "pickled.npz", ("query", "gallery"))
     with pytest.raises(FeatureFileError, match="not found"):
-        load_feature_file(tmp_path / "nope.npz")
+        load_features(tmp_path / "nope.npz", ("query", "gallery"))

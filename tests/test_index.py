@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import MARKET_DEVSPLIT, require
-from trytry_reid.serving.folder_images import (extract_folder, folder_records, list_images, load_features,
-                                               parse_market_name, save_features)
+from trytry_reid.evaluation.feature_file import FeatureSet, load_features, save_features
+from trytry_reid.serving.folder_images import extract_folder, folder_records, list_images, parse_market_name
 from trytry_reid.serving.index import GalleryIndex
 from trytry_reid.serving.search import recall_at_k
 
@@ -234,7 +234,7 @@ def test_extract_folder_equals_embedding_each_image_and_round_trips(tiny_model, 
                                                         for p in result.paths])).numpy()
     np.testing.assert_allclose(result.features, expected, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(result.features, axis=1), 1.0, atol=1e-6)
-    again = load_features(save_features(result, tmp_path / "out" / "features.npz"))
+    again = load_features(save_features(tmp_path / "out" / "features.npz", {"": result}))[""]
     np.testing.assert_array_equal(again.features, result.features)
     assert again.paths == result.paths and again.pids.tolist() == result.pids.tolist()
     index = GalleryIndex(result.features.shape[1])
@@ -249,7 +249,7 @@ def test_feature_files_with_pickled_objects_or_missing_keys_are_refused(tmp_path
     with pytest.raises(ValueError, match="pickle"):
         load_features(path)
     np.savez(path, features=np.zeros((1, 2), np.float32))
-    with pytest.raises(ValueError, match=r"lacks \['paths', 'pids', 'camids'\]"):
+    with pytest.raises(ValueError, match=r"missing key\(s\) \['pids', 'camids'\]"):
         load_features(path)
 
 
@@ -423,9 +423,9 @@ def test_a_damaged_index_json_is_one_line_naming_it(built_index, capsys, text, s
 
 
 def test_a_truncated_evaluate_features_file_is_one_line_naming_it(tmp_path, capsys):
-    from trytry_reid.evaluation.feature_file import save_feature_file
-
-    path = save_feature_file(tmp_path / "f.npz", np.eye(3), np.eye(3), [1, 2, 3], [1, 2, 3], [0, 0, 0], [1, 1, 1])
+    sets = {"query": FeatureSet(np.eye(3), [], np.array([1, 2, 3]), np.array([0, 0, 0])),
+            "gallery": FeatureSet(np.eye(3), [], np.array([1, 2, 3]), np.array([1, 1, 1]))}
+    path = save_features(tmp_path / "f.npz", sets)
     path.write_bytes(path.read_bytes()[:-40])
     one_line_error(capsys, ["evaluate", "--features", str(path)], str(path), "truncated or not a readable .npz")
 
@@ -455,7 +455,7 @@ def test_a_bad_image_is_one_error_line_or_skipped_and_counted(crops_with_a_bad_i
     assert len(err.splitlines()) <= 3 and not out.exists()
     assert cli_main([*args, "--on-bad-image", "skip"]) == 0
     assert f"skipping bad image {bad}" in caplog.text and "skipped 1 bad image file(s)" in caplog.text
-    paths = load_features(out).paths if command == "extract" else GalleryIndex.load(out).paths
+    paths = load_features(out)[""].paths if command == "extract" else GalleryIndex.load(out).paths
     assert len(paths) == 4 and str(bad.resolve()) not in paths
     assert cli_main([*args, "--on-bad-image", "skip", "--max-bad-images", "0"]) == 2
 

@@ -153,6 +153,13 @@ def build_lr_scheduler(config: Config, optimizer: torch.optim.Optimizer, steps: 
                            total_steps=t.epochs * steps)
 
 
+def retrieval_options(config: Config, device: str) -> dict:
+    """evaluate_model's keyword arguments from the config's ``test`` section (one mapping for every job)."""
+    t = config.test
+    return dict(batch_size=t.batch_size, workers=config.data.workers, device=device, flip=t.flip,
+                metric=t.metric, use_rerank=t.rerank, aqe=t.aqe, max_rank=t.max_rank)
+
+
 def build_test_sets(config: Config, train_splits: Splits | None) -> list[tuple[str, Splits]]:
     """(label, splits) for each configured test set; none configured = the training dataset itself."""
     if not config.test.datasets:

@@ -103,12 +103,13 @@ def format_decision(decision: dict) -> str:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    from .evaluation.feature_file import save_features
     from .inference import load_model
-    from .serving.folder_images import extract_folder, save_features
+    from .serving.folder_images import extract_folder
 
     found = extract_folder(load_model(args.checkpoint), args.images, batch_size=args.batch_size,
                            workers=args.workers, on_bad_image=args.on_bad_image, max_bad_images=args.max_bad_images)
-    path = save_features(found, args.out)
+    path = save_features(args.out, {"": found})
     print(f"{len(found.paths)} features ({found.features.shape[1]}-d, L2-normalised) written to {path}")
     return 0
 

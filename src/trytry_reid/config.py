@@ -136,7 +136,8 @@ class TestConfig:
     batch_size: int = 128
     metric: str = "cosine"  # a name in evaluation/distance.DISTANCES
     flip: bool = False
-    rerank: bool = False
+    rerank: bool = False  # k-reciprocal re-ranking (evaluation/rerank.py)
+    aqe: int = 0  # > 0: average query expansion over this many gallery neighbours (evaluation/distance.py)
     max_rank: int = 50
     ranking_queries: int = 8  # rows of the ranking figure (0: none)
     ranking_top_k: int = 10

@@ -167,7 +167,8 @@ def check_test(config: "Config") -> None:
     for key in ("batch_size", "max_rank", "ranking_top_k", "tsne_max_ids"):
         if get(config, f"test.{key}") < 1:
             fail(f"test.{key}", get(config, f"test.{key}"), "a positive integer")
-    if config.test.ranking_queries < 0:
-        fail("test.ranking_queries", config.test.ranking_queries, "0 or more")
+    for key in ("ranking_queries", "aqe"):
+        if get(config, f"test.{key}") < 0:
+            fail(f"test.{key}", get(config, f"test.{key}"), "0 (off) or more")
     if not 0.0 < config.test.calibration_fpr < 1.0:
         fail("test.calibration_fpr", config.test.calibration_fpr, "a false-positive rate in (0, 1), e.g. 1e-3")

@@ -26,7 +26,6 @@ from trytry_reid.data.images import read_image
 from trytry_reid.data.transforms import build_test_transform
 from trytry_reid.evaluation.distance import compute_distance
 from trytry_reid.operating_point import check_entry, require_value, resolve_threshold
-from trytry_reid.serving.folder_images import l2_normalise
 
 Forward = Callable[[torch.Tensor], np.ndarray]   # normalised batch [B, 3, H, W] -> features [B, D]
 _ONNX_KEYS = ("input_name", "output_name", "height", "width", "mean", "std", "color", "layout", "feature_dim")
@@ -107,7 +106,7 @@ class Embedder:
         for start in range(0, len(items), self.batch_size):
             chunk = items[start:start + self.batch_size]
             batch = torch.stack([self.transform(as_rgb_image(item, bgr, start + i)) for i, item in enumerate(chunk)])
-            parts.append(l2_normalise(self._forward(batch)))
+            parts.append(np.asarray(self._forward(batch), dtype=np.float32))  # L2-normalised by the model
         return np.concatenate(parts)
 
     def embed_boxes(self, frame, boxes_xyxy, *, bgr: bool = False) -> np.ndarray:

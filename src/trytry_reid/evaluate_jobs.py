@@ -5,15 +5,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 
-from .builders import build_test_sets
+from .builders import build_test_sets, retrieval_options
 from .config import Config
 from .data.datasets import Record
-from .evaluation.feature_file import load_feature_file
+from .evaluation.feature_file import FeatureSet, load_features
 from .engine import distributed
 from .inference import LoadedModel, load_model
-from .reports import draw_ranking, draw_tsne_map, format_table, write_figures, write_metrics
+from .reports import draw_ranking, draw_tsne_map, file_slug, format_table, write_figures, write_metrics
 from .retrieval import RetrievalResult, evaluate_model, rank_features
 
 log = logging.getLogger("trytry_reid")
@@ -32,10 +31,8 @@ def evaluate_checkpoint(config: Config, loaded: LoadedModel) -> list[RetrievalRe
     results = []
     for label, splits in build_test_sets(config, None):
         log.info("evaluating on %s: %d queries, %d gallery images", label, len(splits.query), len(splits.gallery))
-        results.append(evaluate_model(
-            loaded.model, label, splits.query, splits.gallery, loaded.transform(),
-            batch_size=config.test.batch_size, workers=config.data.workers, device=device, flip=config.test.flip,
-            metric=config.test.metric, use_rerank=config.test.rerank, max_rank=config.test.max_rank))
+        results.append(evaluate_model(loaded.model, label, splits.query, splits.gallery, loaded.transform(),
+                                      **retrieval_options(config, device)))
     return results
 
 
@@ -60,18 +57,17 @@ def run_evaluate(config: Config, checkpoint: Path, out: Path | None = None, figu
     return summaries
 
 
-def records_from_arrays(paths: np.ndarray | None, pids: np.ndarray, camids: np.ndarray) -> list[Record]:
-    names = paths if paths is not None else [f"#{i}" for i in range(len(pids))]
-    return [Record(str(p), int(pid), int(cam)) for p, pid, cam in zip(names, pids, camids)]
+def records_of(feature_set: FeatureSet) -> list[Record]:
+    """Records for a feature set's rows (``#<row>`` stands for a path the file does not carry)."""
+    names = feature_set.paths or [f"#{i}" for i in range(len(feature_set.pids))]
+    return [Record(str(p), int(pid), int(cam)) for p, pid, cam in zip(names, feature_set.pids, feature_set.camids)]
 
 
 def run_evaluate_features(path: Path, out: Path | None = None, metric: str = "cosine") -> dict:
     """Metrics from saved features of any model (see evaluation/feature_file.py for the keys)."""
-    data = load_feature_file(path)
-    query = records_from_arrays(data.get("query_paths"), data["query_pids"], data["query_camids"])
-    gallery = records_from_arrays(data.get("gallery_paths"), data["gallery_pids"], data["gallery_camids"])
-    result = rank_features(path.stem, query, gallery, data["query_features"], data["gallery_features"],
-                           metric=metric)
+    sets = load_features(path, ("query", "gallery"))
+    result = rank_features(path.stem, records_of(sets["query"]), records_of(sets["gallery"]),
+                           sets["query"].features, sets["gallery"].features, metric=metric)
     return report([result], out or path.resolve().parent, epoch=None)
 
 
@@ -80,7 +76,7 @@ def run_rank(config: Config, checkpoint: Path, *, strategy: str, num: int, top_k
     out = out or default_out(checkpoint, "figures")
     written = []
     for result in evaluate_checkpoint(config, load_model(checkpoint)):
-        slug = result.label.replace("/", "_")
+        slug = file_slug(result.label)
         path = draw_ranking(result, out / f"ranking_{slug}_{strategy}.png", strategy=strategy, num=num,
                             top_k=top_k, seed=seed, names=names)
         print(f"ranking figure written to {path} (rows in {path.with_suffix('.json').name})")
@@ -92,7 +88,7 @@ def run_tsne(config: Config, checkpoint: Path, *, max_ids: int, thumbnails: bool
     out = out or default_out(checkpoint, "figures")
     written = []
     for result in evaluate_checkpoint(config, load_model(checkpoint)):
-        slug = result.label.replace("/", "_")
+        slug = file_slug(result.label)
         path = draw_tsne_map(result, out / f"tsne_{slug}.png", max_ids=max_ids, seed=config.train.seed,
                              thumbnails=thumbnails)
         print(f"t-SNE map written to {path}")

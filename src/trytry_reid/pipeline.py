@@ -76,9 +76,8 @@ class Evaluator:
         t = self.config.test
         model = distributed.unwrap(self.model)
         transform = builders.test_transform(self.config)
-        self.results = [evaluate_model(model, label, s.query, s.gallery, transform, batch_size=t.batch_size,
-                                       workers=self.config.data.workers, device=self.device, flip=t.flip,
-                                       metric=t.metric, use_rerank=t.rerank, max_rank=t.max_rank)
+        options = builders.retrieval_options(self.config, self.device)
+        self.results = [evaluate_model(model, label, s.query, s.gallery, transform, **options)
                         for label, s in self.test_sets]
         first = self.results[0] if self.results else None
         # never keep an older operating point for the new weights: none when this evaluation cannot calibrate

@@ -21,6 +21,11 @@ TABLE_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP", "auc", "tpr@fpr=1e-3")
 DIGIT_SETS = {"digits", "mnist"}  # their identities are digits: the t-SNE legend says so
 
 
+def file_slug(label: str) -> str:
+    """A test-set label as part of a file name (``figures/ranking_<slug>.png``)."""
+    return label.replace("/", "_")
+
+
 def write_json(path: Path, data: dict) -> Path:
     """Write JSON atomically (temp file + rename), so a crash never leaves half a metrics file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,7 +129,7 @@ def write_figures(results: Sequence[RetrievalResult], folder: Path, *, num_queri
     """The end-of-run figures for every test set: a ranking grid and a t-SNE map each."""
     written = []
     for result in results:
-        slug = result.label.replace("/", "_")
+        slug = file_slug(result.label)
         if num_queries > 0:
             written.append(draw_ranking(result, folder / f"ranking_{slug}.png", num=num_queries, top_k=top_k))
         written.append(draw_tsne_map(result, folder / f"tsne_{slug}.png", max_ids=tsne_max_ids, seed=seed))
@@ -135,11 +140,11 @@ def draw_search_result(query_path: str, gallery_paths: Sequence[str], ids: np.nd
                        out_path: Path) -> Path:
     """One ranking row for a search: green where the file names carry the query's identity (Market-style
     names), red otherwise (also when names carry no identity)."""
-    from .serving.folder_images import parse_market_name
+    from .data.datasets import market_name_labels
     from .visualization.ranking import RankingRow
 
-    q_pid, q_cam = parse_market_name(Path(query_path).name)
-    labels = np.asarray([parse_market_name(Path(gallery_paths[i]).name) for i in ids], dtype=np.int64).reshape(-1, 2)
+    q_pid, q_cam = market_name_labels(query_path) or (-1, -1)
+    labels = np.asarray([market_name_labels(gallery_paths[i]) or (-1, -1) for i in ids], dtype=np.int64).reshape(-1, 2)
     row = RankingRow(query_index=0, query_pid=q_pid, query_camid=q_cam, gallery_indices=np.asarray(ids),
                      distances=np.asarray(distances, dtype=np.float64),
                      is_match=(labels[:, 0] == q_pid) & (q_pid >= 0), gallery_pids=labels[:, 0],

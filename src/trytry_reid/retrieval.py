@@ -12,7 +12,7 @@ import torch
 from .data.datasets import Record
 from .evaluation import evaluate_rank
 from .evaluation.calibration import Calibration, calibrate
-from .evaluation.distance import compute_distance
+from .evaluation.distance import average_query_expansion, compute_distance
 from .evaluation.features import extract_features
 from .evaluation.pair_histograms import pair_histograms, pair_histograms_from_features
 from .evaluation.rerank import rerank
@@ -52,8 +52,12 @@ def summarize(ranking: dict) -> dict[str, float]:
 
 
 def rank_features(label: str, query: list[Record], gallery: list[Record], qf: np.ndarray, gf: np.ndarray, *,
-                  metric: str = "cosine", use_rerank: bool = False, max_rank: int = 50) -> RetrievalResult:
-    """Rank the gallery for each query from features alone (also used by `evaluate --features`)."""
+                  metric: str = "cosine", use_rerank: bool = False, aqe: int = 0,
+                  max_rank: int = 50) -> RetrievalResult:
+    """Rank the gallery for each query from features alone (also used by `evaluate --features`); ``aqe`` > 0
+    first replaces each query by its average query expansion over that many gallery neighbours."""
+    if aqe > 0:
+        qf, gf = average_query_expansion(qf, gf, k=aqe)
     distmat = rerank(qf, gf) if use_rerank else compute_distance(qf, gf, metric=metric)
     ranking = evaluate_rank(distmat, pids(query), pids(gallery), camids(query), camids(gallery),
                             max_rank=max_rank)
@@ -78,13 +82,13 @@ def verify_pairs(label: str, query: list[Record], gallery: list[Record], qf: np.
 
 def evaluate_model(model: torch.nn.Module, label: str, query: list[Record], gallery: list[Record],
                    transform: Callable, *, batch_size: int = 128, workers: int = 0, device: str = "cpu",
-                   flip: bool = False, metric: str = "cosine", use_rerank: bool = False,
+                   flip: bool = False, metric: str = "cosine", use_rerank: bool = False, aqe: int = 0,
                    max_rank: int = 50) -> RetrievalResult:
     """Extract query and gallery features with `model.embed` and rank them."""
     kwargs = dict(batch_size=batch_size, workers=workers, device=device, flip=flip)
     qf = extract_features(model, query, transform, **kwargs)
     gf = extract_features(model, gallery, transform, **kwargs)
-    return rank_features(label, query, gallery, qf, gf, metric=metric, use_rerank=use_rerank,
+    return rank_features(label, query, gallery, qf, gf, metric=metric, use_rerank=use_rerank, aqe=aqe,
                          max_rank=max_rank)
 
 

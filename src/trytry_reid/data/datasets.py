@@ -25,7 +25,7 @@ from ..errors import ReidError
 
 log = logging.getLogger("trytry_reid.data")
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MARKET_PATTERN = re.compile(r"^(-1|\d+)_c(\d+)")
 MARKET_PATTERN_TEXT = "<pid>_c<camera>..., e.g. 0002_c1s1_000451_03.jpg (pid -1 = junk, 0 = distractor)"
 CAMERA_TOKEN = re.compile(r"(?:^|[_\-\s.])c(\d+)(?=$|[_\-\s.]|s\d)")
@@ -84,20 +84,37 @@ def require_dir(name: str, path: Path, layout: str) -> Path:
     return path
 
 
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
 def list_images(folder: Path) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name (other files are ignored)."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if is_image_file(p))
+
+
+def images_under(root: Path) -> list[Path]:
+    """Image files anywhere below ``root``, sorted by their path relative to it."""
+    return sorted((p for p in root.rglob("*") if is_image_file(p)), key=lambda p: p.relative_to(root).as_posix())
+
+
+def market_name_labels(name: str) -> tuple[int, int] | None:
+    """``(pid, 0-based camid)`` of a ``<pid>_c<camera>...`` file name (camera numbers start at 1), or None."""
+    match = MARKET_PATTERN.match(Path(name).name)
+    if match is None or int(match.group(2)) < 1:
+        return None
+    return int(match.group(1)), int(match.group(2)) - 1
 
 
 def parse_market_names(files: list[Path]) -> tuple[list[Record], list[str]]:
     """Parse ``<pid>_c<camera>...`` names: (records, paths of names that do not parse)."""
     records, bad = [], []
     for path in files:
-        match = MARKET_PATTERN.match(path.name)
-        if match is None or int(match.group(2)) < 1:
+        labels = market_name_labels(path.name)
+        if labels is None:
             bad.append(str(path))
         else:
-            records.append(Record(str(path), int(match.group(1)), int(match.group(2)) - 1))
+            records.append(Record(str(path), *labels))
     return records, bad
 
 

@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from .datasets import IMAGE_SUFFIXES, DatasetError, Record, Splits, build_dataset
+from .datasets import DatasetError, Record, Splits, build_dataset, images_under
 from .images import ImageReadError, read_image
 
 log = logging.getLogger("trytry_reid.data")
@@ -90,7 +90,7 @@ def image_files_under(root: str | Path | None) -> list[Path]:
     """Every image file below ``root`` (recursive), for checking data whose layout does not parse."""
     if root is None or not Path(root).is_dir():
         return []
-    return sorted(p for p in Path(root).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return images_under(Path(root))
 
 
 def dataset_report(name: str, root: str | None) -> tuple[list[str], int]:

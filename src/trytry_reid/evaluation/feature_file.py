@@ -1,11 +1,15 @@
-"""Saved query/gallery features (``.npz``) for ``trytry-reid evaluate --features FILE.npz``.
+"""Feature files (``.npz``): one schema for a set of image features, written by ``extract`` and read by
+``evaluate --features`` (and writable by any toolkit with ``numpy.savez``).
 
-Keys (any toolkit can write them with ``numpy.savez``):
-  query_features [Q, D], gallery_features [G, D]   float
-  query_pids [Q], gallery_pids [G]                 int (dataset pids; 0 = distractor)
-  query_camids [Q], gallery_camids [G]             int (0-based cameras)
-  query_paths [Q], gallery_paths [G]               optional, unicode strings (for figures)
-The file is read with ``allow_pickle=False``: object arrays are refused.
+A feature set named ``<name>`` is stored as the arrays::
+
+  <name>_features [N, D]   float (L2-normalised when the toolkit wrote them)
+  <name>_pids [N]          int (dataset pids; 0 = distractor, -1 = unknown)
+  <name>_camids [N]        int (0-based cameras; -1 = unknown)
+  <name>_paths [N]         unicode strings, optional (for figures)
+
+The set of ``extract`` is unnamed (keys ``features``, ``pids``, ``camids``, ``paths``); ``evaluate --features``
+reads the sets ``query`` and ``gallery``. Files are read with ``allow_pickle=False``: object arrays are refused.
 """
 
 from __future__ import annotations
@@ -14,17 +18,24 @@ import struct
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
+
 from ..errors import ReidError
 
-REQUIRED_KEYS = ("query_features", "gallery_features", "query_pids", "gallery_pids", "query_camids",
-                 "gallery_camids")
-OPTIONAL_KEYS = ("query_paths", "gallery_paths")
+FIELDS = ("features", "pids", "camids")  # required; "paths" is optional
 
 
 class FeatureFileError(ReidError, ValueError):
     """A feature file is missing, unreadable, or has a missing / malformed key (the message names both)."""
+
+
+class FeatureSet(NamedTuple):
+    features: np.ndarray  # [N, D] float32
+    paths: list[str]      # image paths, one per row (empty when the file has none)
+    pids: np.ndarray      # [N] int64, -1 where unknown
+    camids: np.ndarray    # [N] int64, 0-based camera, -1 where unknown
 
 
 # What numpy and zipfile raise for a damaged, truncated or foreign file (a member is read lazily, so a
@@ -52,60 +63,57 @@ def read_npz(path: str | Path, what: str = "feature file") -> dict[str, np.ndarr
                                f"({type(err).__name__}: {detail})") from err
 
 
-def load_feature_file(path: str | Path) -> dict[str, np.ndarray]:
-    """Read and validate a feature file; returns the required keys plus any optional ``*_paths`` keys."""
+def _key(name: str, field: str) -> str:
+    return f"{name}_{field}" if name else field
+
+
+def load_features(path: str | Path, names: Sequence[str] = ("",)) -> dict[str, FeatureSet]:
+    """The feature sets ``names`` of a file, checked; all of them must have one feature dimension."""
     path = Path(path)
     data = read_npz(path)
-    missing = [key for key in REQUIRED_KEYS if key not in data]
+    missing = [_key(name, field) for name in names for field in FIELDS if _key(name, field) not in data]
     if missing:
-        raise FeatureFileError(f"{path}: missing key(s) {missing}; expected {list(REQUIRED_KEYS)}")
-    out = {key: data[key] for key in REQUIRED_KEYS + OPTIONAL_KEYS if key in data}
-    for side in ("query", "gallery"):
-        _check_side(path, out, side)
-    if out["query_features"].shape[1] != out["gallery_features"].shape[1]:
-        raise FeatureFileError(f"{path}: query_features has dimension {out['query_features'].shape[1]} but "
-                               f"gallery_features has {out['gallery_features'].shape[1]}")
-    return out
+        expected = [_key(name, field) for name in names for field in FIELDS]
+        raise FeatureFileError(f"{path}: missing key(s) {missing}; expected {expected} (+ optional paths)")
+    sets = {name: _checked_set(path, data, name) for name in names}
+    dims = {name: s.features.shape[1] for name, s in sets.items()}
+    if len(set(dims.values())) > 1:
+        raise FeatureFileError(f"{path}: the feature sets differ in dimension: {dims}")
+    return sets
 
 
-def _check_side(path: Path, data: dict[str, np.ndarray], side: str) -> None:
-    features = data[f"{side}_features"]
+def _checked_set(path: Path, data: dict[str, np.ndarray], name: str) -> FeatureSet:
+    features = data[_key(name, "features")]
     if features.ndim != 2 or not np.issubdtype(features.dtype, np.number):
-        raise FeatureFileError(f"{path}: key '{side}_features' must be a 2-D numeric [N, D] array, got shape "
-                               f"{features.shape} dtype {features.dtype}")
+        raise FeatureFileError(f"{path}: key '{_key(name, 'features')}' must be a 2-D numeric [N, D] array, got "
+                               f"shape {features.shape} dtype {features.dtype}")
     n = features.shape[0]
-    for name in ("pids", "camids"):
-        key = f"{side}_{name}"
-        arr = data[key]
+    labels = {}
+    for field in ("pids", "camids"):
+        arr = data[_key(name, field)]
         if arr.shape != (n,) or not np.issubdtype(arr.dtype, np.integer):
-            raise FeatureFileError(f"{path}: key '{key}' must be a 1-D integer array of length {n} (one per row "
-                                   f"of '{side}_features'), got shape {arr.shape} dtype {arr.dtype}")
-        data[key] = arr.astype(np.int64)
-    key = f"{side}_paths"
-    if key in data and (data[key].shape != (n,) or data[key].dtype.kind != "U"):
-        raise FeatureFileError(f"{path}: key '{key}' must be a 1-D unicode string array of length {n}, got "
-                               f"shape {data[key].shape} dtype {data[key].dtype}")
-    data[f"{side}_features"] = features.astype(np.float32, copy=False)
+            raise FeatureFileError(f"{path}: key '{_key(name, field)}' must be a 1-D integer array of length {n} "
+                                   f"(one per row of '{_key(name, 'features')}'), got shape {arr.shape} dtype {arr.dtype}")
+        labels[field] = arr.astype(np.int64)
+    paths = data.get(_key(name, "paths"))
+    if paths is not None and (paths.shape != (n,) or paths.dtype.kind != "U"):
+        raise FeatureFileError(f"{path}: key '{_key(name, 'paths')}' must be a 1-D unicode string array of length "
+                               f"{n}, got shape {paths.shape} dtype {paths.dtype}")
+    return FeatureSet(features.astype(np.float32, copy=False), [] if paths is None else [str(p) for p in paths],
+                      labels["pids"], labels["camids"])
 
 
-def save_feature_file(path: str | Path, query_features: np.ndarray, gallery_features: np.ndarray,
-                      query_pids: np.ndarray, gallery_pids: np.ndarray, query_camids: np.ndarray,
-                      gallery_camids: np.ndarray, query_paths: list[str] | None = None,
-                      gallery_paths: list[str] | None = None) -> Path:
-    """Write a feature file (compressed npz) that ``load_feature_file`` accepts; returns its path."""
+def save_features(path: str | Path, sets: Mapping[str, FeatureSet]) -> Path:
+    """Write the feature sets (compressed npz) so that ``load_features(path, list(sets))`` reads them back."""
     path = Path(path)
-    arrays = {"query_features": np.asarray(query_features, dtype=np.float32),
-              "gallery_features": np.asarray(gallery_features, dtype=np.float32),
-              "query_pids": np.asarray(query_pids, dtype=np.int64),
-              "gallery_pids": np.asarray(gallery_pids, dtype=np.int64),
-              "query_camids": np.asarray(query_camids, dtype=np.int64),
-              "gallery_camids": np.asarray(gallery_camids, dtype=np.int64)}
-    if query_paths is not None:
-        arrays["query_paths"] = np.asarray([str(p) for p in query_paths], dtype=str)
-    if gallery_paths is not None:
-        arrays["gallery_paths"] = np.asarray([str(p) for p in gallery_paths], dtype=str)
-    for side in ("query", "gallery"):
-        _check_side(path, arrays, side)
+    arrays: dict[str, np.ndarray] = {}
+    for name, feature_set in sets.items():
+        arrays[_key(name, "features")] = np.asarray(feature_set.features, dtype=np.float32)
+        arrays[_key(name, "pids")] = np.asarray(feature_set.pids, dtype=np.int64)
+        arrays[_key(name, "camids")] = np.asarray(feature_set.camids, dtype=np.int64)
+        if len(feature_set.paths):
+            arrays[_key(name, "paths")] = np.asarray([str(p) for p in feature_set.paths], dtype=str)
+        _checked_set(path, arrays, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as handle:  # a file handle: numpy would otherwise append ".npz" to other names
         np.savez_compressed(handle, **arrays)

@@ -4,9 +4,9 @@
 """
 
 from trytry_reid.serving.export import check_onnx, export_onnx
-from trytry_reid.serving.folder_images import extract_folder, load_features, save_features
+from trytry_reid.serving.folder_images import extract_folder
 from trytry_reid.serving.index import GalleryIndex, read_index_info
 from trytry_reid.serving.search import BACKENDS, recall_at_k
 
-__all__ = ["BACKENDS", "GalleryIndex", "check_onnx", "export_onnx", "extract_folder", "load_features",
-           "read_index_info", "recall_at_k", "save_features"]
+__all__ = ["BACKENDS", "GalleryIndex", "check_onnx", "export_onnx", "extract_folder", "read_index_info",
+           "recall_at_k"]
