@@ -69,27 +69,11 @@ def _check_arguments(
         raise ValueError(f"lr milestones must be >= 0 steps, got {list(milestones)}")
 
 
-def build_scheduler(
-    optimizer: torch.optim.Optimizer,
-    *,
-    warmup_steps: int,
-    warmup_factor: float,
-    schedule: str,
-    milestones: Sequence[int] = (),
-    gamma: float = 0.1,
-    total_steps: int = 0,
-) -> LambdaLR:
-    """A ``LambdaLR`` over :func:`lr_factor`; call ``scheduler.step()`` once per iteration.
-
-    Arguments are validated here, before training, rather than at the first step.
-    """
-    kwargs = dict(
-        warmup_steps=warmup_steps,
-        warmup_factor=warmup_factor,
-        schedule=schedule,
-        milestones=tuple(int(m) for m in milestones),
-        gamma=gamma,
-        total_steps=total_steps,
-    )
-    lr_factor(0, **kwargs)
-    return LambdaLR(optimizer, lambda step: lr_factor(step, **kwargs))
+def build_scheduler(optimizer: torch.optim.Optimizer, **schedule) -> LambdaLR:
+    """A ``LambdaLR`` over :func:`lr_factor` with the keyword arguments ``schedule`` (``warmup_steps``,
+    ``warmup_factor``, ``schedule``, ``milestones``, ``gamma``, ``total_steps``); call ``scheduler.step()``
+    once per iteration. The arguments are validated here, before training, rather than at the first step."""
+    if "milestones" in schedule:
+        schedule["milestones"] = tuple(int(m) for m in schedule["milestones"])
+    lr_factor(0, **schedule)
+    return LambdaLR(optimizer, lambda step: lr_factor(step, **schedule))
