@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import yaml  # noqa: E402
+
 from accuracy_rows import TABLES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

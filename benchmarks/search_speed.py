@@ -53,10 +53,8 @@ def timed(fn, repeats: int) -> list[float]:
 def memory_floor(gallery: np.ndarray, repeats: int) -> dict:
     """Time of one read (torch sum, all threads) and one copy of the gallery array."""
     source = torch.from_numpy(gallery)
-    target = torch.empty_like(source)
     read = min(timed(lambda: source.sum(), repeats))
-    copy = min(timed(lambda: target.copy_(source), repeats))
-    del target
+    copy = min(timed(lambda target=torch.empty_like(source): target.copy_(source), repeats))
     gigabytes = gallery.nbytes / 1e9
     return {"floor_read_s": read, "floor_copy_s": copy, "read_gb_per_s": gigabytes / read,
             "copy_gb_per_s": 2 * gigabytes / copy}

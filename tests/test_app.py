@@ -16,11 +16,12 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from test_export import write_images, write_tiny_checkpoint  # noqa: E402
 from trytry_reid.inference import load_model  # noqa: E402
 from trytry_reid.serving.app import create_app  # noqa: E402
 from trytry_reid.serving.eval_run import load_eval_run, shown_row_ap  # noqa: E402
 from trytry_reid.serving.index import GalleryIndex  # noqa: E402
+
+from test_export import write_images, write_tiny_checkpoint  # noqa: E402
 
 MAX_UPLOAD = 40_000
 
@@ -232,6 +233,7 @@ def test_a_bad_threshold_is_rejected(setup, threshold):
 
 def test_a_calibrated_index_searches_with_its_stored_threshold(setup, tmp_path):
     from test_embedder import calibrate_on_images
+
     from trytry_reid.serving.index import index_folder
 
     _, images, root, _ = setup

@@ -7,10 +7,11 @@ import logging
 import pytest
 import torch
 import torchvision
-from conftest import MOBILENET_WEIGHTS, require
 
 from trytry_reid.catalog import UnknownNameError
 from trytry_reid.models.backbones import BACKBONES, build_backbone
+
+from conftest import MOBILENET_WEIGHTS, require
 
 # name -> (feature channels, total stride with last_stride 2)
 EXPECTED = {"resnet18": (512, 32), "resnet34": (512, 32), "resnet50": (2048, 32), "resnet101": (2048, 32),

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from trytry_reid.evaluation.calibration import (calibrate, compact_roc, operating_point, rates_at,
-                                                roc_from_histograms)
+from trytry_reid.evaluation.calibration import calibrate, compact_roc, operating_point, rates_at, roc_from_histograms
 from trytry_reid.evaluation.distance import compute_distance
 from trytry_reid.evaluation.pair_histograms import pair_histograms, pair_histograms_from_features
 

@@ -6,12 +6,20 @@ import logging
 from pathlib import Path
 
 import pytest
-from conftest import MARKET_DEVSPLIT, VIPER, require
-from data_fixtures import (MINI_MARKET, MINI_MARKET_COUNTS, make_folder_tree, make_market_tree,
-                           make_viper_tree, market_name, write_image)
 
 from trytry_reid.catalog import UnknownNameError
 from trytry_reid.data import DATASETS, DatasetError, Record, build_dataset
+
+from conftest import MARKET_DEVSPLIT, VIPER, require
+from data_fixtures import (
+    MINI_MARKET,
+    MINI_MARKET_COUNTS,
+    make_folder_tree,
+    make_market_tree,
+    make_viper_tree,
+    market_name,
+    write_image,
+)
 
 
 def counts(records: list[Record]) -> tuple[int, int, int]:

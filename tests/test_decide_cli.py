@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from trytry_reid.cli import main as cli_main
+from trytry_reid.engine.checkpoint import load_checkpoint
+
 from conftest import REPO
 from data_fixtures import make_market_tree, market_name, write_image
 from test_export import write_images, write_tiny_checkpoint
-from trytry_reid.cli import main as cli_main
-from trytry_reid.engine.checkpoint import load_checkpoint
 
 CONFIG = str(REPO / "config" / "demo_digits.yml")
 

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MNIST5K, require
-from data_fixtures import make_mnist_raw, write_idx
 from PIL import Image
 
 from trytry_reid.data import DatasetError, build_dataset
 from trytry_reid.data import digits as digit_sets
+
+from conftest import MNIST5K, require
+from data_fixtures import make_mnist_raw, write_idx
 
 
 def pixels(path: str) -> np.ndarray:

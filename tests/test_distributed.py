@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-
 from engine_scripts.ddp_run import OBJECTIVES, train, worker
+
 from trytry_reid.engine import load_checkpoint
 from trytry_reid.engine.distributed import DistInfo, any_rank, init_distributed, mean_over_ranks
 

@@ -13,8 +13,6 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import MARKET_DEVSPLIT, REPO, require
-from test_export import write_images, write_tiny_checkpoint
 from trytry_reid.embedder import Embedder
 from trytry_reid.engine.checkpoint import load_checkpoint, save_checkpoint
 from trytry_reid.evaluation.calibration import calibrate
@@ -22,6 +20,9 @@ from trytry_reid.evaluation.pair_histograms import pair_histograms_from_features
 from trytry_reid.inference import load_model
 from trytry_reid.operating_point import make_entry, store_in_checkpoint
 from trytry_reid.serving.folder_images import extract_folder, folder_records
+
+from conftest import MARKET_DEVSPLIT, REPO, require
+from test_export import write_images, write_tiny_checkpoint
 
 PARITY = 1e-4
 

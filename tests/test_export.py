@@ -12,12 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import MARKET_DEVSPLIT, require
-from trytry_reid.models.reid_model import ReidModel
-
 from trytry_reid.inference import load_model
-from trytry_reid.serving.export import (OnnxParityError, check_onnx, export_onnx, ranking_agreement,
-                                        read_preprocessing)
+from trytry_reid.models.reid_model import ReidModel
+from trytry_reid.serving.export import OnnxParityError, check_onnx, export_onnx, ranking_agreement, read_preprocessing
+
+from conftest import MARKET_DEVSPLIT, require
 
 HEIGHT, WIDTH = 64, 32
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms as T
-from conftest import MARKET_DEVSPLIT, require
 from PIL import Image
 
 from trytry_reid.data.datasets import Record
 from trytry_reid.evaluation.feature_file import FeatureFileError, FeatureSet, load_features, save_features
 from trytry_reid.evaluation.features import extract_features
+
+from conftest import MARKET_DEVSPLIT, require
 
 
 class ChannelMean(torch.nn.Module):

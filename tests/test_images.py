@@ -7,10 +7,11 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from data_fixtures import colour, corrupt_name, make_market_tree, truncated_name, write_image
 from PIL import Image
 
 from trytry_reid.data import ImageDataset, ImageReadError, Record, read_image, relabel
+
+from data_fixtures import colour, corrupt_name, make_market_tree, truncated_name, write_image
 
 
 def test_read_image_gives_rgb_pixels(tmp_path):

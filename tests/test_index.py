@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import MARKET_DEVSPLIT, require
 from trytry_reid.evaluation.feature_file import FeatureSet, load_features, save_features
 from trytry_reid.serving.folder_images import extract_folder, folder_records, list_images, parse_market_name
 from trytry_reid.serving.index import GalleryIndex
 from trytry_reid.serving.search import recall_at_k
+
+from conftest import MARKET_DEVSPLIT, require
 
 try:
     import faiss  # noqa: F401
@@ -211,8 +212,9 @@ def test_list_images_is_recursive_sorted_and_skips_other_files(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from test_export import write_tiny_checkpoint
     from trytry_reid.inference import load_model
+
+    from test_export import write_tiny_checkpoint
 
     return load_model(write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny.pt"))
 
@@ -220,6 +222,7 @@ def tiny_model(tmp_path_factory):
 def test_extract_folder_equals_embedding_each_image_and_round_trips(tiny_model, tmp_path):
     import torch
     from PIL import Image
+
     from test_export import write_images
 
     images = write_images(tmp_path / "crops" / "day1", 5, seed=4)
@@ -271,9 +274,10 @@ def test_devsplit_folder_labels_match_the_dataset_and_extraction_matches_evaluat
 
 
 def test_index_folder_builds_then_extends_with_only_the_new_images(tiny_model, tmp_path):
-    from test_export import write_images
     from trytry_reid.serving.folder_images import embed_images
     from trytry_reid.serving.index import index_folder
+
+    from test_export import write_images
 
     first = write_images(tmp_path / "crops" / "a", 4, seed=6)
     (tmp_path / "m.pt").write_bytes(b"stands for the checkpoint file")
@@ -308,9 +312,10 @@ def test_missing_faiss_is_a_clear_error(monkeypatch):
 def test_extending_an_index_with_another_checkpoint_is_refused(tmp_path):
     import shutil
 
-    from test_export import write_images, write_tiny_checkpoint
     from trytry_reid.inference import load_model
     from trytry_reid.serving.index import index_folder
+
+    from test_export import write_images, write_tiny_checkpoint
 
     first, second = write_tiny_checkpoint(tmp_path / "a.pt", seed=0), write_tiny_checkpoint(tmp_path / "b.pt", seed=1)
     write_images(tmp_path / "crops" / "a", 3, seed=1)
@@ -336,10 +341,12 @@ def test_a_checkpoint_calibrated_after_indexing_still_extends_its_index(tmp_path
     """`calibrate` rewrites the checkpoint file (new bytes, same weights): the index it built stays its own,
     and takes the new operating point; other weights are still refused."""
     from test_embedder import calibrate_on_images
-    from test_export import write_images, write_tiny_checkpoint
+
     from trytry_reid.inference import load_model
     from trytry_reid.operating_point import store_in_checkpoint
     from trytry_reid.serving.index import index_folder
+
+    from test_export import write_images, write_tiny_checkpoint
 
     checkpoint = write_tiny_checkpoint(tmp_path / "m.pt")
     images = write_images(tmp_path / "crops" / "a", 6, seed=3)
@@ -363,8 +370,9 @@ def before_sha(path):
 
 
 def test_the_index_command_names_both_checkpoints(tmp_path, capsys):
-    from test_export import write_images, write_tiny_checkpoint
     from trytry_reid.cli import main as cli_main
+
+    from test_export import write_images, write_tiny_checkpoint
 
     first, second = write_tiny_checkpoint(tmp_path / "a.pt", seed=0), write_tiny_checkpoint(tmp_path / "b.pt", seed=1)
     write_images(tmp_path / "crops", 3, seed=1)
@@ -377,9 +385,10 @@ def test_the_index_command_names_both_checkpoints(tmp_path, capsys):
 
 @pytest.fixture
 def built_index(tmp_path):
-    from test_export import write_images, write_tiny_checkpoint
     from trytry_reid.inference import load_model
     from trytry_reid.serving.index import index_folder
+
+    from test_export import write_images, write_tiny_checkpoint
 
     checkpoint = write_tiny_checkpoint(tmp_path / "m.pt")
     images = write_images(tmp_path / "crops", 4, seed=3)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trytry_reid.evaluation.open_set import (best_matches, dir_at_far, drop_gallery_identities, open_set_report,
-                                             rates_at)
+from trytry_reid.evaluation.open_set import best_matches, dir_at_far, drop_gallery_identities, open_set_report, rates_at
 
 
 def brute_force(distmat, q_pids, g_pids, q_cams, g_cams):

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import MARKET_DEVSPLIT, MOBILENET_WEIGHTS, VIPER, require
-from data_fixtures import corrupt_name, make_market_tree
 from trytry_reid import builders
 from trytry_reid.cli import main as cli_main
 from trytry_reid.config import load_config
 from trytry_reid.data.datasets import build_dataset
 from trytry_reid.engine.checkpoint import load_checkpoint
+
+from conftest import MARKET_DEVSPLIT, MOBILENET_WEIGHTS, VIPER, require
+from data_fixtures import corrupt_name, make_market_tree
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["model.backbone=small_cnn", "model.pretrained=none", "data.height=32", "data.width=16",

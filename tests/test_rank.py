@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import MARKET_DEVSPLIT, require
-from reference_eval import reference_evaluate
 
 from trytry_reid.evaluation import evaluate_rank
+
+from conftest import MARKET_DEVSPLIT, require
+from reference_eval import reference_evaluate
 
 
 def _random_case(rng, num_q, num_g, num_ids, num_cams, integer, dtype, distractors):

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import MARKET_DEVSPLIT, require
 from trytry_reid.catalog import UnknownNameError
 from trytry_reid.visualization.query_choice import choose_queries
 from trytry_reid.visualization.ranking import (
@@ -25,6 +24,8 @@ from trytry_reid.visualization.ranking import (
     ranking_grid_array,
     ranking_rows,
 )
+
+from conftest import MARKET_DEVSPLIT, require
 
 
 def brute_force_rows(distmat, q_pids, g_pids, q_cams, g_cams, queries, top_k, remove_same_camera):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from reference_eval import reference_rerank
 from scipy.spatial.distance import cdist
 
 from trytry_reid.evaluation import evaluate_rank
 from trytry_reid.evaluation.rerank import rerank
+
+from reference_eval import reference_rerank
 
 
 def _clustered_features(rng, num_ids, per_id, dim):

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from engine_scripts.tiny_run import build, make_evaluate, run_child
+
 from trytry_reid.engine import fit, load_checkpoint
 from trytry_reid.engine.signals import ImmediateStop
 

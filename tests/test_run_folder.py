@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from data_fixtures import make_market_tree
 from test_pipeline_market import tiny_args
+
 from trytry_reid.cli import main as cli_main
 from trytry_reid.engine.checkpoint import load_checkpoint
+
+from data_fixtures import make_market_tree
 
 
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:

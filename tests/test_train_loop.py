@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from engine_scripts.tiny_run import GeneratedImages, build, make_evaluate
+
 from trytry_reid.data.sampler import PKSampler
 from trytry_reid.engine import (
     EpochLoaders,

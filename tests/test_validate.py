@@ -5,11 +5,19 @@ from __future__ import annotations
 import logging
 
 import pytest
+
+from trytry_reid.data import (
+    DatasetError,
+    Record,
+    Splits,
+    apply_bad_image_policy,
+    build_dataset,
+    check_identities,
+    find_bad_images,
+)
+
 from conftest import MARKET_DEVSPLIT, require
 from data_fixtures import corrupt_name, make_folder_tree, make_market_tree, truncated_name, write_image
-
-from trytry_reid.data import (DatasetError, Record, Splits, apply_bad_image_policy, build_dataset,
-                              check_identities, find_bad_images)
 
 
 @pytest.fixture

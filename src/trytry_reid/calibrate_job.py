@@ -16,11 +16,10 @@ from .evaluation.calibration import TARGET_FPRS, Calibration, rates_at
 from .evaluation.distance import compute_distance
 from .evaluation.open_set import best_matches, drop_gallery_identities, open_set_report
 from .inference import load_model
-from .operating_point import make_entry, store_in_checkpoint
+from .operating_point import CalibrationError, make_entry, store_in_checkpoint
 from .reports import write_json
 from .retrieval import RetrievalResult, camids, pids
 from .visualization.calibration_plot import draw_calibration
-from .operating_point import CalibrationError
 
 
 def open_set_on(result: RetrievalResult, drop_fraction: float, seed: int, threshold: float | None) -> dict:

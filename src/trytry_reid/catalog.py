@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from typing import Mapping, TypeVar
+
 from .errors import ReidError
 
 T = TypeVar("T")

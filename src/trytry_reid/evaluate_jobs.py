@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-
 from .builders import build_test_sets, retrieval_options
 from .config import Config
 from .data.datasets import Record
-from .evaluation.feature_file import FeatureSet, load_features
 from .engine import distributed
+from .evaluation.feature_file import FeatureSet, load_features
 from .inference import LoadedModel, load_model
 from .reports import draw_ranking, draw_tsne_map, file_slug, format_table, write_figures, write_metrics
 from .retrieval import RetrievalResult, evaluate_model, rank_features

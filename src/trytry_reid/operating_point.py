@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from trytry_reid.engine.checkpoint import load_checkpoint, save_checkpoint
-from trytry_reid.evaluation.calibration import Calibration, Roc, compact_roc, rates_at
 from trytry_reid.errors import ReidError, UsageError
+from trytry_reid.evaluation.calibration import Calibration, Roc, compact_roc, rates_at
 
 ENTRY_KEY = "calibration"
 METRIC = "cosine"

@@ -21,13 +21,13 @@ from .engine.checkpoint import check_writable, load_checkpoint
 from .engine.rng import seed_everything
 from .engine.state import TrainObjects
 from .engine.train import FitOptions, fit
+from .errors import UsageError
 from .evaluation.calibration import Calibration
 from .operating_point import ENTRY_KEY, make_entry
 from .reports import fixed_queries, format_table, ranking_array, write_figures, write_json, write_metrics
 from .retrieval import RetrievalResult, evaluate_model
 from .visualization.calibration_plot import calibration_array, draw_calibration
 from .visualization.curves import draw_curves
-from .errors import UsageError
 
 log = logging.getLogger("trytry_reid")
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 from ..catalog import lookup
-from . import digits as digit_sets
 from ..errors import ReidError
+from . import digits as digit_sets
 
 log = logging.getLogger("trytry_reid.data")
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
 from ..errors import ReidError
 
 SPLIT_SEED = 0

@@ -9,8 +9,8 @@ from typing import Callable, Iterable, Sequence
 import torch
 from PIL import Image
 
-from .datasets import Record
 from ..errors import ReidError
+from .datasets import Record
 
 
 class ImageReadError(ReidError, OSError):

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from trytry_reid.engine.signals import deferred_stop
+
 from ..errors import ReidError
 
 _NUMBERED = re.compile(r"^(?P<prefix>.*?)(?P<number>\d+)$")

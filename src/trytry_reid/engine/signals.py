@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Callable
 
-
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 
 

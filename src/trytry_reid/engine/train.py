@@ -44,6 +44,7 @@ from trytry_reid.engine import distributed
 from trytry_reid.engine.checkpoint import check_writable, estimate_checkpoint_bytes, load_checkpoint, save_checkpoint
 from trytry_reid.engine.signals import StopRequest, TrainingInterrupted, resume_message
 from trytry_reid.engine.state import Progress, TrainObjects, restore_training_state, training_state
+
 from ..errors import ReidError
 
 log = logging.getLogger(__name__)

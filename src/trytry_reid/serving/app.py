@@ -30,12 +30,12 @@ from PIL import Image
 
 from trytry_reid.data.images import common_folder
 from trytry_reid.embedder import Embedder
+from trytry_reid.errors import UsageError
 from trytry_reid.operating_point import Threshold, resolve_threshold
 from trytry_reid.serving.answer import index_calibration, search_answer
 from trytry_reid.serving.eval_run import EvalRow, load_eval_run
 from trytry_reid.serving.index import GalleryIndex, read_index_info
 from trytry_reid.serving.uploads import MAX_IMAGE_PIXELS, UploadGate, decode_upload  # noqa: F401 (re-exported)
-from trytry_reid.errors import UsageError
 
 log = logging.getLogger(__name__)
 

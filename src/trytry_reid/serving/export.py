@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from trytry_reid.data.images import read_image
-from ..errors import ReidError
 from trytry_reid.errors import UsageError
+
+from ..errors import ReidError
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "embeddings"

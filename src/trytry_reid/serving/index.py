@@ -20,9 +20,9 @@ from typing import Sequence
 
 import numpy as np
 
+from trytry_reid.errors import ReidError
 from trytry_reid.serving import search
 from trytry_reid.serving.search import build_backend
-from trytry_reid.errors import ReidError
 
 FORMAT = "trytry-reid-gallery-index/1"
 _NORM_TOLERANCE = 1e-3
