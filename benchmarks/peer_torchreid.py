@@ -156,10 +156,17 @@ def run_ours(config: Config, out: Path) -> dict:
 
 
 def ours_config(args, seed: int, out: Path, epochs: int | None = None) -> Config:
+    """The project config for one seed; with ``epochs``, a longer run whose schedule (warmup, milestones)
+    keeps its proportions."""
     extra = [f"train.seed={seed}", f"output_dir={out}", "test.figures=false"]
-    if epochs is not None:
-        extra.append(f"train.epochs={epochs}")
-    return load_config(args.config, [*args.overrides, *extra])
+    config = load_config(args.config, [*args.overrides, *extra])
+    if epochs is None:
+        return config
+    t = config.train
+    milestones = [round(m * epochs / t.epochs) for m in t.milestones]
+    return load_config(args.config, [*args.overrides, *extra, f"train.epochs={epochs}",
+                                     f"train.milestones={milestones}",
+                                     f"train.warmup_epochs={round(t.warmup_epochs * epochs / t.epochs)}"])
 
 
 def record(system: str, label: str, pair: str, seed: int, args, result: dict) -> dict:
