@@ -38,26 +38,26 @@ def exact_labels(distmat, qp, gp, qc, gc):
 
 
 def test_pairs_are_split_by_the_market_protocol_by_hand():
-    # queries: pid 1 cam 0, pid 0 cam 1 (a query that is itself a distractor id)
-    # gallery: pid 1 cam 0 (left out), pid 1 cam 2 (positive), pid 2 cam 0, pid 0 cam 1 (distractor)
+    # queries: pid 1 cam 0, pid 0 cam 1 (pid 0 is a label like any other: the digit zero)
+    # gallery: pid 1 cam 0 (left out for query 0), pid 1 cam 2 (positive), pid 2 cam 0, pid 0 cam 3
     distmat = np.array([[0.10, 0.20, 0.30, 0.40],
-                        [0.50, 0.60, 0.70, 0.05]], dtype=np.float32)
+                        [0.50, 0.60, 0.02, 0.05]], dtype=np.float32)
     hist = pair_histograms(distmat, np.array([1, 0]), np.array([1, 1, 2, 0]), np.array([0, 1]),
-                           np.array([0, 2, 0, 1]), bins=8, max_distance=2.0)
-    assert hist.excluded == 1 and hist.num_positive == 1 and hist.num_negative == 6
-    # bins of width 0.25, (i w, (i + 1) w]: 0.2 -> bin 0; negatives 0.3, 0.4 -> 1; 0.5 -> 1; 0.6, 0.7 -> 2;
-    # 0.05 -> 0 (distractor vs pid-0 query: a negative)
-    assert hist.positive.tolist() == [1, 0, 0, 0, 0, 0, 0, 0]
-    assert hist.negative.tolist() == [1, 3, 2, 0, 0, 0, 0, 0]
+                           np.array([0, 2, 0, 3]), bins=8, max_distance=2.0)
+    assert hist.excluded == 1 and hist.num_positive == 2 and hist.num_negative == 5
+    # bins of width 0.25, (i w, (i + 1) w]: positives 0.2 and 0.05 (pid 0 with pid 0) -> bin 0;
+    # negatives 0.02 -> 0; 0.3, 0.4, 0.5 -> 1; 0.6 -> 2
+    assert hist.positive.tolist() == [2, 0, 0, 0, 0, 0, 0, 0]
+    assert hist.negative.tolist() == [1, 3, 1, 0, 0, 0, 0, 0]
     roc = roc_from_histograms(hist)
     assert roc.thresholds[:3].tolist() == [0.25, 0.5, 0.75]
-    np.testing.assert_allclose(roc.fpr[:3], [1 / 6, 4 / 6, 1.0])
+    np.testing.assert_allclose(roc.fpr[:3], [1 / 5, 4 / 5, 1.0])
     np.testing.assert_allclose(roc.tpr[:3], [1.0, 1.0, 1.0])
-    # AUC: the positive (0.2) shares bin 0 with one negative (0.05, a tie counted half): (5 + 0.5) / 6
+    # AUC: both positives share bin 0 with one negative (2 tied pairs, counted half): (2 x 4 + 2 x 0.5) / 10
     calibration = calibrate(hist, target_fprs=(0.2, 0.1))
-    assert calibration.auc == pytest.approx(5.5 / 6)
-    assert calibration.auc_error_bound == pytest.approx(0.5 / 6)
-    assert calibration.at(0.2).threshold == 0.25 and calibration.at(0.2).fpr == pytest.approx(1 / 6)
+    assert calibration.auc == pytest.approx(0.9)
+    assert calibration.auc_error_bound == pytest.approx(0.1)
+    assert calibration.at(0.2).threshold == 0.25 and calibration.at(0.2).fpr == pytest.approx(1 / 5)
     low = calibration.at(0.1)                       # even bin 0 exceeds FPR 0.1: nothing is accepted
     assert (low.threshold, low.fpr, low.tpr) == (0.0, 0.0, 0.0)
 

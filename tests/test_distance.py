@@ -72,3 +72,7 @@ def test_the_aqe_option_ranks_the_expanded_features():
     np.testing.assert_allclose(result.distmat, compute_distance(expanded_q, expanded_g, "cosine"), atol=1e-6)
     plain = rank_features("set", query, gallery, qf, gf, metric="cosine")
     assert not np.allclose(plain.distmat, result.distmat)
+    # the verification figures describe the model's own features, the distance a served threshold is compared to
+    assert result.calibration.auc == plain.calibration.auc
+    np.testing.assert_array_equal(result.calibration.histograms.positive, plain.calibration.histograms.positive)
+    np.testing.assert_array_equal(result.query_features, qf)

@@ -79,3 +79,11 @@ def test_a_split_without_non_mated_queries_is_refused():
     matches = best_matches(np.array([[0.1, 0.2]]), np.array([1]), np.array([1, 2]), np.array([0]), np.array([1, 1]))
     with pytest.raises(ValueError, match="1 mated and 0 non-mated"):
         dir_at_far(matches)
+
+
+def test_pid_zero_is_an_identity_like_any_other():
+    # the digit sets label the digit zero 0: a pid-0 query with a pid-0 gallery image in another camera is mated
+    distmat = np.array([[0.10, 0.40], [0.30, 0.20]])
+    matches = best_matches(distmat, np.array([0, 5]), np.array([0, 1]), np.array([0, 0]), np.array([1, 1]))
+    assert matches.mated.tolist() == [True, False] and matches.non_mated.tolist() == [False, True]
+    assert matches.correct.tolist() == [True, False]

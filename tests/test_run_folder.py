@@ -129,6 +129,19 @@ def test_a_config_that_does_not_fit_the_checkpoint_is_named_before_any_write(run
     assert snapshot(out) == before
 
 
+def test_a_saved_state_that_does_not_fit_the_optimizer_fails_before_any_write(run, capsys):
+    root, out = run
+    last = out / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    state["optimizer"]["param_groups"].append(dict(state["optimizer"]["param_groups"][0], params=[]))
+    torch.save(state, last)
+    before = snapshot(out)
+    assert cli_main(tiny_args(root, out, "train.epochs=2", "--resume")) == 2
+    err = capsys.readouterr().err
+    assert f"cannot resume {last}: its saved state does not fit" in err and "nothing was changed" in err
+    assert snapshot(out) == before
+
+
 def test_batch_larger_than_the_identities_writes_nothing(tmp_path, capsys):
     root = make_market_tree(tmp_path / "market")
     assert cli_main(tiny_args(root, tmp_path / "run", "data.batch_p=9")) == 2
@@ -154,3 +167,24 @@ def test_evaluate_without_config_uses_the_checkpoints_own_config(finished, tmp_p
     assert cli_main(["evaluate", "--checkpoint", checkpoint, "data.root=/moved/away"]) == 2
     err = capsys.readouterr().err
     assert f"the config stored in {checkpoint}" in err and "'data.root' = '/moved/away'" in err
+
+
+def test_calibrate_rank_and_tsne_without_config_use_the_checkpoints_own_config(finished, tmp_path):
+    _, out = finished
+    checkpoint = str(out / "checkpoints" / "last.pt")
+    assert cli_main(["calibrate", "--checkpoint", checkpoint, "--out", str(tmp_path / "c"), "--no-store",
+                     "--open-set-drop", "0"]) == 0
+    report = json.loads((tmp_path / "c" / "calibration.json").read_text())
+    assert list(report["datasets"]) == ["market1501"]                       # the run's test set, not the digits
+    assert cli_main(["rank", "--checkpoint", checkpoint, "--out", str(tmp_path / "r"), "--num", "2"]) == 0
+    assert any(p.name.startswith("ranking") for p in (tmp_path / "r").iterdir())
+
+
+
+def test_no_operating_point_is_stored_from_flip_averaged_features(finished, tmp_path):
+    from trytry_reid.operating_point import ENTRY_KEY
+
+    root, out = finished
+    assert ENTRY_KEY in load_checkpoint(out / "checkpoints" / "last.pt")      # the plain run stores one
+    assert cli_main(tiny_args(root, tmp_path / "flip", "test.flip=true")) == 0
+    assert ENTRY_KEY not in load_checkpoint(tmp_path / "flip" / "checkpoints" / "last.pt")

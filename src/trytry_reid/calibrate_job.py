@@ -8,6 +8,8 @@ checkpoint (``"calibration"``; operating_point.py) unless told not to.
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from pathlib import Path
 
 from .config import Config
@@ -20,6 +22,8 @@ from .operating_point import CalibrationError, make_entry, store_in_checkpoint
 from .reports import write_json
 from .retrieval import RetrievalResult, camids, pids
 from .visualization.calibration_plot import draw_calibration
+
+log = logging.getLogger("trytry_reid")
 
 
 def open_set_on(result: RetrievalResult, drop_fraction: float, seed: int, threshold: float | None) -> dict:
@@ -59,7 +63,12 @@ def require_calibration(result: RetrievalResult) -> Calibration:
 
 def run_calibrate(config: Config, checkpoint: Path, out: Path | None = None, *, store: bool = True,
                   open_set_drop: float = 0.5) -> dict:
-    """Calibrate ``checkpoint`` on every configured test set; returns what calibration.json holds."""
+    """Calibrate ``checkpoint`` on every configured test set; returns what calibration.json holds.
+    Features are extracted without flip averaging whatever ``test.flip`` says: the threshold is for the
+    embedding that search, verify, the Embedder and the ONNX export compute."""
+    if config.test.flip:
+        log.info("calibrate: test.flip ignored; the served embedding does not average flipped crops")
+        config = replace(config, test=replace(config.test, flip=False))
     results = evaluate_checkpoint(config, load_model(checkpoint))
     out = out or default_out(checkpoint, "calibration")
     first, fpr = results[0], config.test.calibration_fpr

@@ -13,6 +13,9 @@ from . import commands
 from .errors import ReidError
 
 
+STORED_CONFIG_HELP = "YAML config file (default: the one stored in --checkpoint, test sets included)"
+
+
 def add_config_args(parser: argparse.ArgumentParser, required: bool = False,
                     help_text: str = f"YAML config file (default for train: {commands.DEMO_CONFIG})") -> None:
     parser.add_argument("--config", "-c", type=Path, required=required, help=help_text)
@@ -31,7 +34,7 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def evaluate_arguments(p: argparse.ArgumentParser) -> None:
-    add_config_args(p, help_text="YAML config file (default: the one stored in --checkpoint, test sets included)")
+    add_config_args(p, help_text=STORED_CONFIG_HELP)
     p.add_argument("--checkpoint", type=Path, help="a checkpoint written by train")
     p.add_argument("--features", type=Path, help="an .npz of query/gallery features, pids and camids")
     p.add_argument("--out", type=Path, help="output folder (default: next to the checkpoint or features)")
@@ -39,7 +42,7 @@ def evaluate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def rank_arguments(p: argparse.ArgumentParser) -> None:
-    add_config_args(p, required=True)
+    add_config_args(p, help_text=STORED_CONFIG_HELP)
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--queries", default="first", choices=["first", "random", "worst", "names"],
                    help="which queries to draw (worst = lowest AP)")
@@ -51,7 +54,7 @@ def rank_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def tsne_arguments(p: argparse.ArgumentParser) -> None:
-    add_config_args(p, required=True)
+    add_config_args(p, help_text=STORED_CONFIG_HELP)
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--max-ids", type=int, default=20, help="identities drawn (a seeded sample)")
     p.add_argument("--thumbnails", action="store_true", help="draw image thumbnails at the points")
@@ -59,7 +62,7 @@ def tsne_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def calibrate_arguments(p: argparse.ArgumentParser) -> None:
-    add_config_args(p)
+    add_config_args(p, help_text=STORED_CONFIG_HELP)
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--out", type=Path, help="output folder (default: <checkpoint run>/calibration)")
     p.add_argument("--no-store", action="store_true", help="measure only; leave the checkpoint unchanged")

@@ -36,6 +36,11 @@ def checkpoint_config(checkpoint: Path, overrides: list[str]) -> Config:
         raise ConfigError(f"the config stored in {checkpoint}: {error}") from error
 
 
+def job_config(args: argparse.Namespace) -> Config:
+    """--config with overrides when given, else the config stored in --checkpoint (its test sets included)."""
+    return config_from(args) if args.config is not None else checkpoint_config(args.checkpoint, args.overrides)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .pipeline import run_check_data, run_train
 
@@ -56,15 +61,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     if args.checkpoint is None:
         raise UsageError("evaluate needs --checkpoint CKPT (with --config) or --features FILE.npz")
-    config = config_from(args) if args.config is not None else checkpoint_config(args.checkpoint, args.overrides)
-    run_evaluate(config, args.checkpoint, args.out, figures=args.rank)
+    run_evaluate(job_config(args), args.checkpoint, args.out, figures=args.rank)
     return 0
 
 
 def cmd_rank(args: argparse.Namespace) -> int:
     from .evaluate_jobs import run_rank
 
-    run_rank(config_from(args), args.checkpoint, strategy=args.queries, num=args.num, top_k=args.top_k,
+    run_rank(job_config(args), args.checkpoint, strategy=args.queries, num=args.num, top_k=args.top_k,
              seed=args.seed, names=args.names, out=args.out)
     return 0
 
@@ -72,7 +76,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
 def cmd_tsne(args: argparse.Namespace) -> int:
     from .evaluate_jobs import run_tsne
 
-    run_tsne(config_from(args), args.checkpoint, max_ids=args.max_ids, thumbnails=args.thumbnails, out=args.out)
+    run_tsne(job_config(args), args.checkpoint, max_ids=args.max_ids, thumbnails=args.thumbnails, out=args.out)
     return 0
 
 
@@ -81,7 +85,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.open_set_drop < 1.0:
         raise UsageError(f"--open-set-drop {args.open_set_drop}: expected a fraction in [0, 1) (0 skips open-set)")
-    run_calibrate(config_from(args), args.checkpoint, args.out, store=not args.no_store,
+    run_calibrate(job_config(args), args.checkpoint, args.out, store=not args.no_store,
                   open_set_drop=args.open_set_drop)
     return 0
 

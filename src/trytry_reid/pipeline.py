@@ -20,7 +20,7 @@ from .engine import distributed
 from .engine.checkpoint import check_writable, load_checkpoint
 from .engine.rng import seed_everything
 from .engine.state import TrainObjects
-from .engine.train import FitOptions, fit
+from .engine.train import FitOptions, checkpoint_space, fit
 from .errors import UsageError
 from .evaluation.calibration import Calibration
 from .operating_point import ENTRY_KEY, make_entry
@@ -80,8 +80,9 @@ class Evaluator:
         self.results = [evaluate_model(model, label, s.query, s.gallery, transform, **options)
                         for label, s in self.test_sets]
         first = self.results[0] if self.results else None
-        # never keep an older operating point for the new weights: none when this evaluation cannot calibrate
-        self.operating_point = None if first is None or first.calibration is None else \
+        # never keep an older operating point for the new weights: none when this evaluation cannot calibrate,
+        # nor when test.flip averages in flipped crops (the served embedding does not: `calibrate` measures it)
+        self.operating_point = None if first is None or first.calibration is None or t.flip else \
             make_entry(first.calibration, t.calibration_fpr, first.label, epoch=epoch)
         summaries = self.summaries()
         log.debug("epoch %d evaluation:\n%s", epoch, format_table(summaries))
@@ -170,8 +171,8 @@ def run_train(config: Config, resume: str | None = None, overwrite: bool = False
         print(f"this run already finished {state['epoch']} epoch(s) ({checkpoint}); nothing was changed. "
               f"To train longer, resume with train.epochs larger than {state['epoch']}")
         return {}
-    in_place = run_folder.resumes_in_place(out, checkpoint)
-    found = run_folder.refuse_existing_run(out, overwrite) if info.is_main and not in_place else []
+    # every rank checks (read only), so none goes on alone into the collectives when the folder is refused
+    found = [] if run_folder.resumes_in_place(out, checkpoint) else run_folder.refuse_existing_run(out, overwrite)
     seed_everything(config.train.seed)
     splits = builders.build_train_splits(config)
     train = builders.build_train_data(config, splits, info.rank, info.world_size)
@@ -179,9 +180,10 @@ def run_train(config: Config, resume: str | None = None, overwrite: bool = False
     objects = build_objects(config, train, info, device)
     if state is not None:
         run_folder.check_resume_model(state, distributed.unwrap(objects.model), checkpoint)
+        run_folder.check_resume_state(state, objects, checkpoint)
     if info.is_main:
+        check_writable(out, need_bytes=checkpoint_space(objects, config.train.checkpoint_keep))
         run_folder.delete_run(out, found)
-        check_writable(out)
         (out / "config.yml").write_text(dump_yaml(config))
     writer = tensorboard_writer(out, state) if info.is_main else None
     evaluator = Evaluator(config, objects.model, test_sets, str(device), writer,

@@ -28,11 +28,13 @@ class RetrievalResult:
     label: str
     query: list[Record]
     gallery: list[Record]
-    query_features: np.ndarray  # [Q, D] L2-normalised
+    query_features: np.ndarray  # [Q, D] L2-normalised, the model's own (before any query expansion)
     gallery_features: np.ndarray  # [G, D]
     distmat: np.ndarray  # [Q, G], smaller is closer
     ranking: dict  # evaluate_rank's output (cmc, mAP, mINP, all_ap, ...)
-    calibration: Calibration | None = None  # verification of every query-gallery pair by cosine distance
+    # verification of every query-gallery pair by the cosine distance of the model's own features (no AQE,
+    # no re-ranking): the distance that search, verify and the Embedder compare with a threshold
+    calibration: Calibration | None = None
 
     def summary(self) -> dict[str, float]:
         """rank1, rank5, rank10, mAP, mINP as fractions, the query counts, and (when the pairs allow a
@@ -55,13 +57,13 @@ def rank_features(label: str, query: list[Record], gallery: list[Record], qf: np
                   metric: str = "cosine", use_rerank: bool = False, aqe: int = 0,
                   max_rank: int = 50) -> RetrievalResult:
     """Rank the gallery for each query from features alone (also used by `evaluate --features`); ``aqe`` > 0
-    first replaces each query by its average query expansion over that many gallery neighbours."""
-    if aqe > 0:
-        qf, gf = average_query_expansion(qf, gf, k=aqe)
-    distmat = rerank(qf, gf) if use_rerank else compute_distance(qf, gf, metric=metric)
+    first replaces each query by its average query expansion over that many gallery neighbours. The
+    calibration always scores the features as given (AQE and re-ranking change the ranking only)."""
+    ranked_qf, ranked_gf = average_query_expansion(qf, gf, k=aqe) if aqe > 0 else (qf, gf)
+    distmat = rerank(ranked_qf, ranked_gf) if use_rerank else compute_distance(ranked_qf, ranked_gf, metric=metric)
     ranking = evaluate_rank(distmat, pids(query), pids(gallery), camids(query), camids(gallery),
                             max_rank=max_rank)
-    cosine = distmat if metric == "cosine" and not use_rerank else None
+    cosine = distmat if metric == "cosine" and not use_rerank and aqe == 0 else None
     return RetrievalResult(label, query, gallery, qf, gf, distmat, ranking,
                            verify_pairs(label, query, gallery, qf, gf, cosine))
 

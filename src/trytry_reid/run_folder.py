@@ -30,7 +30,7 @@ log = logging.getLogger("trytry_reid")
 
 # What a training run writes into its folder; a folder holding any of them holds a run.
 RUN_FILES = ("config.yml", "metrics.json", "summary.json", "curves.png")
-RUN_FOLDERS = ("checkpoints", "tb", "figures")
+RUN_FOLDERS = ("checkpoints", "tb", "figures", "evaluation", "calibration")
 # Config keys (dotted; a trailing '.' is a whole section) that may differ between a checkpoint and its resume.
 RESUMABLE_KEYS = ("train.epochs", "train.eval_every", "train.log_every", "train.checkpoint_keep",
                   "train.checkpoint_every_steps", "train.device", "data.workers", "test.", "output_dir", "name")
@@ -140,3 +140,18 @@ def finished_epochs(state: dict, epochs: int, checkpoint: Path) -> int | None:
         raise ResumeError(f"checkpoint {checkpoint} already trained {done} epochs, more than train.epochs="
                           f"{epochs}; resume with train.epochs={done + 1} or more to train longer")
     return done if done == epochs else None
+
+
+def check_resume_state(state: dict, objects: Any, checkpoint: Path) -> None:
+    """Load the checkpoint into the freshly built objects (model, loss, optimizers, schedule, scaler) once,
+    before any file is written, so a checkpoint that does not fit fails here, naming why; fit loads it again."""
+    from .engine.state import restore_training_state
+    from .engine.train import History
+
+    try:
+        restore_training_state(state, objects, History())
+    except (KeyError, ValueError, RuntimeError) as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ResumeError(f"cannot resume {checkpoint}: its saved state does not fit the objects built from this "
+                          f"config and data ({type(error).__name__}: {detail}); nothing was changed") from error
+

@@ -3,10 +3,12 @@
 Every function takes the dataset root (a folder, or None where no root is needed) and returns
 :class:`Splits`. Conventions shared by the whole toolkit:
 
-* ``pid`` is the dataset's own identity number, never relabelled. ``0`` means "distractor": such images are
-  kept in the gallery as negatives and dropped from train and query; ``-1`` ("junk") is dropped everywhere.
-  Datasets that number real identities from 0 (VIPeR, MSMT17, the digit sets) are shifted by one, so that
-  0 keeps that meaning everywhere.
+* ``pid`` is the dataset's own identity number, never relabelled. In the person datasets ``0`` means
+  "distractor": such images are kept in the gallery as negatives and dropped from train and query; ``-1``
+  ("junk") is dropped everywhere. Person datasets that number real identities from 0 (VIPeR, MSMT17) are
+  shifted by one, so that 0 keeps that meaning there. The digit sets keep the digit as the pid (0 is the
+  digit zero). The evaluation code never special-cases pid 0: a distractor matches no query because no
+  query carries pid 0.
 * ``camid`` is 0-based (file token ``c1`` -> 0).
 * Paths are absolute and point at real files.
 """

@@ -33,7 +33,6 @@ class TrainObjects:
     scaler: torch.amp.GradScaler | None = None  # built by fit from options.amp
 
 
-
 @dataclass
 class Progress:
     """Where a run is: ``step_in_epoch`` batches of ``epoch`` (0-based) are done, ``global_step`` in all."""
@@ -81,9 +80,11 @@ def restore_training_state(state: dict[str, Any], objects: TrainObjects, history
     distributed.unwrap(objects.model).load_state_dict(state["model"])
     objects.criterion.load_state_dict(state.get("criterion", {}))
     objects.optimizer.load_state_dict(state["optimizer"])
-    loss_optimizer = state.get("loss_optimizer", state.get("center_optimizer"))  # older checkpoints named it so
-    if objects.loss_optimizer is not None and loss_optimizer is not None:
-        objects.loss_optimizer.load_state_dict(loss_optimizer)
+    if objects.loss_optimizer is not None and state.get("loss_optimizer") is not None:
+        scales = [group.get("grad_scale", 1.0) for group in objects.loss_optimizer.param_groups]
+        objects.loss_optimizer.load_state_dict(state["loss_optimizer"])
+        for group, scale in zip(objects.loss_optimizer.param_groups, scales):
+            group["grad_scale"] = scale  # from the term weights of this config, whatever the file holds
     objects.scheduler.load_state_dict(state["scheduler"])
     if objects.scaler is not None and state.get("scaler"):
         objects.scaler.load_state_dict(state["scaler"])

@@ -107,8 +107,7 @@ def fit(objects: TrainObjects, loaders: Loaders, options: FitOptions, *, evaluat
     _prepare(objects, options, device)
     history, progress = History(), Progress()
     if options.checkpoint_dir is not None and is_main:
-        need = 3 * estimate_checkpoint_bytes(objects.model, objects.criterion) * (options.checkpoint_keep + 2)
-        check_writable(options.checkpoint_dir, need_bytes=need)
+        check_writable(options.checkpoint_dir, need_bytes=checkpoint_space(objects, options.checkpoint_keep))
     if resume_from is not None:
         state = resume_from if isinstance(resume_from, dict) else load_checkpoint(resume_from)
         progress = restore_training_state(state, objects, history)
@@ -119,6 +118,12 @@ def fit(objects: TrainObjects, loaders: Loaders, options: FitOptions, *, evaluat
             train_one_epoch(objects, batches, progress, options, history, writer, stop)
             _end_of_epoch(objects, progress, options, history, writer, evaluate)
     return history.to_dict()
+
+
+def checkpoint_space(objects: TrainObjects, keep: int) -> int:
+    """Bytes a run's checkpoints may need: last.pt, best.pt and ``keep`` numbered copies, each about three
+    times the model and loss tensors (weights, optimizer moments)."""
+    return 3 * estimate_checkpoint_bytes(objects.model, objects.criterion) * (keep + 2)
 
 
 def _prepare(objects: TrainObjects, options: FitOptions, device: torch.device) -> None:
@@ -158,6 +163,7 @@ def train_one_epoch(objects: TrainObjects, batches: Iterable[Sequence[Any]], pro
         if options.checkpoint_every_steps and progress.global_step % options.checkpoint_every_steps == 0:
             save_training_state(objects, progress, options, history)
         if distributed.any_rank([stop.requested is not None], device)[0]:
+            history.add_training_time(time.perf_counter() - started, trained)  # the part done counts too
             _stop_on_signal(objects, progress, options, history, stop.requested or 15)
     bar.close()
     history.add_training_time(time.perf_counter() - started, trained)

@@ -59,14 +59,14 @@ def best_matches(distmat: np.ndarray, q_pids, g_pids, q_camids, g_camids) -> Bes
     step = max(1, _CHUNK_ELEMENTS // max(1, num_g))
     for start in range(0, num_q, step):
         rows = slice(start, min(start + step, num_q))
-        same_id = (q_pids[rows, None] == g_pids[None, :]) & (g_pids[None, :] != 0)
+        same_id = q_pids[rows, None] == g_pids[None, :]
         left_out = same_id & (q_camids[rows, None] == g_camids[None, :])
         dist = np.where(left_out, np.inf, np.asarray(distmat[rows], dtype=np.float64))
         best = np.argmin(dist, axis=1)
         distance[rows] = dist[np.arange(len(best)), best]
         correct[rows] = same_id[np.arange(len(best)), best] & np.isfinite(distance[rows])
         mated[rows] = (same_id & ~left_out).any(1)
-    non_mated = ~np.isin(q_pids, g_pids[g_pids != 0])
+    non_mated = ~np.isin(q_pids, g_pids)
     return BestMatches(distance, correct, mated, non_mated)
 
 

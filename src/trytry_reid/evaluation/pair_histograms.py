@@ -3,7 +3,8 @@
 Pairs follow the Market-1501 protocol of ``evaluate_rank``:
   * positive: same identity, different camera;
   * left out: same identity, same camera (counted in ``excluded``, never in either histogram);
-  * negative: different identities; a gallery distractor (pid 0) is always a negative, whatever the query.
+  * negative: different identities (a Market gallery distractor, pid 0, is one: no query carries pid 0; in the
+    digit sets pid 0 is the digit zero and pairs like any other label).
 
 Binning: ``bins`` equal bins over [0, ``max_distance``]; bin i holds distances in (i w, (i + 1) w] (bin 0 also
 holds 0), w = max_distance / bins; distances beyond ``max_distance`` land in the last bin. The default, 2**16
@@ -140,7 +141,7 @@ def _count_block(dist: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tenso
     dist = dist.to(torch.float32)
     if not bool(torch.isfinite(dist).all()):
         raise ValueError("distances hold NaN or infinite values; calibration needs finite distances")
-    same_id = (q_pids[:, None] == g_pids[None, :]) & (g_pids[None, :] != 0)
+    same_id = q_pids[:, None] == g_pids[None, :]
     same_camera = q_camids[:, None] == g_camids[None, :]
     code = torch.ceil(dist * scale).clamp_(1, bins).to(torch.int32).sub_(1)
     code += same_id.to(torch.int32) * (POSITIVE + same_camera.to(torch.int32)) * bins
