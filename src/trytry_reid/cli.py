@@ -12,7 +12,6 @@ from typing import Callable, NamedTuple, Sequence
 from . import commands
 from .errors import ReidError
 
-
 STORED_CONFIG_HELP = "YAML config file (default: the one stored in --checkpoint, test sets included)"
 
 
