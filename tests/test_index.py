@@ -337,6 +337,25 @@ def test_extending_an_index_with_another_checkpoint_is_refused(tmp_path):
     assert added == 2 and len(index) == 5 and index.info["checkpoint_sha256"] == before_sha(first)
 
 
+def test_searching_an_index_with_another_checkpoint_is_refused(tmp_path, capsys):
+    from trytry_reid.cli import main as cli_main
+    from trytry_reid.inference import load_model
+    from trytry_reid.serving.app import serve
+    from trytry_reid.serving.index import index_folder
+
+    from test_export import write_images, write_tiny_checkpoint
+
+    first, second = write_tiny_checkpoint(tmp_path / "a.pt", seed=0), write_tiny_checkpoint(tmp_path / "b.pt", seed=1)
+    [query, *_] = write_images(tmp_path / "crops" / "a", 3, seed=1)
+    index_folder(load_model(first), tmp_path / "crops", tmp_path / "idx", checkpoint=first, progress=False)
+    search = ["search", "--index", str(tmp_path / "idx"), "--query", str(query)]
+    assert cli_main([*search, "--checkpoint", str(second)]) == 2
+    assert "searching it with other weights would compare features of two different models" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="was built with checkpoint"):
+        serve(tmp_path / "idx", second)                          # refused before the server starts
+    assert cli_main([*search, "--checkpoint", str(first)]) == 0 and cli_main(search) == 0
+
+
 def test_a_checkpoint_calibrated_after_indexing_still_extends_its_index(tmp_path):
     """`calibrate` rewrites the checkpoint file (new bytes, same weights): the index it built stays its own,
     and takes the new operating point; other weights are still refused."""

@@ -135,12 +135,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .operating_point import resolve_threshold
     from .serving.answer import format_answer, index_calibration, search_answer
     from .serving.folder_images import embed_images
-    from .serving.index import GalleryIndex, read_index_info
+    from .serving.index import GalleryIndex, check_index_model, read_index_info
 
     checkpoint = args.checkpoint or read_index_info(args.index).get("checkpoint")
     if checkpoint is None:
         raise UsageError(f"index {args.index} records no checkpoint; pass --checkpoint")
     index, loaded = GalleryIndex.load(args.index), load_model(checkpoint)
+    check_index_model(index, args.index, checkpoint, loaded)
     threshold = resolve_threshold(args.threshold, index_calibration(index, loaded))
     answer = search_answer(index, embed_images(loaded, [args.query]), args.top_k, threshold)
     print(format_answer(answer, threshold))

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from .atomic import atomic_file
 from .retrieval import RetrievalResult
 from .visualization.query_choice import choose_queries
 from .visualization.ranking import draw_ranking_grid, ranking_grid_array, ranking_rows
@@ -28,12 +27,9 @@ def file_slug(label: str) -> str:
 
 def write_json(path: Path, data: dict) -> Path:
     """Write JSON atomically (temp file + rename), so a crash never leaves half a metrics file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
+    with atomic_file(path, "w") as handle:
         json.dump(data, handle, indent=2)
         handle.write("\n")
-    os.replace(tmp, path)
     return path
 
 

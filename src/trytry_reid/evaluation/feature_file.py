@@ -22,6 +22,7 @@ from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from ..atomic import atomic_file
 from ..errors import ReidError
 
 FIELDS = ("features", "pids", "camids")  # required; "paths" is optional
@@ -114,7 +115,6 @@ def save_features(path: str | Path, sets: Mapping[str, FeatureSet]) -> Path:
         if len(feature_set.paths):
             arrays[_key(name, "paths")] = np.asarray([str(p) for p in feature_set.paths], dtype=str)
         _checked_set(path, arrays, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as handle:  # a file handle: numpy would otherwise append ".npz" to other names
+    with atomic_file(path) as handle:  # a file handle: numpy would otherwise append ".npz" to other names
         np.savez_compressed(handle, **arrays)
     return path

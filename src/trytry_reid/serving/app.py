@@ -34,7 +34,7 @@ from trytry_reid.errors import UsageError
 from trytry_reid.operating_point import Threshold, resolve_threshold
 from trytry_reid.serving.answer import index_calibration, search_answer
 from trytry_reid.serving.eval_run import EvalRow, load_eval_run
-from trytry_reid.serving.index import GalleryIndex, read_index_info
+from trytry_reid.serving.index import GalleryIndex, check_index_model, read_index_info
 from trytry_reid.serving.uploads import MAX_IMAGE_PIXELS, UploadGate, decode_upload  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -237,5 +237,7 @@ def serve(index_dir: str | Path, checkpoint: str | Path | None = None, host: str
             raise UsageError(f"index '{index_dir}' records no checkpoint; pass one explicitly")
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: the page is reachable from other machines", host)
-    app = create_app(index_dir, load_model(checkpoint, device), eval_run=eval_run)
+    loaded = load_model(checkpoint, device)
+    check_index_model(GalleryIndex.load(index_dir), index_dir, checkpoint, loaded)
+    app = create_app(index_dir, loaded, eval_run=eval_run)
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
+from trytry_reid.atomic import atomic_file
 from trytry_reid.errors import ReidError
 from trytry_reid.serving import search
 from trytry_reid.serving.search import build_backend
@@ -86,16 +87,18 @@ class GalleryIndex:
         return np.maximum(1.0 - scores, 0.0).astype(np.float32), ids
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``features.npz`` + ``index.json`` (+ backend files) into ``directory``."""
+        """Write ``features.npz``, the backend's files, then ``index.json`` into ``directory``, each file
+        atomically. index.json goes last and records the count: a crash mid-save leaves the earlier index.json,
+        and a load that finds more (or fewer) vectors than it records refuses the index instead of mixing."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        with (directory / "features.npz").open("wb") as handle:
+        with atomic_file(directory / "features.npz") as handle:
             np.savez(handle, features=self.features)
+        self._backend.save(directory)
         meta = {"format": FORMAT, "dim": self.dim, "count": self._size, "backend": self.backend_name,
                 "options": self.options, "distance": "1 - inner product (cosine distance)",
                 "info": self.info, "paths": self.paths}
-        (directory / "index.json").write_text(json.dumps(meta, indent=1))
-        self._backend.save(directory)
+        with atomic_file(directory / "index.json", "w") as handle:
+            json.dump(meta, handle, indent=1)
         return directory
 
     @classmethod
@@ -244,7 +247,16 @@ def weights_sha256(model) -> str:
     return digest.hexdigest()
 
 
-def _check_same_checkpoint(info: dict, provenance: dict, index_dir: Path) -> None:
+def check_index_model(index: "GalleryIndex", index_dir: str | Path, checkpoint: str | Path, loaded_model) -> None:
+    """Refuse to search an index with a model other than the one that built it (`search`, `serve`)."""
+    _check_same_checkpoint(index.info, _checkpoint_info(checkpoint, loaded_model), Path(index_dir),
+                           "searching it with other weights would compare features of two different models; "
+                           "leave --checkpoint out (the index's own is used) or build an index with this one")
+
+
+def _check_same_checkpoint(info: dict, provenance: dict, index_dir: Path,
+                           remedy: str = "its features would not be comparable; build a new index (--out another "
+                                         "folder), or pass the same checkpoint") -> None:
     """Refuse to add features of one model to an index of another (same weights = same model, any path or
     calibration). An index that records no weights hash (older versions) is compared by the checkpoint
     file's contents, or its path."""
@@ -262,8 +274,7 @@ def _check_same_checkpoint(info: dict, provenance: dict, index_dir: Path) -> Non
         same = known == provenance["checkpoint_sha256"] if known else recorded == provenance["checkpoint"]
     if not same:
         raise GalleryIndexError(f"index '{index_dir}' was built with checkpoint {recorded} (other weights), not with "
-                         f"{provenance['checkpoint']}: its features would not be comparable; build a new index "
-                         f"(--out another folder), or pass the same checkpoint")
+                                f"{provenance['checkpoint']}: {remedy}")
 
 
 def _embedding_dim(loaded_model) -> int:

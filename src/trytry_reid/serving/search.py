@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trytry_reid.atomic import atomic_file
 from trytry_reid.catalog import lookup
 from trytry_reid.errors import UsageError
 
@@ -186,7 +187,8 @@ class FaissIVFBackend:
 
     def save(self, directory: Path) -> None:
         """faiss's own binary format (no pickle), so loading needs no re-training."""
-        self.faiss.write_index(self.index, str(directory / self.FILE))
+        with atomic_file(directory / self.FILE) as handle:
+            self.faiss.write_index(self.index, self.faiss.PyCallbackIOWriter(handle.write))
 
 
 BACKENDS = {"numpy": TorchBackend, "faiss": FaissFlatBackend, "faiss-ivf": FaissIVFBackend}
