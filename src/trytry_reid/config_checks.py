@@ -112,6 +112,14 @@ def check_model(config: "Config") -> None:
     if model.embedding_dim < 0:
         fail("model.embedding_dim", model.embedding_dim, "0 (no embedding layer) or a positive size")
     special = ("imagenet", "none")
+    if model.pretrained == "imagenet":
+        from .models.backbones import BACKBONES
+
+        entry = BACKBONES.get(model.backbone)
+        if entry is not None and entry.imagenet_url is None:
+            with_weights = ", ".join(sorted(name for name, e in BACKBONES.items() if e.imagenet_url))
+            fail("model.pretrained", model.pretrained, f"'none' or a state dict path: backbone '{model.backbone}' "
+                 f"has no ImageNet weights (those with weights: {with_weights})")
     if model.pretrained not in special and not Path(model.pretrained).expanduser().is_file():
         fail("model.pretrained", model.pretrained, "'imagenet', 'none' or the path of an existing state dict file")
 

@@ -26,6 +26,7 @@ import torchvision
 from torch import nn
 
 from trytry_reid.catalog import lookup
+from trytry_reid.errors import ReidError
 from trytry_reid.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from trytry_reid.models.small_cnn import small_cnn
 
@@ -35,6 +36,10 @@ log = logging.getLogger(__name__)
 CLASSIFIER_PREFIXES = ("fc.", "classifier.")
 # A ReidModel checkpoint stores the trunk under this prefix; it is stripped so such files load too.
 TRUNK_PREFIX = "trunk."
+
+
+class WeightsError(ReidError, ValueError):
+    """A pretrained-weights file that cannot be read or does not fit the backbone (named in the message)."""
 
 
 def _check_last_stride(last_stride: int) -> None:
@@ -136,7 +141,7 @@ def imagenet_weights_path(backbone: str) -> Path:
     url = lookup(BACKBONES, backbone, "backbone").imagenet_url
     if url is None:
         with_weights = sorted(name for name, entry in BACKBONES.items() if entry.imagenet_url)
-        raise ValueError(f"backbone '{backbone}' has no ImageNet weights (those with weights: "
+        raise WeightsError(f"backbone '{backbone}' has no ImageNet weights (those with weights: "
                          f"{', '.join(with_weights)}); use pretrained: none or the path of a state dict")
     file_name = os.path.basename(urlparse(url).path)
     folder = Path(torch.hub.get_dir()) / "checkpoints"
@@ -167,7 +172,7 @@ def load_state_dict_file(trunk: nn.Module, path: Path) -> None:
             unexpected.append(raw_key)
             continue
         if value.shape != own[key].shape:
-            raise ValueError(
+            raise WeightsError(
                 f"weights file '{path}': key '{raw_key}' has shape {tuple(value.shape)} but the model "
                 f"expects {tuple(own[key].shape)}"
             )
@@ -186,15 +191,15 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle/zip errors carry no file name; add it
-        raise ValueError(f"cannot read weights file '{path}' as a state dict (weights_only): {error}") from error
+        raise WeightsError(f"cannot read weights file '{path}' as a state dict (weights_only): {error}") from error
     if not isinstance(state, dict):
-        raise ValueError(
+        raise WeightsError(
             f"weights file '{path}' holds a {type(state).__name__}, expected a state dict "
             "(a dict of parameter name -> tensor)"
         )
     for key, value in state.items():
         if not isinstance(value, torch.Tensor):
-            raise ValueError(
+            raise WeightsError(
                 f"weights file '{path}': key '{key}' holds a {type(value).__name__}, expected a tensor "
                 "(a state dict of parameter name -> tensor; for a training checkpoint pass its 'model' entry)"
             )
