@@ -63,14 +63,14 @@ def peak_rss_mb() -> float:
 
 
 def make_features(scale: str, dim: int, seed: int = 0):
-    """Clustered unit features for Market-like labels; distractors get their own random centres."""
+    """Clustered unit features for Market-like labels; distractors get their own random centers."""
     spec = SCALES[scale]
     q_pids, g_pids, q_cams, g_cams = make_labels(**spec, seed=seed)
     rng = np.random.default_rng(seed + 2)
-    centres = rng.standard_normal((spec["num_ids"] + 1, dim), dtype=np.float32)
+    centers = rng.standard_normal((spec["num_ids"] + 1, dim), dtype=np.float32)
 
     def views(pids):
-        out = centres[pids] + NOISE * rng.standard_normal((len(pids), dim), dtype=np.float32)
+        out = centers[pids] + NOISE * rng.standard_normal((len(pids), dim), dtype=np.float32)
         out[pids == 0] = rng.standard_normal((int((pids == 0).sum()), dim), dtype=np.float32)
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 

@@ -45,7 +45,7 @@ def config_for(shared: Path, fpr: float, workers: int):
                               f"{{name: viper, root: {viper}}}]"])
 
 
-def summarise(payload: dict, fpr: float) -> dict:
+def summarize(payload: dict, fpr: float) -> dict:
     """The table's numbers from calibration.json's content."""
     out = {}
     for label, d in payload["datasets"].items():
@@ -106,7 +106,7 @@ def main() -> None:
     state = load_checkpoint(args.checkpoint)
     entry = {"row": args.row or str(args.checkpoint), "checkpoint": str(args.checkpoint.resolve()),
              "backbone": state["config"]["model"]["backbone"], "step": state.get("step"),
-             **summarise(payload, args.fpr),
+             **summarize(payload, args.fpr),
              "parity": parity(args.checkpoint, args.shared, args.parity_images) if args.parity_images else None,
              "wall_s": round(time.time() - start, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)

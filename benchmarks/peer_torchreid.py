@@ -158,7 +158,7 @@ def run_ours(config: Config, out: Path) -> dict:
 def ours_config(args, seed: int, out: Path, epochs: int | None = None) -> Config:
     """The project config for one seed; with ``epochs``, a longer run whose schedule (warmup, milestones)
     keeps its proportions."""
-    extra = [f"train.seed={seed}", f"output_dir={out}", "test.figures=false"]
+    extra = [f"train.seed={seed}", f"output_dir={out}", "test.figures=false", "train.steps_per_epoch=null"]
     config = load_config(args.config, [*args.overrides, *extra])
     if epochs is None:
         return config

@@ -52,3 +52,40 @@ def test_main_py_trains_by_default_and_knows_every_command():
         assert entry.with_defaults([name, "--help"])[0] == name
     help_text = subprocess.run([sys.executable, str(REPO / "main.py"), "--help"], capture_output=True, text=True)
     assert all(name in help_text.stdout for name in cli.COMMANDS)
+
+
+def test_flag_choices_are_the_code_catalogs():
+    """The CLI spells its choices out (importing the catalogs would load torch for `--help`); they must stay
+    the catalogs' names."""
+    from trytry_reid.data.validate import POLICIES
+    from trytry_reid.serving.search import BACKENDS
+    from trytry_reid.visualization.query_choice import QUERY_STRATEGIES
+
+    def choices(command: str, flag: str) -> list[str]:
+        parser = cli.build_parser()
+        sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+        return list(next(a for a in sub._actions if flag in a.option_strings).choices)
+
+    assert choices("rank", "--queries") == list(QUERY_STRATEGIES)
+    assert choices("index", "--backend") == list(BACKENDS)
+    assert choices("index", "--on-bad-image") == list(POLICIES) == choices("extract", "--on-bad-image")
+
+
+def test_an_error_raised_in_a_loader_worker_is_one_line():
+    import torch
+    from torch.utils.data import DataLoader
+
+    from trytry_reid.data.images import ImageReadError
+
+    class Broken(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            raise ImageReadError("cannot read image '/data/x.jpg': truncated file")
+
+    with pytest.raises(ImageReadError) as caught:
+        next(iter(DataLoader(Broken(), num_workers=1)))
+    assert "Original Traceback" in str(caught.value)
+    assert cli.own_message(caught.value) == "cannot read image '/data/x.jpg': truncated file"
+    assert cli.own_message(UsageError("plain")) == "plain"

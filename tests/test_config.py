@@ -139,3 +139,10 @@ def test_a_dataset_without_a_source_note_still_gets_a_clear_error(monkeypatch):
         "mine", datasets.need_root("mine", root), datasets.MARKET_FOLDERS))
     with pytest.raises(datasets.DatasetError, match=r"^mine: a root folder is required \(data.root\)$"):
         datasets.build_dataset("mine", None)
+
+
+def test_a_validation_split_run_may_not_score_test_sets(tmp_path):
+    path = write(tmp_path, "data: {name: digits}\n")
+    assert load_config(path, ["data.validation_ids=2"]).data.validation_ids == 2
+    with pytest.raises(ConfigError, match=r"'data.validation_ids' = 2: expected 0 while test.datasets is set"):
+        load_config(path, ["data.validation_ids=2", "test.datasets=[{name: digits}]"])

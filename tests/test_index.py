@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from trytry_reid.evaluation.feature_file import FeatureSet, load_features, save_features
-from trytry_reid.serving.folder_images import extract_folder, folder_records, list_images, parse_market_name
+from trytry_reid.serving.folder_images import extract_folder, folder_records, find_images, parse_market_name
 from trytry_reid.serving.index import GalleryIndex
 from trytry_reid.serving.search import recall_at_k
 
@@ -201,13 +201,13 @@ def test_list_images_is_recursive_sorted_and_skips_other_files(tmp_path):
     for rel in ("b/2.jpg", "a/z/1.PNG", "a/0.bmp", "c.jpeg", "notes.txt", "a/z/model.pt"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x")
-    found = [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)]
+    found = [p.relative_to(tmp_path).as_posix() for p in find_images(tmp_path)]
     assert found == ["a/0.bmp", "a/z/1.PNG", "b/2.jpg", "c.jpeg"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no images"):
-        list_images(tmp_path / "empty")
+        find_images(tmp_path / "empty")
     with pytest.raises(NotADirectoryError, match="does not exist"):
-        list_images(tmp_path / "absent")
+        find_images(tmp_path / "absent")
 
 
 @pytest.fixture(scope="module")

@@ -198,9 +198,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ReidError, OSError) as err:
         if args.verbose:
             raise
-        print(f"trytry-reid {args.command}: error: {err}\n(run with --verbose for the traceback)",
+        print(f"trytry-reid {args.command}: error: {own_message(err)}\n(run with --verbose for the traceback)",
               file=sys.stderr)
         return 2
+
+
+def own_message(error: BaseException) -> str:
+    """The error's own message. An error raised in a DataLoader worker reaches the main process with the
+    worker's traceback in its message ("Caught X in DataLoader worker process N. Original Traceback ...");
+    its last line is what the worker raised ("module.X: message"), and only the message is kept."""
+    text = str(error)
+    if not text.startswith("Caught ") or "Original Traceback" not in text:
+        return text
+    last = text.strip().splitlines()[-1]
+    name = type(error).__name__
+    return last.split(f"{name}: ", 1)[1] if f"{name}: " in last else last
 
 
 if __name__ == "__main__":

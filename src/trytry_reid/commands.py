@@ -160,10 +160,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     check has passed: a failed check leaves nothing unchecked at --out (an earlier file there is kept)."""
     from .inference import load_model
     from .serving.export import check_onnx, export_onnx
-    from .serving.folder_images import list_images
+    from .serving.folder_images import find_images
 
     loaded = load_model(args.checkpoint)
-    images = [str(p) for p in list_images(args.check_images)][:256] if args.check_images is not None else None
+    images = [str(p) for p in find_images(args.check_images)][:256] if args.check_images is not None else None
     target = args.out if images is None else args.out.with_name(f".{args.out.name}.unchecked")
     try:
         path = export_onnx(loaded, target)

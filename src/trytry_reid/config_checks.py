@@ -94,6 +94,9 @@ def check_data(config: "Config") -> None:
         fail("data.workers", data.workers, "0 or more")
     if data.validation_ids < 0:
         fail("data.validation_ids", data.validation_ids, "0 (no validation split) or a number of identities")
+    if data.validation_ids > 0 and config.test.datasets:
+        fail("data.validation_ids", data.validation_ids, "0 while test.datasets is set: a run that chooses a recipe "
+             "on held-out training ids must not score the test sets (set test.datasets=[])")
     for key in ("flip_p", "random_erasing"):
         if not 0.0 <= get(config, f"data.{key}") <= 1.0:
             fail(f"data.{key}", get(config, f"data.{key}"), "a probability in [0, 1]")

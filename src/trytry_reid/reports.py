@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -15,7 +14,6 @@ from .visualization.query_choice import choose_queries
 from .visualization.ranking import draw_ranking_grid, ranking_grid_array, ranking_rows
 from .visualization.tsne import draw_tsne, sample_identities, tsne_embed
 
-log = logging.getLogger("trytry_reid")
 TABLE_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP", "auc", "tpr@fpr=1e-3")
 DIGIT_SETS = {"digits", "mnist"}  # their identities are digits: the t-SNE legend says so
 

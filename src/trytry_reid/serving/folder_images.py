@@ -16,7 +16,7 @@ from trytry_reid.data.datasets import IMAGE_SUFFIXES, Record, images_under, mark
 from trytry_reid.evaluation.feature_file import FeatureSet
 
 
-def list_images(root: str | Path) -> list[Path]:
+def find_images(root: str | Path) -> list[Path]:
     """All image files under ``root`` (recursive), sorted by their path relative to ``root``; an error naming
     the folder when it is missing or holds none."""
     root = Path(root)
@@ -36,7 +36,7 @@ def parse_market_name(name: str) -> tuple[int, int]:
 def folder_records(root: str | Path) -> list[Record]:
     """``Record(path, pid, camid)`` for every image under ``root``; paths are absolute."""
     records = []
-    for path in list_images(root):
+    for path in find_images(root):
         pid, camid = parse_market_name(path.name)
         records.append(Record(str(path.resolve()), pid, camid))
     return records
