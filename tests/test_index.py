@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from trytry_reid.evaluation.feature_file import FeatureSet, load_features, save_features
-from trytry_reid.serving.folder_images import extract_folder, folder_records, find_images, parse_market_name
+from trytry_reid.serving.folder_images import extract_folder, find_images, folder_records, parse_market_name
 from trytry_reid.serving.index import GalleryIndex
 from trytry_reid.serving.search import recall_at_k
 
