@@ -53,7 +53,8 @@ def write_checkpoint(path: Path) -> Path:
                         "pooling": "avg"},
               "data": {"height": 256, "width": 128, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}}
     torch.manual_seed(0)
-    torch.save({"model": build_reid_model(num_classes=0, **config["model"]).state_dict(), "config": config, "num_classes": 0,
+    model = build_reid_model(num_classes=0, **config["model"])
+    torch.save({"model": model.state_dict(), "config": config, "num_classes": 0,
                 "epoch": 1, "step": 1, "metrics": {}}, path)
     return path
 

@@ -5,8 +5,9 @@ step (CE with label smoothing + triplet loss with one selector + center loss, ba
 model and the center loss's own SGD with its gradient rescaled by 1/weight), for every selector. The bare
 step is the reference, measured in the same process and interleaved with the full steps round by round, so
 load from other processes hits both alike. The objective's own cost (the losses' forward/backward on a
-model-sized output plus the center step) is also timed alone, a low-noise estimate of the overhead. Targets: full/bare throughput >= 0.90; selection + triplet loss
-(forward and backward) on a batch x 2048 feature matrix < 2% of a resnet50 step.
+model-sized output plus the center step) is also timed alone, a low-noise estimate of the overhead.
+Targets: full/bare throughput >= 0.90; selection + triplet loss (forward and backward) on a batch x 2048
+feature matrix < 2% of a resnet50 step.
 
     python benchmarks/train_step.py                      # batch 64 at 256x128, mobilenet_v2 and resnet50
     python benchmarks/train_step.py --batch 16 --iters 2 # a quick run

@@ -31,7 +31,10 @@ def test_an_index_save_that_fails_midway_is_refused_on_load_never_mixed(tmp_path
     index.add(features[:3], [f"a{i}.jpg" for i in range(3)])
     index.save(tmp_path / "idx")
     index.add(features[3:], [f"b{i}.jpg" for i in range(3)])
-    monkeypatch.setattr("trytry_reid.serving.index.json.dump", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "full")))
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("trytry_reid.serving.index.json.dump", disk_full)
     with pytest.raises(OSError):
         index.save(tmp_path / "idx")
     monkeypatch.undo()

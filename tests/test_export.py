@@ -153,4 +153,5 @@ def test_a_failed_export_check_leaves_no_unchecked_file(tmp_path, capsys):
     assert out.read_bytes() == b"an earlier, checked export"          # not replaced by an unchecked one
     images[2].unlink()
     assert cli_main(args) == 0
-    assert read_preprocessing(out)["height"] == str(HEIGHT) and sorted(p.name for p in out.parent.iterdir()) == ["m.onnx"]
+    assert read_preprocessing(out)["height"] == str(HEIGHT)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.onnx"]

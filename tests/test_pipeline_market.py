@@ -165,4 +165,5 @@ def test_devsplit_train_then_evaluate_within_and_across_domains(tmp_path, capsys
     for values in metrics.values():
         assert all(0.0 <= values[k] <= 1.0 for k in ("rank1", "rank5", "rank10", "mAP", "mINP"))
     trained = json.loads((out / "metrics.json").read_text())["datasets"]
-    assert trained["viper"]["mAP"] == pytest.approx(metrics["viper"]["mAP"], abs=1e-6)
+    # the same weights in another process: kernel rounding can swap near-tied gallery images of a 2-step model
+    assert trained["viper"]["mAP"] == pytest.approx(metrics["viper"]["mAP"], abs=1e-4)

@@ -1,4 +1,5 @@
-"""One handler per CLI command: read the flags, load the config, call the job. No logic of their own."""
+"""One handler per CLI command: read the flags, load the config (a file, or the checkpoint's own), call the
+job. No training or evaluation logic of their own."""
 
 from __future__ import annotations
 

@@ -27,7 +27,8 @@ def choices() -> dict[str, Iterable[str]]:
     from .models.reid_model import RETRIEVAL_FEATURES
 
     return {"data.name": DATASETS, "data.on_bad_image": POLICIES, "model.backbone": BACKBONES,
-            "model.pooling": POOLINGS, "model.retrieval_feature": RETRIEVAL_FEATURES, "loss.triplet.selector": SELECTORS, "loss.triplet.metric": DISTANCES,
+            "model.pooling": POOLINGS, "model.retrieval_feature": RETRIEVAL_FEATURES,
+            "loss.triplet.selector": SELECTORS, "loss.triplet.metric": DISTANCES,
             "train.optimizer": OPTIMIZERS, "train.schedule": SCHEDULES, "train.device": DEVICES,
             "train.amp": AMP_MODES, "test.metric": DISTANCES}
 

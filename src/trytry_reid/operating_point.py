@@ -148,6 +148,6 @@ def flag_results(distances: np.ndarray, threshold: Threshold) -> tuple[np.ndarra
 def require_value(threshold: Threshold, where: str) -> float:
     """The threshold value, or the error that says how to get one."""
     if threshold.value is None:
-        raise CalibrationError(f"{where} has no calibration: run `trytry-reid calibrate --checkpoint CKPT --config FILE` "
-                         f"to store an operating point, or give an explicit threshold (--threshold DISTANCE)")
+        raise CalibrationError(f"{where} has no calibration: run `trytry-reid calibrate --checkpoint CKPT` "
+                               f"to store an operating point, or give an explicit threshold (--threshold DISTANCE)")
     return threshold.value

@@ -1,6 +1,7 @@
 """The training job: config -> datasets, model, losses, optimizers -> engine.fit -> metrics, figures.
 
-The only place (with builders.py) that reads the config; everything it calls takes plain arguments.
+Like the other jobs (evaluate_jobs.py, calibrate_job.py) it reads the Config, through builders.py; the
+library code it calls takes plain arguments.
 """
 
 from __future__ import annotations
@@ -141,8 +142,9 @@ def build_objects(config: Config, train: builders.TrainData, info, device) -> Tr
     model = builders.build_model(config, train.num_classes if builders.needs_classifier(config) else 0)
     criterion = builders.build_criterion(config, train.num_classes, model.output_dim)
     optimizer = builders.build_optimizer(config, model, criterion)
+    scheduler = builders.build_lr_scheduler(config, optimizer, train.steps_per_epoch)
     return TrainObjects(model=distributed.wrap_model(model.to(device), info, device), criterion=criterion,
-                        optimizer=optimizer, scheduler=builders.build_lr_scheduler(config, optimizer, train.steps_per_epoch),
+                        optimizer=optimizer, scheduler=scheduler,
                         loss_optimizer=builders.build_loss_optimizer(criterion))
 
 

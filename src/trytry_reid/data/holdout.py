@@ -7,8 +7,8 @@ each camera is a query and the other images are the gallery. The held-out identi
 the sorted pids (no random draw), so the split depends on the dataset only, never on the training seed.
 
 Only identities that can be evaluated are eligible: seen by at least two cameras, with more images than
-cameras, so that the gallery keeps at least one image of the identity and every camera's query has a
-true match in another camera (the Market protocol ignores same-camera matches).
+cameras, so that the gallery keeps at least one image of the identity. A query whose only gallery matches
+share its camera is left out by the Market protocol (same-camera matches are ignored), as in Market itself.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Saving writes a temporary file in the destination folder, flushes and fsyncs it,
 destination with ``os.replace`` (atomic on POSIX) and fsyncs the folder, so a crash or a full disk at any
 moment leaves either the previous file or the new one, never a torn one. Loading always uses
 ``torch.load(weights_only=True)``: a checkpoint must hold only tensors, numbers, strings, lists and dicts.
-The second half builds and restores the resume state (model, optimizers, schedule, scaler, progress, RNGs).
+What a resume state holds, and restoring it, live in engine/state.py.
 """
 
 from __future__ import annotations

@@ -105,7 +105,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def average_gradients(params: Iterable[nn.Parameter]) -> None:
-    """All-reduce and average the gradients of parameters DDP does not manage (the loss terms' own, e.g. center-loss centers)."""
+    """All-reduce and average the gradients of parameters DDP does not manage (the loss terms' own, e.g.
+    center-loss centers)."""
     if not current().enabled:
         return
     grads = [p.grad for p in params if p.grad is not None]

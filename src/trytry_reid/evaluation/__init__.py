@@ -10,6 +10,7 @@ from trytry_reid.evaluation.pair_histograms import PairHistograms, pair_histogra
 from trytry_reid.evaluation.rank import evaluate_rank
 from trytry_reid.evaluation.rerank import rerank
 
-__all__ = ["Calibration", "FeatureFileError", "FeatureSet", "PairHistograms", "average_query_expansion", "best_matches", "calibrate",
+__all__ = ["Calibration", "FeatureFileError", "FeatureSet", "PairHistograms", "average_query_expansion", "best_matches",
+           "calibrate",
            "compute_distance", "dir_at_far", "evaluate_rank", "extract_features", "fuse_flip", "load_features",
            "pair_histograms", "pair_histograms_from_features", "rerank", "save_features"]

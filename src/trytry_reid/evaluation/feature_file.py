@@ -94,7 +94,8 @@ def _checked_set(path: Path, data: dict[str, np.ndarray], name: str) -> FeatureS
         arr = data[_key(name, field)]
         if arr.shape != (n,) or not np.issubdtype(arr.dtype, np.integer):
             raise FeatureFileError(f"{path}: key '{_key(name, field)}' must be a 1-D integer array of length {n} "
-                                   f"(one per row of '{_key(name, 'features')}'), got shape {arr.shape} dtype {arr.dtype}")
+                                   f"(one per row of '{_key(name, 'features')}'), got shape {arr.shape} "
+                                   f"dtype {arr.dtype}")
         labels[field] = arr.astype(np.int64)
     paths = data.get(_key(name, "paths"))
     if paths is not None and (paths.shape != (n,) or paths.dtype.kind != "U"):

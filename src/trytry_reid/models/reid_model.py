@@ -2,7 +2,8 @@
 
 BNNeck (Luo et al. 2019): the metric losses (triplet, center) read ``features``, the vector before the
 BatchNorm; the identity classifier reads ``bn_features``, the vector after it. The BatchNorm's bias is frozen
-at zero, and the classifier has no bias. Retrieval uses L2-normalised ``bn_features`` (see :meth:`embed`).
+at zero, and the classifier has no bias. Retrieval uses the L2-normalised ``retrieval_feature``:
+``bn_features`` by default, or ``features`` (before the BNNeck); see :meth:`embed`.
 """
 
 from __future__ import annotations

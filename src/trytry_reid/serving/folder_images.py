@@ -73,7 +73,8 @@ def extract_folder(loaded_model, images_dir: str | Path, batch_size: int = 64, w
     """Embed every usable image under ``images_dir`` (recursive, sorted); see ``usable_records`` and
     ``extract_records``."""
     records = usable_records(folder_records(images_dir), on_bad_image, max_bad_images)
-    return extract_records(loaded_model, records, batch_size, workers, progress, desc=f"extract {Path(images_dir).name}")
+    desc = f"extract {Path(images_dir).name}"
+    return extract_records(loaded_model, records, batch_size, workers, progress, desc=desc)
 
 
 def embed_images(loaded_model, paths: list[str | Path]) -> np.ndarray:
