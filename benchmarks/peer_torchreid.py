@@ -4,6 +4,8 @@ on the same machine in the same run, both models scored by trytry-reid's evaluat
     bash benchmarks/setup_peers.sh        # torchreid 0.2.5 into .bench-peers/ (--no-deps; not a dependency)
     .venv/bin/python benchmarks/peer_torchreid.py --config config/mobilenet_market_cpu.yml --seeds 0 1
     .venv/bin/python benchmarks/peer_torchreid.py ... --equal-wall   # + ours trained for torchreid's wall time
+    .venv/bin/python benchmarks/peer_torchreid.py --config C train.epochs=4 'train.milestones=[3]' --seeds 0
+                                                   # overrides (both systems) go before --seeds
 
 What both systems get, from the project config: the training records of ``data.name``/``data.root``, the
 ``height`` x ``width`` input, ``batch_p`` identities x ``batch_k`` images per batch, ``train.epochs`` passes over

@@ -131,8 +131,12 @@ def render() -> str:
         entries = read_lines(path)
         order = [label for label, _ in spec.rows()]  # rows in the table's own order, not run order
         entries.sort(key=lambda e: order.index(e["row"]) if e["row"] in order else len(order))
+        missing = [(i, label) for i, label in enumerate(order) if label not in {e["row"] for e in entries}]
+        note = "" if not missing else (
+            "\nNot run yet: " + "; ".join(label for _, label in missing) + " (`python benchmarks/accuracy.py "
+            f"--table {name} --indices {' '.join(str(i) for i, _ in missing)}`).\n")
         parts.append(f"## {spec.title}\n\nFrom `docs/results/{name}.jsonl`; rank-1 (R1) and mAP in %.\n\n"
-                     + "\n".join(table(entries)) + "\n")
+                     + "\n".join(table(entries)) + "\n" + note)
     parts.append(calibration_section())
     return "\n".join(parts)
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
-from trytry_reid.config import ConfigError, dump_yaml, load_config, parse_override
+from trytry_reid.config import ConfigError, dump_yaml, load_config, parse_override, to_dict
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO / "config"
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -146,3 +148,24 @@ def test_a_validation_split_run_may_not_score_test_sets(tmp_path):
     assert load_config(path, ["data.validation_ids=2"]).data.validation_ids == 2
     with pytest.raises(ConfigError, match=r"'data.validation_ids' = 2: expected 0 while test.datasets is set"):
         load_config(path, ["data.validation_ids=2", "test.datasets=[{name: digits}]"])
+
+
+def test_the_cpu_recipe_is_the_row_chosen_on_the_validation_split(tmp_path):
+    """config/mobilenet_market_cpu.yml = the 12-epoch study's base + the chosen row's overrides, in every
+    key that changes the model it trains (the study only turns figures off and keeps one epoch checkpoint)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from accuracy_rows import CHOSEN, CHOSEN_ROW, STUDY_12, TABLES
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    assert (CHOSEN_ROW, CHOSEN) in TABLES["recipe_val"].rows()
+    root, weights = tmp_path / "data", tmp_path / "w.pth"
+    root.mkdir()
+    weights.write_bytes(b"")
+    same = [f"data.root={root}", f"model.pretrained={weights}", "test.datasets=[]"]
+    study = to_dict(load_config(REPO / STUDY_12, [*CHOSEN, *same]))
+    shipped = to_dict(load_config(CONFIG_DIR / "mobilenet_market_cpu.yml", same))
+    for section, key in (("train", "checkpoint_keep"), ("test", "figures")):
+        study[section].pop(key), shipped[section].pop(key)
+    assert (study.pop("name"), shipped.pop("name")) == ("study_12epochs", "mobilenet_market_cpu")
+    assert shipped == study
