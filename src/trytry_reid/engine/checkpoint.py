@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from trytry_reid.atomic import atomic_file
 from trytry_reid.engine.signals import deferred_stop
 
 from ..errors import ReidError
@@ -42,19 +43,13 @@ def save_checkpoint(state: dict[str, Any], path: str | Path, keep: int = 3) -> N
     fails; the previous file at ``path`` is then left untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with deferred_stop(), os.fdopen(fd, "wb") as handle:   # a second Ctrl-C waits for a complete file
+        with deferred_stop(), atomic_file(path) as handle:   # a second Ctrl-C waits for a complete file
             torch.save(state, handle)
             handle.flush()
             os.fsync(handle.fileno())
-            os.replace(tmp_name, path)
-    except BaseException as exc:
-        _remove_quietly(Path(tmp_name))
-        if isinstance(exc, OSError):
-            raise CheckpointError(_write_failure(path, exc)) from exc
-        raise
+    except OSError as exc:
+        raise CheckpointError(_write_failure(path, exc)) from exc
     _fsync_dir(path.parent)
     if keep > 0:
         rotate(path, keep)
