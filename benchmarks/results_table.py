@@ -53,17 +53,15 @@ def spread(values: list[float]) -> str:
 
 
 def peer_table(entries: list[dict]) -> list[str]:
-    """One row per system and label of the newest pair: mean (range) over its seeds."""
-    newest = max(e["pair"] for e in entries)
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for e in entries:
-        if e["pair"] == newest:
-            groups.setdefault((e["system"], e["label"]), []).append(e)
+    """One row per pair, system and label, newest pair first: mean (range) over that row's seeds."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for e in sorted(entries, key=lambda e: e["pair"], reverse=True):
+        groups.setdefault((e["pair"], e["system"], e["label"]), []).append(e)
     sets = test_sets_of(entries)
     head = "| system | " + " | ".join(f"{t} R1 | {t} mAP" for t in sets) + \
-        " | epochs | seeds | training img/s | training time (s) |"
-    lines = [head, "|" + "---|" * (2 * len(sets) + 5)]
-    for (system, label), runs in groups.items():
+        " | epochs | seeds | training img/s | training time (s) | pair |"
+    lines = [head, "|" + "---|" * (2 * len(sets) + 6)]
+    for (pair, system, label), runs in groups.items():
         cells = []
         for name in sets:
             cells += [spread([r["metrics"][name]["rank1"] for r in runs]),
@@ -71,7 +69,7 @@ def peer_table(entries: list[dict]) -> list[str]:
         speed = statistics.mean(r["images_per_s"] for r in runs)
         train_s = statistics.mean(r["train_s"] for r in runs)
         lines.append(f"| {system}, {label} | " + " | ".join(cells) + f" | {runs[0]['epochs']} | "
-                     f"{', '.join(str(r['seed']) for r in runs)} | {speed:.1f} | {train_s:.0f} |")
+                     f"{', '.join(str(r['seed']) for r in runs)} | {speed:.1f} | {train_s:.0f} | {pair} |")
     return lines
 
 

@@ -1,0 +1,35 @@
+"""RESULTS.md's peer table: every pair kept, newest first, mean and range over each row's seeds."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def peer_line(pair: str, system: str, seed: int, map_: float, speed: float) -> dict:
+    metric = {"rank1": map_ + 0.1, "mAP": map_}
+    return {"pair": pair, "system": system, "label": "same epochs", "seed": seed, "epochs": 12,
+            "images_per_s": speed, "train_s": 100.0, "metrics": {"market1501-devsplit": metric, "viper": metric}}
+
+
+def test_peer_table_keeps_every_pair_newest_first_with_seed_range() -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from results_table import peer_table
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    lines = peer_table([
+        peer_line("20260101-000000", "ours", 0, 0.40, 100.0),
+        peer_line("20260202-000000", "ours", 0, 0.50, 110.0),
+        peer_line("20260202-000000", "ours", 1, 0.54, 120.0),
+        peer_line("20260202-000000", "peer", 0, 0.45, 90.0),
+    ])
+    rows = lines[2:]
+    assert len(rows) == 3
+    assert rows[0].startswith("| ours, same epochs | 62.0 (60.0-64.0) | 52.0 (50.0-54.0) |")
+    assert "| 0, 1 | 115.0 |" in rows[0] and rows[0].endswith("| 20260202-000000 |")
+    assert rows[1].startswith("| peer, same epochs | 55.0 | 45.0 |")
+    assert rows[2].startswith("| ours, same epochs | 50.0 | 40.0 |") and "20260101-000000" in rows[2]
+    assert all(line.count("|") == lines[0].count("|") for line in lines)
