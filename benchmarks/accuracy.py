@@ -43,7 +43,8 @@ def run_key(entry: dict) -> tuple:
 
 
 def known_runs() -> dict[tuple, dict]:
-    return {run_key(e): e for f in sorted(RESULTS.glob("*.jsonl")) for e in read_lines(f)}
+    """The rows already run, from the tables' own files (peers.jsonl and calibration.jsonl hold other records)."""
+    return {run_key(e): e for name in TABLES for e in read_lines(RESULTS / f"{name}.jsonl")}
 
 
 def run_row(table: str, index: int, label: str, overrides: list[str], seed: int) -> dict:

@@ -33,3 +33,18 @@ def test_peer_table_keeps_every_pair_newest_first_with_seed_range() -> None:
     assert rows[1].startswith("| peer, same epochs | 55.0 | 45.0 |")
     assert rows[2].startswith("| ours, same epochs | 50.0 | 40.0 |") and "20260101-000000" in rows[2]
     assert all(line.count("|") == lines[0].count("|") for line in lines)
+
+
+def test_accuracy_resume_reads_only_the_tables_files(tmp_path: Path, monkeypatch) -> None:
+    """A row already in its table's file is skipped; peers.jsonl and calibration.jsonl (other records, no
+    ``config`` key) must not be read as rows. Reading them once crashed every table run."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import accuracy
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    monkeypatch.setattr(accuracy, "RESULTS", tmp_path)
+    (tmp_path / "calibration.jsonl").write_text('{"row": "x", "checkpoint": "c.pt"}\n')
+    (tmp_path / "peers.jsonl").write_text('{"system": "p", "config": "c.yml", "overrides": [], "seed": 0}\n')
+    (tmp_path / "study_12.jsonl").write_text('{"row": "r", "config": "s.yml", "overrides": ["a=1"], "seed": 0}\n')
+    assert set(accuracy.known_runs()) == {("s.yml", ("a=1",), 0)}
