@@ -67,6 +67,8 @@ def test_unknown_top_level_section(tmp_path):
     ("data.std=[0.2, .nan, 0.2]", r"'data.std\[1\]' must be a finite number, got nan"),
     ("train.warmup_factor=.NaN", r"'train.warmup_factor' must be a finite number"),
     ("model.backbone=small_cnn", r"'model.pretrained' = 'imagenet'.*backbone 'small_cnn' has no ImageNet weights"),
+    ("train.adam_betas=[0.9]", r"'train.adam_betas' = \[0.9\]: expected two coefficients"),
+    ("train.adam_betas=[0.9, 1.0]", r"'train.adam_betas' = \[0.9, 1.0\]: expected two coefficients"),
     ("data.batch_k=1", r"'data.batch_k' = 1: expected at least 2 images per identity while "
                        r"loss.triplet.weight > 0"),
 ])

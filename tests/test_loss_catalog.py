@@ -99,3 +99,11 @@ def test_a_center_only_objective_is_refused_by_name():
     with pytest.raises(ConfigError, match="loss.cross_entropy.weight.*one of cross_entropy, triplet"):
         load_config(None, ["data.name=digits", "loss.cross_entropy.weight=0", "loss.triplet.weight=0",
                            "loss.center.weight=0.1"])
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_adam_betas_reach_the_optimizer(config_with_proxy, name):
+    """train.adam_betas sets both coefficients (torchreid trains with beta2 = 0.99, torch's default is 0.999)."""
+    config_with_proxy.train.optimizer, config_with_proxy.train.adam_betas = name, [0.8, 0.99]
+    groups = build(config_with_proxy).optimizer.param_groups
+    assert {g["betas"] for g in groups} == {(0.8, 0.99)}

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .catalog import lookup
@@ -15,7 +15,7 @@ from .config import Config, ConfigError
 from .data.datasets import DatasetError, Record, Splits, build_dataset
 from .data.holdout import carve_validation
 from .data.images import ImageDataset, relabel
-from .data.sampler import PKSampler
+from .data.sampler import PKSampler, pass_batches
 from .data.transforms import build_test_transform, build_train_transform
 from .data.validate import apply_bad_image_policy, find_bad_images
 from .engine.rng import EpochLoaders
@@ -70,10 +70,13 @@ def checked_train_records(config: Config, splits: Splits) -> list[Record]:
     return apply_bad_image_policy(splits.train, bad, config.data.on_bad_image, config.data.max_bad_images)
 
 
-def steps_per_epoch(config: Config, num_records: int, num_ids: int) -> int:
-    """About one pass over the training images per epoch (at least one batch per P identities), capped."""
-    batch = config.data.batch_p * config.data.batch_k
-    steps = max(math.ceil(num_ids / config.data.batch_p), num_records // batch, 1)
+def steps_per_epoch(config: Config, labels: list[int]) -> int:
+    """About one pass over the training images per epoch (at least one batch per P identities), capped. With
+    ``data.balance=image`` a pass is the sampler's: every identity's images in chunks of K, P chunks a batch."""
+    d = config.data
+    counts = np.unique(labels, return_counts=True)[1]
+    one_pass = pass_batches(counts, d.batch_p, d.batch_k, d.balance)
+    steps = one_pass if d.balance == "image" else max(one_pass, len(labels) // (d.batch_p * d.batch_k))
     cap = config.train.steps_per_epoch
     return min(steps, cap) if cap else steps
 
@@ -84,9 +87,9 @@ def build_train_data(config: Config, splits: Splits, rank: int = 0, world_size: 
     if config.data.batch_p > len(mapping):
         raise ConfigError(f"config key 'data.batch_p' = {config.data.batch_p}: the training set of "
                           f"'{splits.name}' has only {len(mapping)} identities; lower data.batch_p")
-    steps = steps_per_epoch(config, len(records), len(mapping))
+    steps = steps_per_epoch(config, labels)
     sampler = PKSampler(labels, config.data.batch_p, config.data.batch_k, seed=config.train.seed,
-                        num_batches=steps, rank=rank, world_size=world_size)
+                        num_batches=steps, rank=rank, world_size=world_size, balance=config.data.balance)
     dataset = ImageDataset(records, train_transform(config), labels)
     loaders = EpochLoaders(dataset, sampler, seed=config.train.seed, workers=config.data.workers,
                            pin_memory=torch.cuda.is_available())
@@ -129,8 +132,10 @@ def parameter_groups(model: ReidModel, criterion: Criterion, lr: float, head_lr_
 OPTIMIZERS = {
     "sgd": lambda groups, t: torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
                                              nesterov=True),
-    "adam": lambda groups, t: torch.optim.Adam(groups, lr=t.lr, weight_decay=t.weight_decay),
-    "adamw": lambda groups, t: torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay),
+    "adam": lambda groups, t: torch.optim.Adam(groups, lr=t.lr, weight_decay=t.weight_decay,
+                                               betas=tuple(t.adam_betas)),
+    "adamw": lambda groups, t: torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay,
+                                                 betas=tuple(t.adam_betas)),
 }
 
 

@@ -40,6 +40,7 @@ class DataConfig:
     batch_p: int = 16
     batch_k: int = 4
     batch_size: int | None = None  # optional; when given it must equal batch_p * batch_k
+    balance: str = "identity"  # data/sampler.BALANCES: identity (every id equally often) | image (torchreid's)
     workers: int = 2
     flip_p: float = 0.5
     pad: int = 10
@@ -106,7 +107,8 @@ class TrainConfig:
     lr: float = 3.5e-4
     head_lr_factor: float = 1.0  # lr multiplier for the layers after the trunk (pooling, embedding, BNNeck, classifier)
     weight_decay: float = 5e-4
-    momentum: float = 0.9
+    momentum: float = 0.9  # SGD's
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam's and AdamW's (beta1, beta2)
     warmup_epochs: int = 10
     warmup_factor: float = 0.1
     schedule: str = "multistep"  # a name in engine/schedule.SCHEDULES

@@ -16,6 +16,7 @@ def choices() -> dict[str, Iterable[str]]:
     """Config key -> its valid names, read from the catalogs of the code that uses the key."""
     from .builders import OPTIMIZERS
     from .data.datasets import DATASETS
+    from .data.sampler import BALANCES
     from .data.validate import POLICIES
     from .engine.distributed import DEVICES
     from .engine.schedule import SCHEDULES
@@ -26,8 +27,8 @@ def choices() -> dict[str, Iterable[str]]:
     from .models.pooling import POOLINGS
     from .models.reid_model import RETRIEVAL_FEATURES
 
-    return {"data.name": DATASETS, "data.on_bad_image": POLICIES, "model.backbone": BACKBONES,
-            "model.pooling": POOLINGS, "model.retrieval_feature": RETRIEVAL_FEATURES,
+    return {"data.name": DATASETS, "data.on_bad_image": POLICIES, "data.balance": BALANCES,
+            "model.backbone": BACKBONES, "model.pooling": POOLINGS, "model.retrieval_feature": RETRIEVAL_FEATURES,
             "loss.triplet.selector": SELECTORS, "loss.triplet.metric": DISTANCES,
             "train.optimizer": OPTIMIZERS, "train.schedule": SCHEDULES, "train.device": DEVICES,
             "train.amp": AMP_MODES, "test.metric": DISTANCES}
@@ -169,6 +170,8 @@ def check_train(config: "Config") -> None:
         fail("train.warmup_factor", train.warmup_factor, "a factor in (0, 1]")
     if train.steps_per_epoch is not None and train.steps_per_epoch < 1:
         fail("train.steps_per_epoch", train.steps_per_epoch, "a positive number of steps, or null")
+    if len(train.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in train.adam_betas):
+        fail("train.adam_betas", train.adam_betas, "two coefficients [beta1, beta2], each in [0, 1)")
     if list(train.milestones) != sorted(train.milestones):
         fail("train.milestones", train.milestones, "increasing epoch numbers")
 

@@ -1,6 +1,8 @@
-"""Identity-balanced P x K batches: seeded, resumable mid-epoch, and split across distributed ranks.
+"""P x K batches: seeded, resumable mid-epoch, and split across distributed ranks.
 
-One epoch's plan is a pure function of ``(seed, epoch)``:
+One epoch's plan is a pure function of ``(seed, epoch)``. Two balances (``BALANCES``):
+
+``identity`` (the default): every identity equally often.
 
 1. identity slots: random permutations of all identities are concatenated until ``num_batches * p`` slots are
    filled, and cut into batches of ``p``. Where a permutation ends inside a batch, the next permutation moves
@@ -9,13 +11,20 @@ One epoch's plan is a pure function of ``(seed, epoch)``:
 2. images: each slot draws ``k`` of its identity's indices, without replacement when it has at least ``k``,
    with replacement otherwise.
 
+``image`` (torchreid's and fast-reid's identity sampler): identities in proportion to their images, each
+image about once per pass. A pass cuts every identity's shuffled images into chunks of ``k`` (the remainder is
+left out; an identity with fewer than ``k`` images gives one chunk drawn with replacement), spreads each
+identity's chunks evenly over the pass in random order, and groups them into batches of ``p`` distinct ids (a
+chunk whose id is already in the open batch waits for the next one; what cannot fill a batch is dropped).
+Passes follow one another until ``num_batches`` are planned.
+
 With ``world_size`` W, every rank builds the same global plan and yields its own ``p / W`` ids of each batch.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -25,14 +34,17 @@ class PKSampler(torch.utils.data.Sampler[list[int]]):
     """A batch_sampler yielding lists of ``p/world_size * k`` dataset indices (``k`` per identity)."""
 
     def __init__(self, labels: Sequence[int], p: int, k: int, seed: int = 0,
-                 num_batches: int | None = None, rank: int = 0, world_size: int = 1) -> None:
+                 num_batches: int | None = None, rank: int = 0, world_size: int = 1,
+                 balance: str = "identity") -> None:
         labels = np.asarray(labels, dtype=np.int64)
         ids, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
         check_arguments(len(ids), p, k, num_batches, rank, world_size)
-        self.p, self.k, self.seed = p, k, seed
+        if balance not in BALANCES:
+            raise ValueError(f"PKSampler: balance={balance!r}; expected one of {', '.join(BALANCES)}")
+        self.p, self.k, self.seed, self.balance = p, k, seed, balance
         self.rank, self.world_size = rank, world_size
         self.num_ids = len(ids)
-        self.num_batches = num_batches if num_batches is not None else math.ceil(len(ids) / p)
+        self.num_batches = num_batches if num_batches is not None else pass_batches(counts, p, k, balance)
         self.counts = counts
         # members[i, :counts[i]] are the dataset indices of identity i (stable order), the rest is padding
         order = np.argsort(inverse, kind="stable")
@@ -54,9 +66,7 @@ class PKSampler(torch.utils.data.Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        slots = identity_slots(rng, self.num_ids, self.p, self.num_batches)
-        images = draw_images(rng, self.members, self.counts, slots.reshape(-1), self.k)
-        batches = images.reshape(self.num_batches, self.p, self.k)
+        batches = BALANCES[self.balance](rng, self.members, self.counts, self.p, self.k, self.num_batches)
         share = self.p // self.world_size
         mine = batches[:, self.rank * share:(self.rank + 1) * share, :].reshape(self.num_batches, -1)
         for batch in mine[self.start_batch:]:
@@ -75,6 +85,68 @@ def check_arguments(num_ids: int, p: int, k: int, num_batches: int | None, rank:
     if p % world_size:
         raise ValueError(f"PKSampler: p={p} must be divisible by world_size={world_size} so each rank gets "
                          f"the same number of ids of the global batch")
+
+
+def pass_batches(counts: np.ndarray, p: int, k: int, balance: str) -> int:
+    """Batches of one pass over the training set: identity, one batch per ``p`` ids; image, the chunks of ``k``
+    images of every identity, ``p`` to a batch."""
+    if balance == "image":
+        return max(1, int(np.maximum(counts // k, 1).sum()) // p)
+    return math.ceil(len(counts) / p)
+
+
+def identity_plan(rng: np.random.Generator, members: np.ndarray, counts: np.ndarray, p: int, k: int,
+                  num_batches: int) -> np.ndarray:
+    """[num_batches, p, k] dataset indices: every identity equally often."""
+    slots = identity_slots(rng, len(counts), p, num_batches)
+    return draw_images(rng, members, counts, slots.reshape(-1), k).reshape(num_batches, p, k)
+
+
+def image_plan(rng: np.random.Generator, members: np.ndarray, counts: np.ndarray, p: int, k: int,
+               num_batches: int) -> np.ndarray:
+    """[num_batches, p, k] dataset indices: identities in proportion to their images (module docstring)."""
+    planned, total = [], 0
+    while total < num_batches:
+        ids, within, columns = image_chunks(rng, counts, members.shape[1], k)
+        per_id = np.maximum(counts // k, 1)[ids]
+        order = np.argsort((within + rng.random(len(ids))) / per_id, kind="stable")  # spread over the pass
+        groups = order[distinct_groups(ids[order], p)]  # [B, p] chunk numbers
+        planned.append(members[ids[groups][..., None], columns[groups]])
+        total += len(groups)
+    return np.concatenate(planned)[:num_batches]
+
+
+def image_chunks(rng: np.random.Generator, counts: np.ndarray, width: int,
+                 k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One pass's chunks: [C] identity of each chunk (grouped by identity), [C] its number within the
+    identity and [C, k] its member columns."""
+    per_id = np.maximum(counts // k, 1)
+    ids = np.repeat(np.arange(len(counts)), per_id)
+    within = np.arange(len(ids)) - np.repeat(np.cumsum(per_id) - per_id, per_id)
+    keys = rng.random((len(counts), width))
+    keys[np.arange(width)[None, :] >= counts[:, None]] = np.inf  # padding sorts last
+    shuffled = np.argsort(keys, axis=1)
+    positions = np.minimum(within[:, None] * k + np.arange(k), width - 1)
+    chunk_counts = counts[ids][:, None]
+    with_replacement = np.floor(rng.random((len(ids), k)) * chunk_counts).astype(np.int64)
+    columns = np.where(chunk_counts >= k, shuffled[ids[:, None], positions], with_replacement)
+    return ids, within, columns
+
+
+def distinct_groups(ids: np.ndarray, p: int) -> np.ndarray:
+    """[B, p] positions into ``ids``, in order, each row ``p`` distinct ids; a position whose id is already
+    in the open row waits for the next row. Positions left when no row can be filled are dropped."""
+    rows, row, waiting = [], [], []
+    for position in range(len(ids)):
+        waiting.append(position)
+        for candidate in list(waiting):
+            if all(ids[member] != ids[candidate] for member in row):
+                row.append(candidate)
+                waiting.remove(candidate)
+                if len(row) == p:
+                    rows.append(row)
+                    row = []
+    return np.array(rows, dtype=np.int64).reshape(-1, p)
 
 
 def identity_slots(rng: np.random.Generator, num_ids: int, p: int, num_batches: int) -> np.ndarray:
@@ -102,3 +174,7 @@ def draw_images(rng: np.random.Generator, members: np.ndarray, counts: np.ndarra
     with_replacement = np.floor(rng.random((len(slots), k)) * slot_counts[:, None]).astype(np.int64)
     columns = np.where((slot_counts >= k)[:, None], without, with_replacement)
     return members[slots[:, None], columns]
+
+
+# data.balance -> plan(rng, members, counts, p, k, num_batches) -> [num_batches, p, k] dataset indices
+BALANCES: dict[str, Callable[..., np.ndarray]] = {"identity": identity_plan, "image": image_plan}
