@@ -34,14 +34,14 @@ def test_sets_of(entries: list[dict]) -> list[str]:
 
 def table(entries: list[dict]) -> list[str]:
     sets = test_sets_of(entries)
-    head = "| row | " + " | ".join(f"{t} R1 | {t} mAP" for t in sets) + " | epochs | wall (s) | img/s |"
-    lines = [head, "|" + "---|" * (2 * len(sets) + 4)]
+    head = "| row | " + " | ".join(f"{t} R1 | {t} mAP" for t in sets) + " | seed | epochs | wall (s) | img/s |"
+    lines = [head, "|" + "---|" * (2 * len(sets) + 5)]
     for e in entries:
         cells = []
         for name in sets:
             m = e["metrics"].get(name, {})
             cells += [pct(m.get("rank1")), pct(m.get("mAP"))]
-        lines.append(f"| {e['row']} | " + " | ".join(cells) + f" | {e['epochs']} | {e['wall_s']:.0f} | "
+        lines.append(f"| {e['row']} | " + " | ".join(cells) + f" | {e['seed']} | {e['epochs']} | {e['wall_s']:.0f} | "
                      f"{e['images_per_s']:.1f} |")
     return lines
 
