@@ -91,8 +91,13 @@ def pass_batches(counts: np.ndarray, p: int, k: int, balance: str) -> int:
     """Batches of one pass over the training set: identity, one batch per ``p`` ids; image, the chunks of ``k``
     images of every identity, ``p`` to a batch."""
     if balance == "image":
-        return max(1, int(np.maximum(counts // k, 1).sum()) // p)
+        return max(1, int(chunks_per_identity(counts, k).sum()) // p)
     return math.ceil(len(counts) / p)
+
+
+def chunks_per_identity(counts: np.ndarray, k: int) -> np.ndarray:
+    """[I] chunks of ``k`` an identity gives per pass of the image balance: ``n // k``, and one below ``k``."""
+    return np.maximum(counts // k, 1)
 
 
 def identity_plan(rng: np.random.Generator, members: np.ndarray, counts: np.ndarray, p: int, k: int,
@@ -108,7 +113,7 @@ def image_plan(rng: np.random.Generator, members: np.ndarray, counts: np.ndarray
     planned, total = [], 0
     while total < num_batches:
         ids, within, columns = image_chunks(rng, counts, members.shape[1], k)
-        per_id = np.maximum(counts // k, 1)[ids]
+        per_id = chunks_per_identity(counts, k)[ids]
         order = np.argsort((within + rng.random(len(ids))) / per_id, kind="stable")  # spread over the pass
         groups = order[distinct_groups(ids[order], p)]  # [B, p] chunk numbers
         planned.append(members[ids[groups][..., None], columns[groups]])
@@ -120,16 +125,14 @@ def image_chunks(rng: np.random.Generator, counts: np.ndarray, width: int,
                  k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One pass's chunks: [C] identity of each chunk (grouped by identity), [C] its number within the
     identity and [C, k] its member columns."""
-    per_id = np.maximum(counts // k, 1)
+    per_id = chunks_per_identity(counts, k)
     ids = np.repeat(np.arange(len(counts)), per_id)
     within = np.arange(len(ids)) - np.repeat(np.cumsum(per_id) - per_id, per_id)
-    keys = rng.random((len(counts), width))
-    keys[np.arange(width)[None, :] >= counts[:, None]] = np.inf  # padding sorts last
-    shuffled = np.argsort(keys, axis=1)
+    shuffled = shuffled_columns(rng, counts, width)
     positions = np.minimum(within[:, None] * k + np.arange(k), width - 1)
-    chunk_counts = counts[ids][:, None]
-    with_replacement = np.floor(rng.random((len(ids), k)) * chunk_counts).astype(np.int64)
-    columns = np.where(chunk_counts >= k, shuffled[ids[:, None], positions], with_replacement)
+    chunk_counts = counts[ids]
+    columns = np.where((chunk_counts >= k)[:, None], shuffled[ids[:, None], positions],
+                       columns_with_replacement(rng, chunk_counts, k))
     return ids, within, columns
 
 
@@ -168,12 +171,22 @@ def draw_images(rng: np.random.Generator, members: np.ndarray, counts: np.ndarra
                 slots: np.ndarray, k: int) -> np.ndarray:
     """[S, k] dataset indices: ``k`` images per slot, with replacement only for ids with fewer than ``k``."""
     slot_counts = counts[slots]
-    keys = rng.random((len(slots), members.shape[1]))
-    keys[np.arange(members.shape[1])[None, :] >= slot_counts[:, None]] = np.inf  # padding sorts last
-    without = np.argsort(keys, axis=1)[:, :k] if members.shape[1] >= k else np.zeros((len(slots), k), np.int64)
-    with_replacement = np.floor(rng.random((len(slots), k)) * slot_counts[:, None]).astype(np.int64)
-    columns = np.where((slot_counts >= k)[:, None], without, with_replacement)
+    shuffled = shuffled_columns(rng, slot_counts, members.shape[1])
+    without = shuffled[:, :k] if members.shape[1] >= k else np.zeros((len(slots), k), np.int64)
+    columns = np.where((slot_counts >= k)[:, None], without, columns_with_replacement(rng, slot_counts, k))
     return members[slots[:, None], columns]
+
+
+def shuffled_columns(rng: np.random.Generator, counts: np.ndarray, width: int) -> np.ndarray:
+    """[R, width] a random order of each row's first ``counts[r]`` member columns, the padding after them."""
+    keys = rng.random((len(counts), width))
+    keys[np.arange(width)[None, :] >= counts[:, None]] = np.inf  # padding sorts last
+    return np.argsort(keys, axis=1)
+
+
+def columns_with_replacement(rng: np.random.Generator, counts: np.ndarray, k: int) -> np.ndarray:
+    """[R, k] member columns drawn uniformly with replacement from each row's first ``counts[r]``."""
+    return np.floor(rng.random((len(counts), k)) * counts[:, None]).astype(np.int64)
 
 
 # data.balance -> plan(rng, members, counts, p, k, num_batches) -> [num_batches, p, k] dataset indices
