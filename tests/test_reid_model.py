@@ -61,6 +61,17 @@ def test_classifier_has_no_bias_and_a_small_init():
     assert 0.0009 < model.classifier.weight.std().item() < 0.0011
 
 
+def test_classifier_init_std_and_bias_are_choices():
+    """torchreid's init (std 0.01, zero bias) as an option: the bias exists, starts at zero and adds to the logits."""
+    model = ReidModel(tiny_trunk(256), 256, num_classes=200, classifier_std=0.01, classifier_bias=True)
+    assert 0.009 < model.classifier.weight.std().item() < 0.011
+    assert torch.equal(model.classifier.bias, torch.zeros(200))
+    with torch.no_grad():
+        model.classifier.bias.fill_(2.0)
+    out = model(images())
+    assert torch.allclose(out.logits, out.bn_features @ model.classifier.weight.t() + 2.0, atol=1e-5)
+
+
 def test_logits_come_from_bn_features():
     model = ReidModel(tiny_trunk(), 8, num_classes=5)
     out = model(images())
@@ -95,3 +106,5 @@ def test_bad_arguments_are_refused():
         ReidModel(tiny_trunk(), 8, num_classes=2, embedding_dim=-1)
     with pytest.raises(ValueError, match="num_classes"):
         ReidModel(tiny_trunk(), 8, num_classes=-3)
+    with pytest.raises(ValueError, match="classifier_std"):
+        ReidModel(tiny_trunk(), 8, num_classes=2, classifier_std=0.0)

@@ -62,6 +62,8 @@ class ModelConfig:
     bnneck: bool = True
     pooling: str = "avg"  # a name in models/pooling.POOLINGS
     retrieval_feature: str = "bn_features"  # what retrieval uses: bn_features (after BNNeck) or features (before)
+    classifier_std: float = 0.001  # std of the classifier's normal init (BoT 0.001, torchreid 0.01)
+    classifier_bias: bool = False  # a zero-init classifier bias (torchreid) or none (BoT)
 
 
 @dataclass

@@ -116,6 +116,8 @@ def check_model(config: "Config") -> None:
         fail("model.last_stride", model.last_stride, "1 or 2")
     if model.embedding_dim < 0:
         fail("model.embedding_dim", model.embedding_dim, "0 (no embedding layer) or a positive size")
+    if not model.classifier_std > 0:
+        fail("model.classifier_std", model.classifier_std, "a positive std for the classifier's normal init")
     special = ("imagenet", "none")
     if model.pretrained == "imagenet":
         from .models.backbones import BACKBONES

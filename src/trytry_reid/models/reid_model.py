@@ -2,8 +2,8 @@
 
 BNNeck (Luo et al. 2019): the metric losses (triplet, center) read ``features``, the vector before the
 BatchNorm; the identity classifier reads ``bn_features``, the vector after it. The BatchNorm's bias is frozen
-at zero, and the classifier has no bias. Retrieval uses the L2-normalised ``retrieval_feature``:
-``bn_features`` by default, or ``features`` (before the BNNeck); see :meth:`embed`.
+at zero, and the classifier has no bias by default (``classifier_bias``). Retrieval uses the L2-normalised
+``retrieval_feature``: ``bn_features`` by default, or ``features`` (before the BNNeck); see :meth:`embed`.
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ class ReidModel(nn.Module):
         pooling: a name in ``POOLINGS`` ("avg", "max", "gem").
         retrieval_feature: the ``ReidOutput`` field :meth:`embed` returns: ``"bn_features"`` (after BNNeck,
             as BoT) or ``"features"`` (before it, the vector the metric losses shape).
+        classifier_std: std of the classifier's normal init: 0.001 is BoT's; torchreid uses 0.01. The CE
+            gradient reaching the features scales with it, so it sets how fast CE starts shaping them.
+        classifier_bias: give the classifier a bias (zero init), as torchreid; BoT has none.
     """
 
     def __init__(
@@ -52,6 +55,8 @@ class ReidModel(nn.Module):
         bnneck: bool = True,
         pooling: str = "avg",
         retrieval_feature: str = "bn_features",
+        classifier_std: float = 0.001,
+        classifier_bias: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (("feature_dim", feature_dim), ("num_classes", num_classes),
@@ -60,6 +65,8 @@ class ReidModel(nn.Module):
                 raise ValueError(f"ReidModel {name} must be a non-negative int, got {value!r}")
         if feature_dim == 0:
             raise ValueError("ReidModel feature_dim must be > 0")
+        if not classifier_std > 0:
+            raise ValueError(f"ReidModel classifier_std must be > 0, got {classifier_std!r}")
         if retrieval_feature not in RETRIEVAL_FEATURES:
             raise ValueError(f"ReidModel retrieval_feature must be one of {', '.join(RETRIEVAL_FEATURES)}, "
                              f"got {retrieval_feature!r}")
@@ -71,8 +78,10 @@ class ReidModel(nn.Module):
         self.bnneck = _frozen_bias_batchnorm(self.output_dim) if bnneck else None
         self.classifier = None
         if num_classes > 0:
-            self.classifier = nn.Linear(self.output_dim, num_classes, bias=False)
-            nn.init.normal_(self.classifier.weight, std=0.001)
+            self.classifier = nn.Linear(self.output_dim, num_classes, bias=classifier_bias)
+            nn.init.normal_(self.classifier.weight, std=classifier_std)
+            if classifier_bias:
+                nn.init.zeros_(self.classifier.bias)
 
     def forward(self, x: torch.Tensor) -> ReidOutput:
         features, bn_features = self._neck(x)
@@ -94,12 +103,14 @@ class ReidModel(nn.Module):
 
 def build_reid_model(backbone: str, num_classes: int, *, last_stride: int = 2, embedding_dim: int = 0,
                      bnneck: bool = True, pooling: str = "avg", retrieval_feature: str = "bn_features",
+                     classifier_std: float = 0.001, classifier_bias: bool = False,
                      pretrained: str = "none") -> ReidModel:
     """A ReidModel from a config's ``model`` section (its keys are these arguments): the one way to build
     the model, for training (``pretrained`` from the config) and for loading a checkpoint ("none")."""
     trunk, feature_dim = build_backbone(backbone, last_stride=last_stride, pretrained=pretrained)
     return ReidModel(trunk, feature_dim, num_classes, embedding_dim=embedding_dim, bnneck=bnneck, pooling=pooling,
-                     retrieval_feature=retrieval_feature)
+                     retrieval_feature=retrieval_feature, classifier_std=classifier_std,
+                     classifier_bias=classifier_bias)
 
 
 def _frozen_bias_batchnorm(dim: int) -> nn.BatchNorm1d:
