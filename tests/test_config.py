@@ -49,6 +49,8 @@ def test_unknown_top_level_section(tmp_path):
     ("train.epochs=two", r"'train.epochs' must be int, got 'two'"),
     ("train.lr=fast", r"'train.lr' must be float, got 'fast'"),
     ("model.bnneck=3", r"'model.bnneck' must be bool"),
+    ("train.amp=off", r"'train.amp' must be str, got False \(bool\) \(YAML reads an unquoted off.*\"off\""),
+    ("train.fp32_precision=bf8", r"'train.fp32_precision' = 'bf8'.*bf16"),
     ("train.lr=-0.1", r"'train.lr' = -0.1: expected a positive number"),
     ("data.batch_size=60", r"'data.batch_size' = 60: expected data.batch_p \* data.batch_k = 64"),
     ("data.name=market1501", r"'data.root' = None: expected the folder of dataset 'market1501'"),
@@ -153,11 +155,12 @@ def test_a_validation_split_run_may_not_score_test_sets(tmp_path):
 
 
 def test_the_cpu_recipe_is_the_row_chosen_on_the_validation_split(tmp_path):
-    """config/mobilenet_market_cpu.yml = the 12-epoch study's base + the chosen row's overrides, in every
-    key that changes the model it trains (the study only turns figures off and keeps one epoch checkpoint)."""
+    """config/mobilenet_market_cpu.yml = the 12-epoch study's base + the chosen row's overrides + the shipped
+    arithmetic (ONEDNN_BF16), in every key that changes the model it trains (the study only turns figures off
+    and keeps one epoch checkpoint)."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
-        from accuracy_rows import CHOSEN, CHOSEN_ROW, STUDY_12, TABLES
+        from accuracy_rows import CHOSEN, CHOSEN_ROW, SHIPPED, STUDY_12, TABLES
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
     assert (CHOSEN_ROW, CHOSEN) in TABLES["recipe_val"].rows()
@@ -165,7 +168,8 @@ def test_the_cpu_recipe_is_the_row_chosen_on_the_validation_split(tmp_path):
     root.mkdir()
     weights.write_bytes(b"")
     same = [f"data.root={root}", f"model.pretrained={weights}", "test.datasets=[]"]
-    study = to_dict(load_config(REPO / STUDY_12, [*CHOSEN, *same]))
+    assert SHIPPED[:len(CHOSEN)] == CHOSEN
+    study = to_dict(load_config(REPO / STUDY_12, [*SHIPPED, *same]))
     shipped = to_dict(load_config(CONFIG_DIR / "mobilenet_market_cpu.yml", same))
     for section, key in (("train", "checkpoint_keep"), ("test", "figures")):
         study[section].pop(key), shipped[section].pop(key)

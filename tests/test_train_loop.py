@@ -27,6 +27,7 @@ from trytry_reid.engine import (
     save_checkpoint,
     train_step,
 )
+from trytry_reid.engine.precision import onednn_fp32_precision
 from trytry_reid.engine.train import FitOptions
 
 
@@ -170,6 +171,35 @@ def test_bf16_and_channels_last_steps_run_and_track_float32() -> None:
     assert not torch.equal(results[("bf16", False)], reference)  # bf16 really ran in lower precision
 
 
+def test_fp32_precision_holds_for_the_training_steps_only() -> None:
+    """oneDNN's reduced fp32 math covers the steps, not evaluation, and the setting comes back after fit."""
+    objects, loaders, options = build(seed=5, epochs=2, dropout=0.0)
+    options.fp32_precision, options.eval_every = "bf16", 1
+    seen: dict[str, set[str]] = {"train": set(), "eval": set()}
+    objects.model.trunk.register_forward_hook(lambda module, args, out: seen["train" if module.training else "eval"]
+                                              .add(torch.backends.mkldnn.conv.fp32_precision))
+    before = (torch.backends.mkldnn.conv.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision)
+    fit(objects, loaders, options, evaluate=make_evaluate(objects.model))
+    assert seen == {"train": {"bf16"}, "eval": {before[0]}}
+    assert (torch.backends.mkldnn.conv.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision) == before
+    reference_objects, _, reference_options = build(seed=5, epochs=2, dropout=0.0)
+    fit(reference_objects, loaders, reference_options)
+    assert torch.allclose(objects.model.classifier.weight, reference_objects.model.classifier.weight, atol=5e-3)
+
+
+def test_fp32_precision_context_restores_after_an_error() -> None:
+    before = torch.backends.mkldnn.conv.fp32_precision
+    with pytest.raises(RuntimeError, match="inside"):
+        with onednn_fp32_precision("tf32"):
+            assert torch.backends.mkldnn.conv.fp32_precision == "tf32"
+            assert torch.backends.mkldnn.matmul.fp32_precision == "tf32"
+            raise RuntimeError("inside")
+    assert torch.backends.mkldnn.conv.fp32_precision == before
+    with pytest.raises(ValueError, match="fp32_precision must be one of none, bf16, tf32, got 'fp16'"):
+        with onednn_fp32_precision("fp16"):
+            pass
+
+
 def test_epoch_loaders_same_batches_for_any_workers_and_start(monkeypatch) -> None:
     dataset = GeneratedImages(6, 4, augment=True)
     sampler = PKSampler(dataset.labels, p=3, k=2, seed=1, num_batches=4)
@@ -208,6 +238,7 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path: Path)
 
 
 @pytest.mark.parametrize("bad, fragment", [({"amp": "fp8"}, "amp must be one of"),
+                                           ({"fp32_precision": "fp8"}, "fp32_precision must be one of"),
                                            ({"epochs": 0}, "FitOptions.epochs must be >= 1")])
 def test_bad_options_are_named(bad: dict, fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):

@@ -121,6 +121,7 @@ class TrainConfig:
     steps_per_epoch: int | None = None  # optional cap, for quick runs
     device: str = "auto"  # engine/distributed.DEVICES: auto | cpu | cuda
     amp: str = "off"  # engine/train.AMP_MODES: off | bf16 | fp16
+    fp32_precision: str = "none"  # engine/precision.FP32_PRECISIONS: none | bf16 | tf32 (oneDNN, CPU training)
     channels_last: bool = False
     log_every: int = 10
     checkpoint_keep: int = 3
@@ -277,7 +278,9 @@ def convert_scalar(hint: type, value: Any, key: str) -> Any:
         return value
     if hint in (bool, str) and isinstance(value, hint):
         return value
-    raise ConfigError(f"config key '{key}' must be {hint.__name__}, got {value!r} ({type(value).__name__})")
+    quote = " (YAML reads an unquoted off / no as false and on / yes as true: quote it, e.g. \"off\")" \
+        if hint is str and isinstance(value, bool) else ""
+    raise ConfigError(f"config key '{key}' must be {hint.__name__}, got {value!r} ({type(value).__name__}){quote}")
 
 
 def finite(value: float, key: str) -> float:

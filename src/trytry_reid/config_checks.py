@@ -19,6 +19,7 @@ def choices() -> dict[str, Iterable[str]]:
     from .data.sampler import BALANCES
     from .data.validate import POLICIES
     from .engine.distributed import DEVICES
+    from .engine.precision import FP32_PRECISIONS
     from .engine.schedule import SCHEDULES
     from .engine.train import AMP_MODES
     from .evaluation.distance import DISTANCES
@@ -31,7 +32,8 @@ def choices() -> dict[str, Iterable[str]]:
             "model.backbone": BACKBONES, "model.pooling": POOLINGS, "model.retrieval_feature": RETRIEVAL_FEATURES,
             "loss.triplet.selector": SELECTORS, "loss.triplet.metric": DISTANCES,
             "train.optimizer": OPTIMIZERS, "train.schedule": SCHEDULES, "train.device": DEVICES,
-            "train.amp": AMP_MODES, "test.metric": DISTANCES}
+            "train.amp": AMP_MODES, "train.fp32_precision": FP32_PRECISIONS,
+            "test.metric": DISTANCES}
 
 
 def fail(key: str, value: Any, expected: str) -> None:

@@ -134,8 +134,9 @@ def fit_options(config: Config, out: Path, steps: int, device, checkpoint_extras
     t = config.train
     return FitOptions(epochs=t.epochs, steps_per_epoch=steps, device=device, eval_every=t.eval_every,
                       checkpoint_dir=out / "checkpoints", checkpoint_every_steps=t.checkpoint_every_steps,
-                      checkpoint_keep=t.checkpoint_keep, amp=t.amp, channels_last=t.channels_last,
-                      log_every=t.log_every, run_config=to_dict(config), checkpoint_extras=checkpoint_extras)
+                      checkpoint_keep=t.checkpoint_keep, amp=t.amp, fp32_precision=t.fp32_precision,
+                      channels_last=t.channels_last, log_every=t.log_every, run_config=to_dict(config),
+                      checkpoint_extras=checkpoint_extras)
 
 
 def build_objects(config: Config, train: builders.TrainData, info, device) -> TrainObjects:

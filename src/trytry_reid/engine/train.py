@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from trytry_reid.engine import distributed
 from trytry_reid.engine.checkpoint import check_writable, estimate_checkpoint_bytes, load_checkpoint, save_checkpoint
+from trytry_reid.engine.precision import check_precision, onednn_fp32_precision
 from trytry_reid.engine.signals import StopRequest, TrainingInterrupted, resume_message
 from trytry_reid.engine.state import Progress, TrainObjects, restore_training_state, training_state
 
@@ -72,6 +73,7 @@ class FitOptions:
     checkpoint_every_steps: int = 0  # also write last.pt every N steps (0: only at epoch ends)
     checkpoint_keep: int = 3  # numbered epoch_XXXX.pt copies kept besides last.pt and best.pt (0: none)
     amp: str = "off"  # off | bf16 | fp16
+    fp32_precision: str = "none"  # engine/precision.FP32_PRECISIONS: oneDNN's math inside fp32 conv/matmul
     channels_last: bool = False
     log_every: int = 10  # steps between history points / TensorBoard scalars
     collapse_window: int = 20  # steps of collapsed embeddings before a warning
@@ -85,6 +87,7 @@ class FitOptions:
     def __post_init__(self) -> None:
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got '{self.amp}'")
+        check_precision(self.fp32_precision)
         for name in ("epochs", "steps_per_epoch", "log_every", "collapse_window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"FitOptions.{name} must be >= 1, got {getattr(self, name)}")
@@ -115,7 +118,8 @@ def fit(objects: TrainObjects, loaders: Loaders, options: FitOptions, *, evaluat
     with StopRequest() as stop:
         while progress.epoch < options.epochs:
             batches = loaders(progress.epoch, progress.step_in_epoch)
-            train_one_epoch(objects, batches, progress, options, history, writer, stop)
+            with onednn_fp32_precision(options.fp32_precision):  # the steps only: evaluation stays full fp32
+                train_one_epoch(objects, batches, progress, options, history, writer, stop)
             _end_of_epoch(objects, progress, options, history, writer, evaluate)
     return history.to_dict()
 
