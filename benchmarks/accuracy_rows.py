@@ -96,8 +96,8 @@ CHOSEN_ROW = "torchreid settings + last stride 1, lr 1e-3 + colour jitter 0.2"
 CHOSEN = FAST_LS1 + LR_1E3_JITTER
 # The shipped config's arithmetic, chosen on measured speed after the validation rounds (not a validation row):
 # fp32 tensors with oneDNN's bf16 convolutions and matmuls instead of bf16 autocast. Same run, same 2 cores,
-# 1 Dec 2026, one training step of the recipe's model against torchreid's: 1.10-1.16x with this, 0.81-0.93x
-# with bf16 autocast, 1.03-1.05x in plain fp32 (docs/RESULTS.md, "Speed").
+# 1 Dec 2026, one training step of the recipe's model against torchreid's: 1.09-1.18x with this, 1.00-1.11x
+# with bf16 autocast, 0.99-1.04x in plain fp32 (docs/RESULTS.md, "Speed").
 ONEDNN_BF16 = ["train.amp='off'", "train.fp32_precision=bf16"]
 # config/mobilenet_market_cpu.yml is study_12epochs.yml with exactly these overrides (tests/test_config.py).
 SHIPPED = CHOSEN + ONEDNN_BF16

@@ -49,8 +49,9 @@ def step_of(last_stride: int, channels_last: bool, autocast: bool, precision: st
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
 
     def step() -> None:
-        with onednn_fp32_precision(precision), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            loss = F.cross_entropy(model(images), labels)
+        with onednn_fp32_precision(precision):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):  # forward only, as train_step
+                loss = F.cross_entropy(model(images), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
