@@ -123,6 +123,7 @@ class TrainConfig:
     amp: str = "off"  # engine/train.AMP_MODES: off | bf16 | fp16
     fp32_precision: str = "none"  # engine/precision.FP32_PRECISIONS: none | bf16 | tf32 (oneDNN, CPU training)
     channels_last: bool = False
+    ema_decay: float = 0.0  # engine/averaging.py: evaluate and keep an EMA of the weights (0: off; e.g. 0.998)
     log_every: int = 10
     checkpoint_keep: int = 3
     checkpoint_every_steps: int = 0  # 0: once per epoch

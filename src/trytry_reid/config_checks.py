@@ -176,6 +176,8 @@ def check_train(config: "Config") -> None:
         fail("train.steps_per_epoch", train.steps_per_epoch, "a positive number of steps, or null")
     if len(train.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in train.adam_betas):
         fail("train.adam_betas", train.adam_betas, "two coefficients [beta1, beta2], each in [0, 1)")
+    if not 0.0 <= train.ema_decay < 1.0:
+        fail("train.ema_decay", train.ema_decay, "0 (off) or a decay in (0, 1), like 0.998")
     if list(train.milestones) != sorted(train.milestones):
         fail("train.milestones", train.milestones, "increasing epoch numbers")
 

@@ -18,6 +18,7 @@ from . import builders, run_folder
 from .config import Config, dump_yaml, to_dict
 from .data.validate import dataset_report
 from .engine import distributed
+from .engine.averaging import WeightAverage
 from .engine.checkpoint import check_writable, load_checkpoint
 from .engine.rng import seed_everything
 from .engine.state import TrainObjects
@@ -144,9 +145,10 @@ def build_objects(config: Config, train: builders.TrainData, info, device) -> Tr
     criterion = builders.build_criterion(config, train.num_classes, model.output_dim)
     optimizer = builders.build_optimizer(config, model, criterion)
     scheduler = builders.build_lr_scheduler(config, optimizer, train.steps_per_epoch)
+    average = WeightAverage(model, config.train.ema_decay) if config.train.ema_decay > 0 else None
     return TrainObjects(model=distributed.wrap_model(model.to(device), info, device), criterion=criterion,
                         optimizer=optimizer, scheduler=scheduler,
-                        loss_optimizer=builders.build_loss_optimizer(criterion))
+                        loss_optimizer=builders.build_loss_optimizer(criterion), average=average)
 
 
 def load_resume_state(config: Config, checkpoint: Path | None) -> dict | None:
@@ -189,7 +191,7 @@ def run_train(config: Config, resume: str | None = None, overwrite: bool = False
         run_folder.delete_run(out, found)
         (out / "config.yml").write_text(dump_yaml(config))
     writer = tensorboard_writer(out, state) if info.is_main else None
-    evaluator = Evaluator(config, objects.model, test_sets, str(device), writer,
+    evaluator = Evaluator(config, objects.inference_model(), test_sets, str(device), writer,
                           None if state is None else state.get(ENTRY_KEY))
     log.info("training %s for %d epochs x %d steps; outputs in %s", config.name, config.train.epochs,
              train.steps_per_epoch, out)

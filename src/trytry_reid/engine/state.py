@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from trytry_reid.engine import distributed
+from trytry_reid.engine.averaging import WeightAverage
 from trytry_reid.engine.rng import capture_rng_state, restore_rng_state
 
 
@@ -31,6 +32,11 @@ class TrainObjects:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     loss_optimizer: torch.optim.Optimizer | None = None
     scaler: torch.amp.GradScaler | None = None  # built by fit from options.amp
+    average: WeightAverage | None = None  # the EMA of the model's weights, when the run keeps one
+
+    def inference_model(self) -> nn.Module:
+        """What evaluation ranks with and checkpoints store as "model": the weight average when there is one."""
+        return self.average.module if self.average is not None else distributed.unwrap(self.model)
 
 
 @dataclass
@@ -49,11 +55,17 @@ RESUME_KEYS = ("model", "optimizer", "scheduler", "rng", "epoch", "step_in_epoch
 
 
 def training_state(objects: TrainObjects, progress: Progress, history: Any, run_config: dict) -> dict[str, Any]:
-    """The checkpoint dict (ARCHITECTURE.md's keys plus what resuming needs); RNG states captured now."""
+    """The checkpoint dict (ARCHITECTURE.md's keys plus what resuming needs); RNG states captured now.
+
+    "model" holds the weights evaluation ranks with (the weight average when the run keeps one); the trained
+    weights are then in "trained_model" and the number of averaged steps in "average_updates"."""
     model = distributed.unwrap(objects.model)
     classifier = getattr(model, "classifier", None)
+    averaged = {} if objects.average is None else \
+        {"trained_model": model.state_dict(), "average_updates": objects.average.updates}
     return {
-        "model": model.state_dict(),
+        "model": objects.inference_model().state_dict(),
+        **averaged,
         "criterion": objects.criterion.state_dict(),
         "config": run_config,
         "num_classes": int(getattr(classifier, "out_features", 0) or 0),
@@ -77,7 +89,7 @@ def restore_training_state(state: dict[str, Any], objects: TrainObjects, history
     missing = [key for key in RESUME_KEYS if key not in state]
     if missing:
         raise KeyError(f"checkpoint cannot resume training: it lacks {', '.join(missing)} (a weights-only export?)")
-    distributed.unwrap(objects.model).load_state_dict(state["model"])
+    _restore_weights(state, objects)
     objects.criterion.load_state_dict(state.get("criterion", {}))
     objects.optimizer.load_state_dict(state["optimizer"])
     if objects.loss_optimizer is not None and state.get("loss_optimizer") is not None:
@@ -93,3 +105,18 @@ def restore_training_state(state: dict[str, Any], objects: TrainObjects, history
                         state.get("skipped_in_a_row", 0), state.get("metrics", {}))
     restore_rng_state(state["rng"])
     return progress
+
+
+def _restore_weights(state: dict[str, Any], objects: TrainObjects) -> None:
+    """The trained weights, and the weight average with its step count when the run keeps one."""
+    model = distributed.unwrap(objects.model)
+    if (objects.average is None) != ("trained_model" not in state):
+        kept = "keeps" if "trained_model" in state else "does not keep"
+        raise KeyError(f"the checkpoint's run {kept} a weight average (train.ema_decay) and this one "
+                       f"{'does not' if objects.average is None else 'does'}: resume with the run's ema_decay")
+    if objects.average is None:
+        model.load_state_dict(state["model"])
+        return
+    model.load_state_dict(state["trained_model"])
+    objects.average.module.load_state_dict(state["model"])
+    objects.average.updates = int(state["average_updates"])

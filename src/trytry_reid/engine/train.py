@@ -126,15 +126,20 @@ def fit(objects: TrainObjects, loaders: Loaders, options: FitOptions, *, evaluat
 
 def checkpoint_space(objects: TrainObjects, keep: int) -> int:
     """Bytes a run's checkpoints may need: last.pt, best.pt and ``keep`` numbered copies, each about three
-    times the model and loss tensors (weights, optimizer moments)."""
-    return 3 * estimate_checkpoint_bytes(objects.model, objects.criterion) * (keep + 2)
+    times the model and loss tensors (weights, optimizer moments; and the weight average when kept)."""
+    average = [] if objects.average is None else [objects.average.module]
+    return 3 * estimate_checkpoint_bytes(objects.model, objects.criterion, *average) * (keep + 2)
 
 
 def _prepare(objects: TrainObjects, options: FitOptions, device: torch.device) -> None:
     objects.model.to(device)
     objects.criterion.to(device)
+    if objects.average is not None:
+        objects.average.module.to(device)
     if options.channels_last:
         objects.model.to(memory_format=torch.channels_last)
+        if objects.average is not None:
+            objects.average.module.to(memory_format=torch.channels_last)
     _ensure_scaler(objects, options, device.type)
 
 
@@ -194,6 +199,8 @@ def train_step(objects: TrainObjects, images: torch.Tensor, labels: torch.Tensor
     if distributed.any_rank([not finite], images.device)[0]:
         raise NonFiniteLossError(_non_finite_message(step, values, labels, batch_ids, options.checkpoint_dir))
     values["_skipped"] = float(_backward_and_step(objects, total))
+    if objects.average is not None:
+        objects.average.update(distributed.unwrap(objects.model))
     values.update(stats)
     return values
 
@@ -288,7 +295,7 @@ def _end_of_epoch(objects: TrainObjects, progress: Progress, options: FitOptions
     improved = False
     if due and distributed.current().is_main:
         objects.model.eval()
-        metrics = evaluate(done)
+        metrics = evaluate(done)  # ranks with objects.inference_model() (the caller built it so)
         objects.model.train()
         history.record_eval(done, progress.global_step, metrics, writer)
         progress.metrics = metrics

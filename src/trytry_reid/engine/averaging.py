@@ -1,0 +1,60 @@
+"""An exponential moving average (EMA) of the model's weights, kept beside the trained model.
+
+After every optimisation step ``t`` (1-based) each floating-point parameter and buffer (BatchNorm's running
+statistics included) moves towards the trained model's::
+
+    average = decay_t * average + (1 - decay_t) * weights,   decay_t = min(decay, (1 + t) / (10 + t))
+
+The ramp ``(1 + t) / (10 + t)`` keeps the first steps from tying the average to the initial weights for
+``1 / (1 - decay)`` steps. Integer buffers (BatchNorm's ``num_batches_tracked``) are copied. The average is
+what a run evaluates, selects best.pt by, and stores as the checkpoint's ``"model"`` (so evaluation, export
+and serving use it); the trained weights travel beside it for resuming (engine/state.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import torch
+from torch import nn
+
+
+def check_decay(decay: float) -> None:
+    """0 turns the average off; anything else must lie in (0, 1)."""
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"the weight average's decay must be 0 (off) or in (0, 1), like 0.998; got {decay}")
+
+
+class WeightAverage:
+    """The EMA copy (``module``, in eval mode, no gradients) of a model; ``updates`` counts the steps averaged."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        check_decay(decay)
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.updates = 0
+
+    def current_decay(self) -> float:
+        """The decay the next update uses (the ramp of the module docstring)."""
+        step = self.updates + 1
+        return min(self.decay, (1 + step) / (10 + step))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Move the average one step towards ``model``'s weights (same architecture as ``module``)."""
+        weight = 1.0 - self.current_decay()
+        averages, currents = [], []
+        for average, current in zip(_tensors(self.module), _tensors(model), strict=True):
+            if average.is_floating_point():
+                averages.append(average)
+                currents.append(current.detach().to(average.dtype))
+            else:
+                average.copy_(current)
+        if averages:
+            torch._foreach_lerp_(averages, currents, weight)
+        self.updates += 1
+
+
+def _tensors(model: nn.Module):
+    return itertools.chain(model.parameters(), model.buffers())
