@@ -7,6 +7,7 @@
     sum(terms.values()).backward()
     own-rate loss grads *= 1 / term weight       # BoT: centers move at their own lr, not weight * lr
     optimizer.step(); loss_optimizer.step(); scheduler.step()   # the schedule is per iteration
+    average.update(model)                        # train.ema_decay: the weights evaluation ranks with
 
 History (returned by ``fit``, stored in every checkpoint, drawn by ``visualization/curves.py``)::
 
