@@ -108,3 +108,65 @@ def test_bad_arguments_are_refused():
         ReidModel(tiny_trunk(), 8, num_classes=-3)
     with pytest.raises(ValueError, match="classifier_std"):
         ReidModel(tiny_trunk(), 8, num_classes=2, classifier_std=0.0)
+
+
+def bn_trunk() -> nn.Sequential:
+    return nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()),
+                         nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()))
+
+
+def test_frozen_layers_keep_weights_and_batchnorm_statistics_through_training():
+    model = ReidModel(bn_trunk(), 8, num_classes=3, frozen_layers=["0"])
+    frozen_before = {k: v.clone() for k, v in model.trunk[0].state_dict().items()}
+    trained_before = {k: v.clone() for k, v in model.trunk[1].state_dict().items()}
+    model.train()
+    assert not model.trunk[0][1].training and model.trunk[1][1].training
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    for _ in range(3):
+        optimizer.zero_grad()
+        F.cross_entropy(model(images()).logits, torch.tensor([0, 1, 2, 0, 1, 2])).backward()
+        optimizer.step()
+    assert all(p.grad is None for p in model.trunk[0].parameters())
+    for key, value in model.trunk[0].state_dict().items():
+        assert torch.equal(value, frozen_before[key]), key  # weights, running mean / var, batch count
+    for key in ("0.weight", "1.running_mean", "1.weight"):
+        assert not torch.equal(model.trunk[1].state_dict()[key], trained_before[key]), key
+
+
+def test_frozen_batchnorm_normalises_with_its_running_statistics_in_train_mode():
+    model = ReidModel(bn_trunk(), 8, num_classes=0, frozen_layers=["0"]).train()
+    bn = model.trunk[0][1]
+    bn.running_mean.fill_(0.5)
+    bn.running_var.fill_(4.0)
+    x = images()
+    conv_out = model.trunk[0][0](x)
+    expected = F.relu((conv_out - 0.5) / torch.sqrt(torch.tensor(4.0) + bn.eps) * bn.weight[:, None, None]
+                      + bn.bias[:, None, None])
+    torch.testing.assert_close(model.trunk[0](x), expected)
+
+
+def test_frozen_layers_name_trunk_modules():
+    trunk, dim = build_backbone("mobilenet_v2")
+    model = ReidModel(trunk, dim, num_classes=2, frozen_layers=["features.0", "features.1"])
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    expected = {f"trunk.features.{name}" for name, _ in model.trunk.features[:2].named_parameters()} | {"bnneck.bias"}
+    assert frozen == expected
+    with pytest.raises(ValueError, match=r"model.frozen_layers: 'features.99' not a module.*features.18"):
+        ReidModel(build_backbone("mobilenet_v2")[0], dim, num_classes=2, frozen_layers=["features.99"])
+    with pytest.raises(TypeError, match="list of trunk module names"):
+        ReidModel(tiny_trunk(), 8, num_classes=2, frozen_layers="0")
+
+
+def test_frozen_layers_without_frozen_batchnorm_keep_weights_and_adapt_statistics():
+    model = ReidModel(bn_trunk(), 8, num_classes=3, frozen_layers=["0"], frozen_batchnorm=False).train()
+    bn = model.trunk[0][1]
+    assert bn.training
+    weights = {k: v.clone() for k, v in model.trunk[0].named_parameters()}
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    optimizer.zero_grad()
+    F.cross_entropy(model(images()).logits, torch.tensor([0, 1, 2, 0, 1, 2])).backward()
+    optimizer.step()
+    for key, value in model.trunk[0].named_parameters():
+        assert torch.equal(value, weights[key]) and value.grad is None, key
+    conv_out = model.trunk[0][0](images())
+    torch.testing.assert_close(bn.running_mean, 0.1 * conv_out.mean(dim=(0, 2, 3)))  # momentum 0.1 from 0

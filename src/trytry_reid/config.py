@@ -64,6 +64,8 @@ class ModelConfig:
     retrieval_feature: str = "bn_features"  # what retrieval uses: bn_features (after BNNeck) or features (before)
     classifier_std: float = 0.001  # std of the classifier's normal init (BoT 0.001, torchreid 0.01)
     classifier_bias: bool = False  # a zero-init classifier bias (torchreid) or none (BoT)
+    frozen_layers: list[str] = field(default_factory=list)  # trunk modules kept as loaded, e.g. [features.0, layer1]
+    frozen_batchnorm: bool = True  # the frozen layers' BatchNorm statistics fixed too (False: they adapt)
 
 
 @dataclass

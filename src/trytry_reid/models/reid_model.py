@@ -8,7 +8,7 @@ at zero, and the classifier has no bias by default (``classifier_bias``). Retrie
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +44,13 @@ class ReidModel(nn.Module):
         classifier_std: std of the classifier's normal init: 0.001 is BoT's; torchreid uses 0.01. The CE
             gradient reaching the features scales with it, so it sets how fast CE starts shaping them.
         classifier_bias: give the classifier a bias (zero init), as torchreid; BoT has none.
+        frozen_layers: names of trunk modules (``"features.0"``, ``"layer1"``; ``trunk.named_modules()``) whose
+            parameters get no gradient, so their weights stay as loaded. Freezing the first layers also skips
+            their backward pass, the costliest per FLOP at full resolution.
+        frozen_batchnorm: the frozen layers' BatchNorms stay in eval mode (their loaded running statistics
+            normalise, and are never updated), so those layers stay exactly the pretrained feature extractor;
+            False: they normalise with batch statistics in training and update their running ones, as the
+            rest of the trunk.
     """
 
     def __init__(
@@ -57,6 +64,8 @@ class ReidModel(nn.Module):
         retrieval_feature: str = "bn_features",
         classifier_std: float = 0.001,
         classifier_bias: bool = False,
+        frozen_layers: Sequence[str] = (),
+        frozen_batchnorm: bool = True,
     ) -> None:
         super().__init__()
         for name, value in (("feature_dim", feature_dim), ("num_classes", num_classes),
@@ -82,6 +91,16 @@ class ReidModel(nn.Module):
             nn.init.normal_(self.classifier.weight, std=classifier_std)
             if classifier_bias:
                 nn.init.zeros_(self.classifier.bias)
+        self.frozen_layers = freeze_layers(trunk, frozen_layers)
+        self.frozen_batchnorm = frozen_batchnorm
+
+    def train(self, mode: bool = True) -> "ReidModel":
+        """As ``nn.Module.train``; with ``frozen_batchnorm`` the frozen layers stay in eval mode."""
+        super().train(mode)
+        if self.frozen_batchnorm:
+            for layer in self.frozen_layers:
+                layer.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> ReidOutput:
         features, bn_features = self._neck(x)
@@ -104,13 +123,31 @@ class ReidModel(nn.Module):
 def build_reid_model(backbone: str, num_classes: int, *, last_stride: int = 2, embedding_dim: int = 0,
                      bnneck: bool = True, pooling: str = "avg", retrieval_feature: str = "bn_features",
                      classifier_std: float = 0.001, classifier_bias: bool = False,
+                     frozen_layers: Sequence[str] = (), frozen_batchnorm: bool = True,
                      pretrained: str = "none") -> ReidModel:
     """A ReidModel from a config's ``model`` section (its keys are these arguments): the one way to build
     the model, for training (``pretrained`` from the config) and for loading a checkpoint ("none")."""
     trunk, feature_dim = build_backbone(backbone, last_stride=last_stride, pretrained=pretrained)
     return ReidModel(trunk, feature_dim, num_classes, embedding_dim=embedding_dim, bnneck=bnneck, pooling=pooling,
                      retrieval_feature=retrieval_feature, classifier_std=classifier_std,
-                     classifier_bias=classifier_bias)
+                     classifier_bias=classifier_bias, frozen_layers=frozen_layers,
+                     frozen_batchnorm=frozen_batchnorm)
+
+
+def freeze_layers(trunk: nn.Module, names: Sequence[str]) -> list[nn.Module]:
+    """Turn off the gradients of the trunk modules called ``names``; return them (see ``ReidModel``)."""
+    if isinstance(names, str):
+        raise TypeError(f"frozen_layers must be a list of trunk module names, got the string {names!r}")
+    modules = dict(trunk.named_modules())
+    unknown = [name for name in names if not name or name not in modules]
+    if unknown:
+        listed = [name for name in modules if name and name.count(".") <= 1]
+        raise ValueError(f"model.frozen_layers: {', '.join(map(repr, unknown))} not a module of the trunk; "
+                         f"valid names include {', '.join(listed[:40])}")
+    layers = [modules[name] for name in names]
+    for layer in layers:
+        layer.requires_grad_(False)
+    return layers
 
 
 def _frozen_bias_batchnorm(dim: int) -> nn.BatchNorm1d:
