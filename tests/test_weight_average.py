@@ -13,7 +13,7 @@ from torch import nn
 
 from trytry_reid.cli import main as cli_main
 from trytry_reid.engine import fit, load_checkpoint
-from trytry_reid.engine.averaging import WeightAverage
+from trytry_reid.engine.averaging import WeightAverage, ramp_steps, short_run_warning
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -122,3 +122,21 @@ def test_train_with_an_average_reports_what_its_checkpoint_reproduces(tmp_path: 
     assert cli_main(["train", "--config", config, *quick, "train.epochs=3", "--resume", ckpt]) != 0
     assert "train.ema_decay" in capsys.readouterr().err
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == before
+
+
+def test_ramp_steps_is_where_the_ramp_first_reaches_the_decay() -> None:
+    for decay in (0.2, 0.9, 0.99, 0.998, 0.9995):
+        average = WeightAverage(_tiny(), decay)
+        reached = ramp_steps(decay)
+        average.updates = reached - 1  # the next update is step `reached`
+        assert average.current_decay() == decay
+        if reached > 1:
+            average.updates = reached - 2
+            assert average.current_decay() < decay
+    assert ramp_steps(0.998) == 4490  # (10 * 0.998 - 1) / 0.002
+
+
+def test_a_run_shorter_than_the_ramp_is_told_so() -> None:
+    assert short_run_warning(0.998, 4490) is None
+    message = short_run_warning(0.998, 1620)
+    assert "4490 steps" in message and "1620" in message and "0.9945" in message and "last 162 steps" in message

@@ -18,7 +18,7 @@ from . import builders, run_folder
 from .config import Config, dump_yaml, to_dict
 from .data.validate import dataset_report
 from .engine import distributed
-from .engine.averaging import WeightAverage
+from .engine.averaging import WeightAverage, short_run_warning
 from .engine.checkpoint import check_writable, load_checkpoint
 from .engine.rng import seed_everything
 from .engine.state import TrainObjects
@@ -146,6 +146,9 @@ def build_objects(config: Config, train: builders.TrainData, info, device) -> Tr
     optimizer = builders.build_optimizer(config, model, criterion)
     scheduler = builders.build_lr_scheduler(config, optimizer, train.steps_per_epoch)
     average = WeightAverage(model, config.train.ema_decay) if config.train.ema_decay > 0 else None
+    warning = average and short_run_warning(average.decay, config.train.epochs * train.steps_per_epoch)
+    if warning:
+        log.warning(warning)
     return TrainObjects(model=distributed.wrap_model(model.to(device), info, device), criterion=criterion,
                         optimizer=optimizer, scheduler=scheduler,
                         loss_optimizer=builders.build_loss_optimizer(criterion), average=average)

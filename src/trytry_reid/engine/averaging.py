@@ -6,7 +6,8 @@ statistics included) moves towards the trained model's::
     average = decay_t * average + (1 - decay_t) * weights,   decay_t = min(decay, (1 + t) / (10 + t))
 
 The ramp ``(1 + t) / (10 + t)`` keeps the first steps from tying the average to the initial weights for
-``1 / (1 - decay)`` steps. Integer buffers (BatchNorm's ``num_batches_tracked``) are copied. The average is
+``1 / (1 - decay)`` steps; it reaches ``decay`` only at step ``(10 decay - 1) / (1 - decay)`` (4,490 for 0.998),
+so a shorter run averages with the ramp throughout, whatever the decay, and its log says so. Integer buffers (BatchNorm's ``num_batches_tracked``) are copied. The average is
 what a run evaluates, selects best.pt by, and stores as the checkpoint's ``"model"`` (so evaluation, export
 and serving use it); the trained weights travel beside it for resuming (engine/state.py).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 
 import torch
 from torch import nn
@@ -24,6 +26,29 @@ def check_decay(decay: float) -> None:
     """0 turns the average off; anything else must lie in (0, 1)."""
     if not 0.0 <= decay < 1.0:
         raise ValueError(f"the weight average's decay must be 0 (off) or in (0, 1), like 0.998; got {decay}")
+
+
+def ramp_steps(decay: float) -> int:
+    """The first step at which the ramp ``(1 + t) / (10 + t)`` reaches ``decay``; before it the ramp rules."""
+    step = max(1, math.ceil((10 * decay - 1) / (1 - decay)))
+    # The closed form can be a step off in floating point; settle it with the ramp as current_decay computes it.
+    while step > 1 and step / (9 + step) >= decay:
+        step -= 1
+    while (1 + step) / (10 + step) < decay:
+        step += 1
+    return step
+
+
+def short_run_warning(decay: float, total_steps: int) -> str | None:
+    """A sentence for the log when a run ends before its decay is reached (then the decay asked for is inert:
+    the average gives step t a weight growing as t**8, whatever the decay above the ramp's last value)."""
+    reached = ramp_steps(decay)
+    if reached <= total_steps:
+        return None
+    last = (1 + total_steps) / (10 + total_steps)
+    return (f"train.ema_decay {decay} is reached only after {reached} steps and this run has {total_steps}: "
+            f"the ramp (1 + t) / (10 + t) sets the decay throughout (at most {last:.4f} at the last step), so "
+            f"the average covers about the last {max(1, round(total_steps / 10))} steps whatever the decay")
 
 
 class WeightAverage:
