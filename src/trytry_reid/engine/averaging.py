@@ -7,9 +7,10 @@ statistics included) moves towards the trained model's::
 
 The ramp ``(1 + t) / (10 + t)`` keeps the first steps from tying the average to the initial weights for
 ``1 / (1 - decay)`` steps; it reaches ``decay`` only at step ``(10 decay - 1) / (1 - decay)`` (4,490 for 0.998),
-so a shorter run averages with the ramp throughout, whatever the decay, and its log says so. Integer buffers (BatchNorm's ``num_batches_tracked``) are copied. The average is
-what a run evaluates, selects best.pt by, and stores as the checkpoint's ``"model"`` (so evaluation, export
-and serving use it); the trained weights travel beside it for resuming (engine/state.py).
+so a shorter run averages with the ramp throughout, whatever the decay, and its log says so. Integer buffers
+(BatchNorm's ``num_batches_tracked``) are copied. The average is what a run evaluates, selects best.pt by, and
+stores as the checkpoint's ``"model"`` (so evaluation, export and serving use it); the trained weights travel
+beside it for resuming (engine/state.py).
 """
 
 from __future__ import annotations
