@@ -115,6 +115,8 @@ def recipe_val_rows() -> Rows:
          for label, change in round2 + round3 + round4 + round5 + round6 + round7 + round8 + round9
                                    + round10 + round11 + round12 + round13
                                    + round14]
+
+
 # The first layers of MobileNetV2 (stem, 16- and 24-channel stages), kept at their ImageNet weights.
 FREEZE_LOW = ["model.frozen_layers=[features.0,features.1,features.2,features.3]"]
 
