@@ -29,13 +29,18 @@ def check_decay(decay: float) -> None:
         raise ValueError(f"the weight average's decay must be 0 (off) or in (0, 1), like 0.998; got {decay}")
 
 
+def ramp(step: int) -> float:
+    """The ramp's ceiling on the decay at step ``step`` (1-based): ``(1 + t) / (10 + t)``."""
+    return (1 + step) / (10 + step)
+
+
 def ramp_steps(decay: float) -> int:
-    """The first step at which the ramp ``(1 + t) / (10 + t)`` reaches ``decay``; before it the ramp rules."""
+    """The first step at which the ramp reaches ``decay``; before it the ramp rules."""
     step = max(1, math.ceil((10 * decay - 1) / (1 - decay)))
-    # The closed form can be a step off in floating point; settle it with the ramp as current_decay computes it.
-    while step > 1 and step / (9 + step) >= decay:
+    # The closed form can be a step off in floating point; settle it with the ramp itself.
+    while step > 1 and ramp(step - 1) >= decay:
         step -= 1
-    while (1 + step) / (10 + step) < decay:
+    while ramp(step) < decay:
         step += 1
     return step
 
@@ -46,7 +51,7 @@ def short_run_warning(decay: float, total_steps: int) -> str | None:
     reached = ramp_steps(decay)
     if reached <= total_steps:
         return None
-    last = (1 + total_steps) / (10 + total_steps)
+    last = ramp(total_steps)
     return (f"train.ema_decay {decay} is reached only after {reached} steps and this run has {total_steps}: "
             f"the ramp (1 + t) / (10 + t) sets the decay throughout (at most {last:.4f} at the last step), so "
             f"the average covers about the last {max(1, round(total_steps / 10))} steps whatever the decay")
@@ -63,8 +68,7 @@ class WeightAverage:
 
     def current_decay(self) -> float:
         """The decay the next update uses (the ramp of the module docstring)."""
-        step = self.updates + 1
-        return min(self.decay, (1 + step) / (10 + step))
+        return min(self.decay, ramp(self.updates + 1))
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
