@@ -52,6 +52,7 @@ def test_unknown_top_level_section(tmp_path):
     ("train.amp=off", r"'train.amp' must be str, got False \(bool\) \(YAML reads an unquoted off.*\"off\""),
     ("train.fp32_precision=bf8", r"'train.fp32_precision' = 'bf8'.*bf16"),
     ("train.ema_decay=1.0", r"'train.ema_decay' = 1.0: expected 0 \(off\) or a decay in \(0, 1\)"),
+    ("train.average_epochs=121", r"'train.average_epochs' = 121: expected 0 \(off\) to train.epochs \(120\)"),
     ("train.lr=-0.1", r"'train.lr' = -0.1: expected a positive number"),
     ("data.batch_size=60", r"'data.batch_size' = 60: expected data.batch_p \* data.batch_k = 64"),
     ("data.name=market1501", r"'data.root' = None: expected the folder of dataset 'market1501'"),

@@ -126,6 +126,7 @@ class TrainConfig:
     fp32_precision: str = "none"  # engine/precision.FP32_PRECISIONS: none | bf16 | tf32 (oneDNN, CPU training)
     channels_last: bool = False
     ema_decay: float = 0.0  # engine/averaging.py: evaluate and keep an EMA of the weights (0: off; e.g. 0.998)
+    average_epochs: int = 0  # engine/averaging.py: evaluate and keep the mean of the last N epoch-end weights (0: off)
     log_every: int = 10
     checkpoint_keep: int = 3
     checkpoint_every_steps: int = 0  # 0: once per epoch

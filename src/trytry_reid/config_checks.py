@@ -178,6 +178,10 @@ def check_train(config: "Config") -> None:
         fail("train.adam_betas", train.adam_betas, "two coefficients [beta1, beta2], each in [0, 1)")
     if not 0.0 <= train.ema_decay < 1.0:
         fail("train.ema_decay", train.ema_decay, "0 (off) or a decay in (0, 1), like 0.998")
+    if not 0 <= train.average_epochs <= train.epochs:
+        fail("train.average_epochs", train.average_epochs, f"0 (off) to train.epochs ({train.epochs})")
+    if train.average_epochs and train.ema_decay:
+        fail("train.average_epochs", train.average_epochs, "0 when train.ema_decay is set (one weight average)")
     if list(train.milestones) != sorted(train.milestones):
         fail("train.milestones", train.milestones, "increasing epoch numbers")
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from trytry_reid.engine import distributed
-from trytry_reid.engine.averaging import WeightAverage
+from trytry_reid.engine.averaging import UniformAverage, WeightAverage
 from trytry_reid.engine.rng import capture_rng_state, restore_rng_state
 
 
@@ -32,7 +32,7 @@ class TrainObjects:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     loss_optimizer: torch.optim.Optimizer | None = None
     scaler: torch.amp.GradScaler | None = None  # built by fit from options.amp
-    average: WeightAverage | None = None  # the EMA of the model's weights, when the run keeps one
+    average: WeightAverage | UniformAverage | None = None  # the weights' average, when the run keeps one
 
     def inference_model(self) -> nn.Module:
         """What evaluation ranks with and checkpoints store as "model": the weight average when there is one."""
@@ -112,8 +112,9 @@ def _restore_weights(state: dict[str, Any], objects: TrainObjects) -> None:
     model = distributed.unwrap(objects.model)
     if (objects.average is None) != ("trained_model" not in state):
         kept = "keeps" if "trained_model" in state else "does not keep"
-        raise KeyError(f"the checkpoint's run {kept} a weight average (train.ema_decay) and this one "
-                       f"{'does not' if objects.average is None else 'does'}: resume with the run's ema_decay")
+        raise KeyError(f"the checkpoint's run {kept} a weight average (train.ema_decay or train.average_epochs) "
+                       f"and this one {'does not' if objects.average is None else 'does'}: resume with the "
+                       f"run's ema_decay and average_epochs")
     if objects.average is None:
         model.load_state_dict(state["model"])
         return

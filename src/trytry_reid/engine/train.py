@@ -7,7 +7,7 @@
     sum(terms.values()).backward()
     own-rate loss grads *= 1 / term weight       # BoT: centers move at their own lr, not weight * lr
     optimizer.step(); loss_optimizer.step(); scheduler.step()   # the schedule is per iteration
-    average.update(model)                        # train.ema_decay: the weights evaluation ranks with
+    average.after_step(model)                    # train.ema_decay: the weights evaluation ranks with
 
 History (returned by ``fit``, stored in every checkpoint, drawn by ``visualization/curves.py``)::
 
@@ -201,7 +201,7 @@ def train_step(objects: TrainObjects, images: torch.Tensor, labels: torch.Tensor
         raise NonFiniteLossError(_non_finite_message(step, values, labels, batch_ids, options.checkpoint_dir))
     values["_skipped"] = float(_backward_and_step(objects, total))
     if objects.average is not None:
-        objects.average.update(distributed.unwrap(objects.model))
+        objects.average.after_step(distributed.unwrap(objects.model))
     values.update(stats)
     return values
 
@@ -292,6 +292,8 @@ def _end_of_epoch(objects: TrainObjects, progress: Progress, options: FitOptions
                   writer: Any, evaluate: Evaluate | None) -> None:
     """Evaluate when due (rank 0), advance to the next epoch, write last.pt / epoch_XXXX.pt / best.pt."""
     done = progress.epoch + 1
+    if objects.average is not None:
+        objects.average.after_epoch(distributed.unwrap(objects.model), done)  # train.average_epochs' snapshot
     due = evaluate is not None and (done == options.epochs or (options.eval_every and done % options.eval_every == 0))
     improved = False
     if due and distributed.current().is_main:
