@@ -112,6 +112,30 @@ def calibration_section() -> str:
     return f"## {CALIBRATION_TITLE}\n\n{CALIBRATION_NOTE}\n\n" + "\n".join(calibration_table(read_lines(path))) + "\n"
 
 
+AVERAGE_TITLE = "Which span a weight average should cover (validation split)"
+AVERAGE_NOTE = """From `docs/results/weight_average.jsonl` (`python benchmarks/weight_average_study.py --run R`): one
+validation run per seed (the shipped recipe with its exponential average, every epoch checkpoint kept), then
+equal-weight means of the trained weights at the ends of epochs a-b, ranked on the run's held-out training ids
+with the averaged BatchNorm statistics or with statistics recomputed on 50 training batches. "run average" is the
+run's own exponential average (ema_decay 0.998, round 11's recipe), "trained, last epoch" its final weights.
+mAP (R1) in %."""
+
+
+def average_table(entries: list[dict]) -> list[str]:
+    """One row per averaging row label, one column per seed, then the mean mAP over the seeds."""
+    seeds = sorted({e["seed"] for e in entries})
+    rows: dict[str, dict[int, dict]] = {}
+    for e in entries:
+        rows.setdefault(e["row"], {})[e["seed"]] = next(iter(e["metrics"].values()))
+    lines = ["| weights ranked | " + " | ".join(f"seed {s}" for s in seeds) + " | mean mAP |",
+             "|" + "---|" * (len(seeds) + 2)]
+    for label, by_seed in rows.items():
+        cells = [f"{pct(by_seed[s]['mAP'])} ({pct(by_seed[s]['rank1'])})" if s in by_seed else "-" for s in seeds]
+        maps = [m["mAP"] for m in by_seed.values()]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {pct(statistics.mean(maps))} |")
+    return lines
+
+
 def render() -> str:
     intro = ROOT / "docs" / "RESULTS_intro.md"
     parts = [intro.read_text().rstrip() + "\n"] if intro.exists() else ["# Results\n"]
@@ -135,6 +159,10 @@ def render() -> str:
             f"--table {name} --indices {' '.join(str(i) for i, _ in missing)}`).\n")
         parts.append(f"## {spec.title}\n\nFrom `docs/results/{name}.jsonl`; rank-1 (R1) and mAP in %.\n\n"
                      + "\n".join(table(entries)) + "\n" + note)
+    averages = RESULTS / "weight_average.jsonl"
+    if averages.exists():
+        parts.append(f"## {AVERAGE_TITLE}\n\n{AVERAGE_NOTE}\n\n" + "\n".join(average_table(read_lines(averages)))
+                     + "\n")
     parts.append(calibration_section())
     return "\n".join(parts)
 

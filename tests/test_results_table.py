@@ -1,4 +1,5 @@
-"""RESULTS.md's peer table: every pair kept, newest first, mean and range over each row's seeds."""
+"""RESULTS.md's generated tables: the peer table (every pair kept, newest first, mean and range over each row's
+seeds) and the weight-average study's (a column per seed)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,25 @@ def test_peer_table_keeps_every_pair_newest_first_with_seed_range() -> None:
     assert "| 0, 1 | 115.0 |" in rows[0] and rows[0].endswith("| 20260202-000000 |")
     assert rows[1].startswith("| peer, same epochs | 55.0 | 45.0 |")
     assert rows[2].startswith("| ours, same epochs | 50.0 | 40.0 |") and "20260101-000000" in rows[2]
+    assert all(line.count("|") == lines[0].count("|") for line in lines)
+
+
+def test_average_table_has_a_column_per_seed_and_the_mean() -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from results_table import average_table
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+
+    def line(row: str, seed: int, map_: float) -> dict:
+        return {"row": row, "seed": seed, "metrics": {"val": {"rank1": map_ + 0.1, "mAP": map_}}}
+
+    lines = average_table([line("run average", 0, 0.78), line("run average", 1, 0.76),
+                           line("epochs 5-12", 0, 0.80), line("epochs 5-12", 1, 0.77), line("one seed", 1, 0.5)])
+    assert lines[0] == "| weights ranked | seed 0 | seed 1 | mean mAP |"
+    assert lines[2] == "| run average | 78.0 (88.0) | 76.0 (86.0) | 77.0 |"
+    assert lines[3] == "| epochs 5-12 | 80.0 (90.0) | 77.0 (87.0) | 78.5 |"
+    assert lines[4] == "| one seed | - | 50.0 (60.0) | 50.0 |"
     assert all(line.count("|") == lines[0].count("|") for line in lines)
 
 
