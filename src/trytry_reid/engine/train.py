@@ -8,6 +8,7 @@
     own-rate loss grads *= 1 / term weight       # BoT: centers move at their own lr, not weight * lr
     optimizer.step(); loss_optimizer.step(); scheduler.step()   # the schedule is per iteration
     average.after_step(model)                    # train.ema_decay: the weights evaluation ranks with
+                                                 # (train.average_epochs: average.after_epoch at each epoch end)
 
 History (returned by ``fit``, stored in every checkpoint, drawn by ``visualization/curves.py``)::
 
