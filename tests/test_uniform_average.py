@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from engine_scripts.tiny_run import build, make_evaluate
+from engine_scripts.tiny_run import run_with_average
 from torch import nn
 
 from trytry_reid.config import ConfigError, load_config
-from trytry_reid.engine import fit, load_checkpoint
+from trytry_reid.engine import load_checkpoint
 from trytry_reid.engine.averaging import UniformAverage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,18 +61,8 @@ def test_the_config_takes_one_weight_average() -> None:
 
 
 def _run(ckpt_dir: Path, crash_at: int | None = None, resume: Path | None = None):
-    objects, loaders, options = build(epochs=4, ckpt_dir=ckpt_dir, every=1)
-    objects.average = UniformAverage(objects.model, last_epochs=2, epochs=4)
-
-    def crashing(epoch: int, start: int):
-        for b, batch in enumerate(loaders(epoch, start), start=start):
-            if epoch * options.steps_per_epoch + b + 1 == crash_at:
-                raise RuntimeError("simulated crash")
-            yield batch
-
-    history = fit(objects, crashing, options, evaluate=make_evaluate(objects.inference_model()),
-                  resume_from=resume)
-    return objects, history
+    return run_with_average(ckpt_dir, 4, lambda model: UniformAverage(model, last_epochs=2, epochs=4), crash_at,
+                            resume)
 
 
 def test_a_run_stores_the_window_mean_and_resumes_it_exactly(tmp_path: Path) -> None:

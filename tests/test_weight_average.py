@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from engine_scripts.tiny_run import build, make_evaluate
+from engine_scripts.tiny_run import build, run_with_average
 from torch import nn
 
 from trytry_reid.cli import main as cli_main
@@ -58,18 +58,7 @@ def test_a_decay_outside_zero_to_one_is_refused(decay: float) -> None:
 
 
 def _run(ckpt_dir: Path, crash_at: int | None = None, resume: Path | None = None):
-    objects, loaders, options = build(epochs=3, ckpt_dir=ckpt_dir, every=1)
-    objects.average = WeightAverage(objects.model, decay=0.6)
-
-    def crashing(epoch: int, start: int):
-        for b, batch in enumerate(loaders(epoch, start), start=start):
-            if epoch * options.steps_per_epoch + b + 1 == crash_at:
-                raise RuntimeError("simulated crash")
-            yield batch
-
-    history = fit(objects, crashing, options, evaluate=make_evaluate(objects.inference_model()),
-                  resume_from=resume)
-    return objects, history
+    return run_with_average(ckpt_dir, 3, lambda model: WeightAverage(model, decay=0.6), crash_at, resume)
 
 
 def test_a_run_evaluates_and_stores_the_average_and_resumes_it_exactly(tmp_path: Path) -> None:

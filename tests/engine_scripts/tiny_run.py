@@ -114,6 +114,24 @@ def make_evaluate(model: ReidModel) -> Callable[[int], dict[str, dict[str, float
     return evaluate
 
 
+def run_with_average(ckpt_dir: Path, epochs: int, make_average: Callable[[nn.Module], Any],
+                     crash_at: int | None = None, resume: Path | None = None) -> tuple[TrainObjects, dict]:
+    """The tiny run with checkpoints every step and ``make_average(model)`` as its weight average, evaluated
+    every epoch; ``crash_at`` raises RuntimeError("simulated crash") before that (1-based) global step."""
+    objects, loaders, options = build(epochs=epochs, ckpt_dir=ckpt_dir, every=1)
+    objects.average = make_average(objects.model)
+
+    def crashing(epoch: int, start: int) -> Iterator[Any]:
+        for b, batch in enumerate(loaders(epoch, start), start=start):
+            if epoch * options.steps_per_epoch + b + 1 == crash_at:
+                raise RuntimeError("simulated crash")
+            yield batch
+
+    history = fit(objects, crashing, options, evaluate=make_evaluate(objects.inference_model()),
+                  resume_from=resume)
+    return objects, history
+
+
 def watched(loaders: EpochLoaders, kill_at: int | None, sleep: float) -> Callable[[int, int], Iterator[Any]]:
     """Loaders that print each batch fetched (global step about to run) and may SIGKILL the process."""
 
