@@ -151,8 +151,8 @@ def test_devsplit_train_then_evaluate_within_and_across_domains(tmp_path, capsys
             "model.backbone=small_cnn", "model.pretrained=none", "data.height=32", "data.width=16",
             "data.workers=0", tests]
     out = tmp_path / "run"
-    assert cli_main(["train", *args, "train.epochs=1", "train.steps_per_epoch=2", "train.eval_every=1",
-                     "test.figures=false", "test.ranking_queries=0", f"output_dir={out}",
+    assert cli_main(["train", *args, "train.epochs=1", "train.average_epochs=1", "train.steps_per_epoch=2",
+                     "train.eval_every=1", "test.figures=false", "test.ranking_queries=0", f"output_dir={out}",
                      f"test.datasets=[{{name: viper, root: {viper}}}]"]) == 0
     capsys.readouterr()
     assert cli_main(["evaluate", *args, "--checkpoint", str(out / "checkpoints" / "last.pt"),

@@ -179,7 +179,8 @@ def check_train(config: "Config") -> None:
     if not 0.0 <= train.ema_decay < 1.0:
         fail("train.ema_decay", train.ema_decay, "0 (off) or a decay in (0, 1), like 0.998")
     if not 0 <= train.average_epochs <= train.epochs:
-        fail("train.average_epochs", train.average_epochs, f"0 (off) to train.epochs ({train.epochs})")
+        fail("train.average_epochs", train.average_epochs, f"0 (off) to train.epochs ({train.epochs}); "
+             "lower it too when shortening a run")
     if train.average_epochs and train.ema_decay:
         fail("train.average_epochs", train.average_epochs, "0 when train.ema_decay is set (one weight average)")
     if list(train.milestones) != sorted(train.milestones):
