@@ -200,15 +200,20 @@ def test_fp32_precision_context_restores_after_an_error() -> None:
             pass
 
 
+def add_batch_noise(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A batch transform drawing from its generator (as data/batch_augment.BatchPhotometric does)."""
+    return images + torch.rand(images.shape, generator=generator)
+
+
 def test_epoch_loaders_same_batches_for_any_workers_and_start(monkeypatch) -> None:
     dataset = GeneratedImages(6, 4, augment=True)
     sampler = PKSampler(dataset.labels, p=3, k=2, seed=1, num_batches=4)
-    loaders = EpochLoaders(dataset, sampler, seed=7, workers=0)
+    loaders = EpochLoaders(dataset, sampler, seed=7, workers=0, batch_transform=add_batch_noise)
     rng_before = torch.get_rng_state()
     full = list(loaders(epoch=2))
     assert torch.equal(torch.get_rng_state(), rng_before)  # augmentation left the global RNG alone
     tail = list(loaders(epoch=2, start_batch=2))
-    parallel_iter = iter(EpochLoaders(dataset, sampler, seed=7, workers=2)(epoch=2))
+    parallel_iter = iter(EpochLoaders(dataset, sampler, seed=7, workers=2, batch_transform=add_batch_noise)(epoch=2))
     parallel = [next(parallel_iter)]
     for worker in parallel_iter._workers:  # Ctrl-C reaches the whole process group: workers must survive it
         os.kill(worker.pid, signal.SIGINT)
@@ -221,6 +226,10 @@ def test_epoch_loaders_same_batches_for_any_workers_and_start(monkeypatch) -> No
     for a, b in zip(full, parallel):
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not torch.equal(full[0][0], other_epoch[0][0])
+    plain = list(EpochLoaders(dataset, sampler, seed=7, workers=0)(epoch=2))  # the same samples, no batch noise
+    noise = [a[0] - b[0] for a, b in zip(full, plain)]
+    assert all(0 <= n.min() and n.max() < 1 and n.std() > 0.2 for n in noise)
+    assert not torch.allclose(noise[0], noise[1])  # each batch draws its own
     clean = torch.stack([dataset.images[i] for i in full[0][3].tolist()])
     assert not torch.allclose(full[0][0], clean) and not torch.allclose(full[0][0], clean.flip(-1))
 

@@ -12,6 +12,7 @@ import torch
 
 from .catalog import lookup
 from .config import Config, ConfigError
+from .data.batch_augment import BatchPhotometric
 from .data.datasets import DatasetError, Record, Splits, build_dataset
 from .data.holdout import carve_validation
 from .data.images import ImageDataset, relabel
@@ -55,10 +56,16 @@ def test_transform(config: Config):
 
 
 def train_transform(config: Config):
+    """Per image (in the loader workers): resize, flip, pad + crop, as uint8."""
+    return build_train_transform(config.data.height, config.data.width, flip_p=config.data.flip_p,
+                                 pad=config.data.pad)
+
+
+def train_batch_transform(config: Config) -> BatchPhotometric:
+    """Per batch (in the loader workers): colour jitter, normalisation, random erasing."""
     data = config.data
-    return build_train_transform(data.height, data.width, flip_p=data.flip_p, pad=data.pad,
-                                 random_erasing_p=data.random_erasing, color_jitter=data.color_jitter,
-                                 mean=tuple(data.mean), std=tuple(data.std))
+    return BatchPhotometric(color_jitter=data.color_jitter, random_erasing_p=data.random_erasing,
+                            mean=tuple(data.mean), std=tuple(data.std))
 
 
 def checked_train_records(config: Config, splits: Splits) -> list[Record]:
@@ -92,7 +99,7 @@ def build_train_data(config: Config, splits: Splits, rank: int = 0, world_size: 
                         num_batches=steps, rank=rank, world_size=world_size, balance=config.data.balance)
     dataset = ImageDataset(records, train_transform(config), labels)
     loaders = EpochLoaders(dataset, sampler, seed=config.train.seed, workers=config.data.workers,
-                           pin_memory=torch.cuda.is_available())
+                           pin_memory=torch.cuda.is_available(), batch_transform=train_batch_transform(config))
     return TrainData(splits, records, labels, sampler, loaders, len(mapping), steps)
 
 

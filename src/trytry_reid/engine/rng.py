@@ -9,7 +9,8 @@ Two kinds of randomness matter for an exact resume:
   position)``, so the images of a batch do not depend on which DataLoader worker draws them, on how many
   workers there are, or on whether the epoch was started from its first batch or resumed in the middle.
   It restores the caller's generators afterwards, so with ``workers=0`` augmentation leaves the main
-  process's random state untouched.
+  process's random state untouched. A transform of the whole batch (colour jitter etc.,
+  data/batch_augment.py) draws from a private generator seeded from the batch's first sample seed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import itertools
 import random
 import signal
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -77,11 +78,14 @@ class SeededDataset(torch.utils.data.Dataset):
     """Wraps a map-style dataset; ``self[(index, seed)]`` is ``dataset[index]`` drawn under ``seed``.
 
     The python, numpy and torch CPU generators are seeded from ``seed`` for the call; in the main process
-    (``workers=0``) they are restored after it, so the caller's random state is untouched.
+    (``workers=0``) they are restored after it, so the caller's random state is untouched. With a
+    ``batch_transform`` (``f(images [B, ...], generator) -> images``), a batch fetched through the DataLoader
+    (``__getitems__``) has its stacked images transformed under a generator seeded from its first key's seed.
     """
 
-    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
+    def __init__(self, dataset: torch.utils.data.Dataset, batch_transform: Callable | None = None) -> None:
         self.dataset = dataset
+        self.batch_transform = batch_transform
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -102,6 +106,15 @@ class SeededDataset(torch.utils.data.Dataset):
             random.setstate(saved[0])
             np.random.set_state(saved[1])
             cpu.set_state(saved[2])
+
+    def __getitems__(self, keys: Sequence[tuple[int, int]]) -> list:
+        """The samples of one batch (the DataLoader's fetch), images through ``batch_transform`` together."""
+        samples = [self[key] for key in keys]
+        if self.batch_transform is None or not samples:
+            return samples
+        generator = torch.Generator().manual_seed(derive_seed(keys[0][1], -2))
+        images = self.batch_transform(torch.stack([sample[0] for sample in samples]), generator)
+        return [(image, *sample[1:]) for image, sample in zip(images, samples)]
 
 
 def _seed_generators(seed: int) -> None:
@@ -140,8 +153,8 @@ class EpochLoaders:
     """
 
     def __init__(self, dataset: torch.utils.data.Dataset, batch_sampler: Any, *, seed: int,
-                 workers: int = 0, pin_memory: bool = False) -> None:
-        self.dataset = SeededDataset(dataset)
+                 workers: int = 0, pin_memory: bool = False, batch_transform: Callable | None = None) -> None:
+        self.dataset = SeededDataset(dataset, batch_transform)
         self.batch_sampler = batch_sampler
         self.seed, self.workers, self.pin_memory = seed, workers, pin_memory
 
