@@ -4,6 +4,8 @@ on the same machine in the same run, both models scored by trytry-reid's evaluat
     bash benchmarks/setup_peers.sh        # torchreid 0.2.5 into .bench-peers/ (--no-deps; not a dependency)
     .venv/bin/python benchmarks/peer_torchreid.py --config config/mobilenet_market_cpu.yml --seeds 0 1
     .venv/bin/python benchmarks/peer_torchreid.py ... --equal-wall   # + ours trained for torchreid's wall time
+    .venv/bin/python benchmarks/peer_torchreid.py --config C --equal-wall-of 20261202-031856   # that run alone,
+                                                   # timed from a recorded pair (schedule and average scaled)
     .venv/bin/python benchmarks/peer_torchreid.py --config C train.epochs=4 'train.milestones=[3]' --seeds 0
                                                    # overrides (both systems) go before --seeds
 
@@ -168,7 +170,8 @@ def ours_config(args, seed: int, out: Path, epochs: int | None = None) -> Config
     milestones = [round(m * epochs / t.epochs) for m in t.milestones]
     return load_config(args.config, [*args.overrides, *extra, f"train.epochs={epochs}",
                                      f"train.milestones={milestones}",
-                                     f"train.warmup_epochs={round(t.warmup_epochs * epochs / t.epochs)}"])
+                                     f"train.warmup_epochs={round(t.warmup_epochs * epochs / t.epochs)}",
+                                     f"train.average_epochs={round(t.average_epochs * epochs / t.epochs)}"])
 
 
 def record(system: str, label: str, pair: str, seed: int, args, result: dict) -> dict:
@@ -204,19 +207,40 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads for both (default: torch's)")
     parser.add_argument("--equal-wall", action="store_true",
                         help="also train ours (first seed) for as many epochs as fit in torchreid's training time")
+    parser.add_argument("--equal-wall-of", metavar="PAIR",
+                        help="only the equal-wall run, from that pair's first-seed lines in docs/results/peers.jsonl")
     parser.add_argument("overrides", nargs="*", help="config overrides applied to both systems")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.equal_wall_of:
+        peer, ours = recorded_pair(args.equal_wall_of, args.seeds[0])
+        run_equal_wall(args, args.equal_wall_of, peer, ours)
+        return
     pair = datetime.now().strftime("%Y%m%d-%H%M%S")
     peer, ours = run_pair(args, args.seeds[0], pair)
     for seed in args.seeds[1:]:
         run_pair(args, seed, pair)
     if args.equal_wall:
-        epochs = max(1, math.floor(ours["epochs"] * peer["train_s"] / ours["train_s"]))
-        out = ROOT / "runs" / "peers" / pair / f"ours-seed{args.seeds[0]}-equal-wall"
-        result = run_ours(ours_config(args, args.seeds[0], out, epochs), out)
-        record(OURS, f"equal wall time ({epochs} epochs)", pair, args.seeds[0], args, result)
+        run_equal_wall(args, pair, peer, ours)
+
+
+def run_equal_wall(args, pair: str, peer: dict, ours: dict) -> None:
+    """Ours (first seed) for as many whole epochs as fit in torchreid's training time of that seed."""
+    epochs = max(1, math.floor(ours["epochs"] * peer["train_s"] / ours["train_s"]))
+    out = ROOT / "runs" / "peers" / pair / f"ours-seed{args.seeds[0]}-equal-wall"
+    result = run_ours(ours_config(args, args.seeds[0], out, epochs), out)
+    record(OURS, f"equal wall time ({epochs} epochs)", pair, args.seeds[0], args, result)
+
+
+def recorded_pair(pair: str, seed: int) -> tuple[dict, dict]:
+    """(torchreid's, ours) "same epochs" lines of ``pair`` at ``seed`` from the results file."""
+    lines = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
+    found = {line["system"]: line for line in lines
+             if line["pair"] == pair and line["seed"] == seed and line["label"] == "same epochs"}
+    if set(found) != {TORCHREID, OURS}:
+        sys.exit(f"peer_torchreid: {RESULTS} has no complete pair {pair} at seed {seed} (found {sorted(found)})")
+    return found[TORCHREID], found[OURS]
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from .data.images import ImageDataset, relabel
 from .data.sampler import PKSampler, pass_batches
 from .data.transforms import build_test_transform, build_train_transform
 from .data.validate import apply_bad_image_policy, find_bad_images
+from .engine.averaging import UniformAverage, WeightAverage, short_run_warning
 from .engine.rng import EpochLoaders
 from .engine.schedule import build_scheduler
 from .losses import criterion as losses
@@ -179,3 +180,18 @@ def build_test_sets(config: Config, train_splits: Splits | None) -> list[tuple[s
         splits = train_splits or build_train_splits(config)
         return [(splits.name, splits)]
     return [(item.label or item.name, build_dataset(item.name, item.root)) for item in config.test.datasets]
+
+
+def build_weight_average(config: Config, model: ReidModel,
+                         steps_per_epoch: int) -> WeightAverage | UniformAverage | None:
+    """train.ema_decay's exponential average (with the log's warning when the run is too short for its decay),
+    train.average_epochs' uniform one, or None."""
+    t = config.train
+    if t.average_epochs:
+        return UniformAverage(model, t.average_epochs, t.epochs)
+    if not t.ema_decay:
+        return None
+    warning = short_run_warning(t.ema_decay, t.epochs * steps_per_epoch)
+    if warning:
+        log.warning(warning)
+    return WeightAverage(model, t.ema_decay)

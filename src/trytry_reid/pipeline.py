@@ -18,7 +18,6 @@ from . import builders, run_folder
 from .config import Config, dump_yaml, to_dict
 from .data.validate import dataset_report
 from .engine import distributed
-from .engine.averaging import UniformAverage, WeightAverage, short_run_warning
 from .engine.checkpoint import check_writable, load_checkpoint
 from .engine.rng import seed_everything
 from .engine.state import TrainObjects
@@ -145,24 +144,10 @@ def build_objects(config: Config, train: builders.TrainData, info, device) -> Tr
     criterion = builders.build_criterion(config, train.num_classes, model.output_dim)
     optimizer = builders.build_optimizer(config, model, criterion)
     scheduler = builders.build_lr_scheduler(config, optimizer, train.steps_per_epoch)
-    average = build_weight_average(config, model, train.steps_per_epoch)
+    average = builders.build_weight_average(config, model, train.steps_per_epoch)
     return TrainObjects(model=distributed.wrap_model(model.to(device), info, device), criterion=criterion,
                         optimizer=optimizer, scheduler=scheduler,
                         loss_optimizer=builders.build_loss_optimizer(criterion), average=average)
-
-
-def build_weight_average(config: Config, model, steps_per_epoch: int) -> WeightAverage | UniformAverage | None:
-    """train.ema_decay's exponential average (with the log's warning when the run is too short for its decay),
-    train.average_epochs' uniform one, or None."""
-    t = config.train
-    if t.average_epochs:
-        return UniformAverage(model, t.average_epochs, t.epochs)
-    if not t.ema_decay:
-        return None
-    warning = short_run_warning(t.ema_decay, t.epochs * steps_per_epoch)
-    if warning:
-        log.warning(warning)
-    return WeightAverage(model, t.ema_decay)
 
 
 def load_resume_state(config: Config, checkpoint: Path | None) -> dict | None:
