@@ -16,18 +16,15 @@ Variants run interleaved round by round; ``ratio`` is the reference's time over 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torchvision.transforms as T
-from train_step import interleaved_medians
+from train_step import interleaved_medians, print_and_record, result_header
 
 from trytry_reid.data import BatchPhotometric, build_train_transform, read_image
 from trytry_reid.imagenet import IMAGENET_MEAN, IMAGENET_STD
@@ -106,17 +103,12 @@ def main() -> None:
     load_before = os.getloadavg()
     medians = interleaved_medians(steps, args.iters, args.warmup)
     reference_cpu = medians[next(iter(steps))][1]
-    result = {"date": datetime.now().isoformat(timespec="seconds"), "cpu": platform.processor() or platform.machine(),
-              "torch": torch.__version__, "config": {**vars(args), "images": str(args.images)},
-              "load_average_before": load_before, "load_average_after": os.getloadavg(),
+    result = {**result_header({**vars(args), "images": str(args.images)}, load_before),
               "decode_ms_per_batch": round(decode_s * args.batch * 1000, 1),
               "wall_ms_per_batch": {name: round(wall * 1000, 1) for name, (wall, _) in medians.items()},
               "cpu_ms_per_batch": {name: round(cpu * 1000, 1) for name, (_, cpu) in medians.items()},
               "ratio": {name: round(reference_cpu / cpu, 2) for name, (_, cpu) in medians.items()}}
-    print(json.dumps(result, indent=2))
-    if args.record:
-        with RESULTS.open("a") as handle:
-            handle.write(json.dumps(result) + "\n")
+    print_and_record(result, RESULTS, args.record)
 
 
 if __name__ == "__main__":

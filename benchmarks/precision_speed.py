@@ -15,17 +15,14 @@ all alike; ``ratio`` is each variant's images/s over the reference's.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from train_step import interleaved_medians
+from train_step import interleaved_medians, print_and_record, result_header
 
 from trytry_reid.engine.precision import onednn_fp32_precision
 from trytry_reid.models.backbones import build_backbone
@@ -82,15 +79,10 @@ def main() -> None:
     load_before = os.getloadavg()
     medians = interleaved_medians(steps, args.iters, args.warmup)
     reference = medians[next(iter(steps))][0]
-    result = {"date": datetime.now().isoformat(timespec="seconds"), "cpu": platform.processor() or platform.machine(),
-              "torch": torch.__version__, "config": vars(args),
-              "load_average_before": load_before, "load_average_after": os.getloadavg(),
+    result = {**result_header(vars(args), load_before),
               "images_per_s": {name: round(args.batch / wall, 1) for name, (wall, _) in medians.items()},
               "ratio": {name: round(reference / wall, 3) for name, (wall, _) in medians.items()}}
-    print(json.dumps(result, indent=2))
-    if args.record:
-        with RESULTS.open("a") as handle:
-            handle.write(json.dumps(result) + "\n")
+    print_and_record(result, RESULTS, args.record)
 
 
 if __name__ == "__main__":

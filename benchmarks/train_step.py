@@ -18,8 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import statistics
 import time
+from datetime import datetime
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -103,6 +106,21 @@ def timed(step: Callable[[], None]) -> tuple[float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
     step()
     return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def result_header(config: dict, load_before: tuple[float, float, float]) -> dict:
+    """The fields every speed benchmark's JSON opens with: when, on what, with which settings, under what load."""
+    return {"date": datetime.now().isoformat(timespec="seconds"), "cpu": platform.processor() or platform.machine(),
+            "torch": torch.__version__, "config": config,
+            "load_average_before": load_before, "load_average_after": os.getloadavg()}
+
+
+def print_and_record(result: dict, results: Path, record: bool) -> None:
+    """Print ``result`` as JSON; with ``record``, also append it as one line to ``results``."""
+    print(json.dumps(result, indent=2))
+    if record:
+        with results.open("a") as handle:
+            handle.write(json.dumps(result) + "\n")
 
 
 def interleaved_medians(steps: dict[str, Callable[[], None]], iters: int,
