@@ -10,8 +10,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "src"))  # runs from a checkout even before `pip install -e .`
 
-from trytry_reid.cli import COMMANDS, main  # noqa: E402
-from trytry_reid.commands import DEMO_CONFIG  # noqa: E402
+from trytry_reid.jobs.cli import COMMANDS, main  # noqa: E402
+from trytry_reid.jobs.commands import DEMO_CONFIG  # noqa: E402
 
 
 def with_defaults(argv: list[str]) -> list[str]:

@@ -27,9 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from trytry_reid.calibrate_job import run_calibrate  # noqa: E402
-from trytry_reid.config import load_config  # noqa: E402
 from trytry_reid.engine.checkpoint import load_checkpoint  # noqa: E402
+from trytry_reid.jobs.calibrate import run_calibrate  # noqa: E402
+from trytry_reid.jobs.config import load_config  # noqa: E402
 
 IN_DOMAIN, CROSS_DOMAIN = "market1501-devsplit", "viper"
 
@@ -66,10 +66,10 @@ def parity(checkpoint: Path, shared: Path, count: int) -> dict:
     """Max |feature difference| of the checkpoint and ONNX Embedders against `extract` on real crops."""
     import numpy as np
 
-    from trytry_reid.embedder import Embedder
-    from trytry_reid.inference import load_model
+    from trytry_reid.serving.embedder import Embedder
     from trytry_reid.serving.export import export_onnx
     from trytry_reid.serving.folder_images import extract_folder
+    from trytry_reid.serving.inference import load_model
 
     crops = sorted((shared / "data" / "market1501-devsplit" / "query").glob("*.jpg"))[:count]
     with tempfile.TemporaryDirectory() as tmp:

@@ -21,8 +21,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from trytry_reid.builders import build_loss_optimizer
 from trytry_reid.engine import FitOptions, TrainObjects, build_scheduler, train_step
+from trytry_reid.jobs.builders import build_loss_optimizer
 from trytry_reid.losses import CenterLoss, Criterion, CrossEntropyLoss, LossTerm, TripletLoss
 from trytry_reid.models import ReidModel, build_backbone
 

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from trytry_reid.imagenet import IMAGENET_MEAN, IMAGENET_STD
-from trytry_reid.inference import LoadedModel, load_model
 from trytry_reid.models import build_reid_model
 from trytry_reid.serving.export import INPUT_NAME, OUTPUT_NAME, export_onnx
+from trytry_reid.serving.inference import LoadedModel, load_model
 
 
 def untrained_model(backbone: str, height: int, width: int) -> LoadedModel:

@@ -44,12 +44,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(1, str(ROOT / ".bench-peers"))
 
-from trytry_reid import builders  # noqa: E402
-from trytry_reid.config import Config, load_config  # noqa: E402
 from trytry_reid.data.images import relabel  # noqa: E402
+from trytry_reid.evaluation.retrieval import evaluate_model  # noqa: E402
+from trytry_reid.jobs import builders  # noqa: E402
+from trytry_reid.jobs.config import Config, load_config  # noqa: E402
+from trytry_reid.jobs.train import run_train  # noqa: E402
 from trytry_reid.models.backbones import build_backbone  # noqa: E402
-from trytry_reid.pipeline import run_train  # noqa: E402
-from trytry_reid.retrieval import evaluate_model  # noqa: E402
 
 RESULTS = ROOT / "docs" / "results" / "peers.jsonl"
 DATASET_NUMBERS = itertools.count()

@@ -60,8 +60,8 @@ def write_checkpoint(path: Path) -> Path:
 
 
 def build_index(root: Path, checkpoint: Path) -> Path:
-    from trytry_reid.inference import load_model
     from trytry_reid.serving.index import index_folder
+    from trytry_reid.serving.inference import load_model
 
     rng = np.random.default_rng(0)
     for i in range(16):
@@ -85,7 +85,7 @@ def free_port() -> int:
 
 def start_server(index: Path, port: int, log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    command = [sys.executable, "-m", "trytry_reid.cli", "serve", "--index", str(index), "--port", str(port)]
+    command = [sys.executable, "-m", "trytry_reid.jobs.cli", "serve", "--index", str(index), "--port", str(port)]
     return subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 

@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from trytry_reid import builders
-from trytry_reid.config import load_config
 from trytry_reid.engine.checkpoint import load_checkpoint
 from trytry_reid.engine.rng import seed_everything
-from trytry_reid.retrieval import evaluate_model
+from trytry_reid.evaluation.retrieval import evaluate_model
+from trytry_reid.jobs import builders
+from trytry_reid.jobs.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

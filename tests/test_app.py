@@ -16,10 +16,10 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from trytry_reid.inference import load_model  # noqa: E402
 from trytry_reid.serving.app import create_app  # noqa: E402
 from trytry_reid.serving.eval_run import load_eval_run, shown_row_ap  # noqa: E402
 from trytry_reid.serving.index import GalleryIndex  # noqa: E402
+from trytry_reid.serving.inference import load_model  # noqa: E402
 
 from test_export import write_images, write_tiny_checkpoint  # noqa: E402
 
@@ -238,7 +238,7 @@ def test_a_calibrated_index_searches_with_its_stored_threshold(setup, tmp_path):
 
     _, images, root, _ = setup
     checkpoint = write_tiny_checkpoint(tmp_path / "calibrated.pt")
-    from trytry_reid.operating_point import store_in_checkpoint
+    from trytry_reid.jobs.calibrate import store_in_checkpoint
 
     store_in_checkpoint(checkpoint, calibrate_on_images(checkpoint, images))
     loaded = load_model(checkpoint)

@@ -141,8 +141,9 @@ def test_imagenet_weights_are_read_from_the_hub_cache_never_downloaded(tmp_path,
 def test_a_toy_backbone_joins_through_its_catalog_entry_alone(monkeypatch):
     """One BACKBONES entry is all a new trunk needs: the config accepts it, takes its normalisation as the
     default, the model builds from it, and asking for ImageNet weights it does not have is a clear error."""
-    from trytry_reid import builders
-    from trytry_reid.config import ConfigError, load_config
+    from trytry_reid.errors import ConfigError
+    from trytry_reid.jobs import builders
+    from trytry_reid.jobs.config import load_config
     from trytry_reid.models.backbones import Backbone
 
     def toy_trunk(last_stride: int = 2):

@@ -19,9 +19,9 @@ from selenium.common.exceptions import NoSuchElementException, StaleElementRefer
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from trytry_reid.inference import load_model  # noqa: E402
 from trytry_reid.serving.app import create_app  # noqa: E402
 from trytry_reid.serving.index import GalleryIndex  # noqa: E402
+from trytry_reid.serving.inference import load_model  # noqa: E402
 
 from test_app import embed_paths, write_eval_run  # noqa: E402
 from test_export import write_images, write_tiny_checkpoint  # noqa: E402

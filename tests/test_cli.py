@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from trytry_reid import cli
 from trytry_reid.errors import UsageError
+from trytry_reid.jobs import cli
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from trytry_reid.config import ConfigError, dump_yaml, load_config, parse_override, to_dict
+from trytry_reid.errors import ConfigError
+from trytry_reid.jobs.config import dump_yaml, load_config, parse_override, to_dict
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "config"
@@ -57,7 +58,7 @@ def test_unknown_top_level_section(tmp_path):
     ("data.batch_size=60", r"'data.batch_size' = 60: expected data.batch_p \* data.batch_k = 64"),
     ("data.name=market1501", r"'data.root' = None: expected the folder of dataset 'market1501'"),
     ("data.random_erasing=1.5", r"'data.random_erasing' = 1.5: expected a probability"),
-    ("train.optimizer=adm", r"'train.optimizer' = 'adm'.*did you mean 'adam'"),
+    ("train.optimizer=adm", r"'train.optimizer' = 'adm'.*Did you mean 'adam'"),
     ("model.backbone=resnet5", r"'model.backbone' = 'resnet5'"),
     ("loss.triplet.selector=hard", r"'loss.triplet.selector' = 'hard'"),
     ("test.datasets=[{name: viper, root: /does/not/exist}]", r"'test.datasets\[0\].root' = '/does/not/exist'"),
@@ -128,7 +129,7 @@ def test_batch_k_of_one_is_fine_without_a_triplet_term(tmp_path):
 def test_choices_follow_the_code_catalogs(monkeypatch):
     """Every choice key is checked against the catalog its code uses: pooling "max" exists, so it is
     accepted; a name added to a catalog is accepted without touching the config checks."""
-    from trytry_reid.builders import OPTIMIZERS
+    from trytry_reid.engine.optimizers import OPTIMIZERS
     from trytry_reid.models.pooling import POOLINGS
 
     assert load_config(None, ["data.name=digits", "model.pooling=max"]).model.pooling == "max"

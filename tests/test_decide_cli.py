@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from trytry_reid.cli import main as cli_main
 from trytry_reid.engine.checkpoint import load_checkpoint
+from trytry_reid.jobs.cli import main as cli_main
 
 from conftest import REPO
 from data_fixtures import make_market_tree, market_name, write_image

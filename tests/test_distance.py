@@ -61,7 +61,7 @@ def test_average_query_expansion_matches_loop_reference():
 
 def test_the_aqe_option_ranks_the_expanded_features():
     from trytry_reid.data.datasets import Record
-    from trytry_reid.retrieval import rank_features
+    from trytry_reid.evaluation.retrieval import rank_features
 
     rng = np.random.default_rng(3)
     qf, gf = rng.normal(size=(6, 8)).astype(np.float32), rng.normal(size=(20, 8)).astype(np.float32)

@@ -13,13 +13,14 @@ import pytest
 import torch
 from PIL import Image
 
-from trytry_reid.embedder import Embedder
 from trytry_reid.engine.checkpoint import load_checkpoint, save_checkpoint
 from trytry_reid.evaluation.calibration import calibrate
+from trytry_reid.evaluation.operating_point import make_entry
 from trytry_reid.evaluation.pair_histograms import pair_histograms_from_features
-from trytry_reid.inference import load_model
-from trytry_reid.operating_point import make_entry, store_in_checkpoint
+from trytry_reid.jobs.calibrate import store_in_checkpoint
+from trytry_reid.serving.embedder import Embedder
 from trytry_reid.serving.folder_images import extract_folder, folder_records
+from trytry_reid.serving.inference import load_model
 
 from conftest import MARKET_DEVSPLIT, REPO, require
 from test_export import write_images, write_tiny_checkpoint
@@ -202,7 +203,7 @@ def test_import_stays_light_and_the_embedder_is_exported():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                           env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "trytry_reid.embedder"
+    assert done.stdout.strip() == "trytry_reid.serving.embedder"
 
 
 def test_the_readme_tracker_loop_runs_and_keeps_a_person_on_one_track(calibrated):

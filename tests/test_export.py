@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from trytry_reid.inference import load_model
 from trytry_reid.models.reid_model import ReidModel
 from trytry_reid.serving.export import OnnxParityError, check_onnx, export_onnx, ranking_agreement, read_preprocessing
+from trytry_reid.serving.inference import load_model
 
 from conftest import MARKET_DEVSPLIT, require
 
@@ -138,7 +138,7 @@ def test_devsplit_query_images_match(exported):
 def test_a_failed_export_check_leaves_no_unchecked_file(tmp_path, capsys):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from trytry_reid.cli import main as cli_main
+    from trytry_reid.jobs.cli import main as cli_main
 
     checkpoint = write_tiny_checkpoint(tmp_path / "tiny.pt")
     images = write_images(tmp_path / "images", 4)

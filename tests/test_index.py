@@ -212,7 +212,7 @@ def test_list_images_is_recursive_sorted_and_skips_other_files(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from trytry_reid.inference import load_model
+    from trytry_reid.serving.inference import load_model
 
     from test_export import write_tiny_checkpoint
 
@@ -312,8 +312,8 @@ def test_missing_faiss_is_a_clear_error(monkeypatch):
 def test_extending_an_index_with_another_checkpoint_is_refused(tmp_path):
     import shutil
 
-    from trytry_reid.inference import load_model
     from trytry_reid.serving.index import index_folder
+    from trytry_reid.serving.inference import load_model
 
     from test_export import write_images, write_tiny_checkpoint
 
@@ -338,10 +338,10 @@ def test_extending_an_index_with_another_checkpoint_is_refused(tmp_path):
 
 
 def test_searching_an_index_with_another_checkpoint_is_refused(tmp_path, capsys):
-    from trytry_reid.cli import main as cli_main
-    from trytry_reid.inference import load_model
+    from trytry_reid.jobs.cli import main as cli_main
     from trytry_reid.serving.app import serve
     from trytry_reid.serving.index import index_folder
+    from trytry_reid.serving.inference import load_model
 
     from test_export import write_images, write_tiny_checkpoint
 
@@ -361,9 +361,9 @@ def test_a_checkpoint_calibrated_after_indexing_still_extends_its_index(tmp_path
     and takes the new operating point; other weights are still refused."""
     from test_embedder import calibrate_on_images
 
-    from trytry_reid.inference import load_model
-    from trytry_reid.operating_point import store_in_checkpoint
+    from trytry_reid.jobs.calibrate import store_in_checkpoint
     from trytry_reid.serving.index import index_folder
+    from trytry_reid.serving.inference import load_model
 
     from test_export import write_images, write_tiny_checkpoint
 
@@ -389,7 +389,7 @@ def before_sha(path):
 
 
 def test_the_index_command_names_both_checkpoints(tmp_path, capsys):
-    from trytry_reid.cli import main as cli_main
+    from trytry_reid.jobs.cli import main as cli_main
 
     from test_export import write_images, write_tiny_checkpoint
 
@@ -404,8 +404,8 @@ def test_the_index_command_names_both_checkpoints(tmp_path, capsys):
 
 @pytest.fixture
 def built_index(tmp_path):
-    from trytry_reid.inference import load_model
     from trytry_reid.serving.index import index_folder
+    from trytry_reid.serving.inference import load_model
 
     from test_export import write_images, write_tiny_checkpoint
 
@@ -416,7 +416,7 @@ def built_index(tmp_path):
 
 
 def one_line_error(capsys, argv: list[str], names: str, says: str) -> None:
-    from trytry_reid.cli import main as cli_main
+    from trytry_reid.jobs.cli import main as cli_main
 
     assert cli_main(argv) == 2
     err = capsys.readouterr().err
@@ -472,7 +472,7 @@ def crops_with_a_bad_image(tmp_path):
 @pytest.mark.parametrize("command", ["extract", "index"])
 def test_a_bad_image_is_one_error_line_or_skipped_and_counted(crops_with_a_bad_image, tmp_path, capsys, caplog,
                                                               command):
-    from trytry_reid.cli import main as cli_main
+    from trytry_reid.jobs.cli import main as cli_main
 
     checkpoint, crops, bad = crops_with_a_bad_image
     out = tmp_path / ("f.npz" if command == "extract" else "idx")
@@ -491,7 +491,7 @@ def test_a_bad_image_is_one_error_line_or_skipped_and_counted(crops_with_a_bad_i
 def test_an_image_that_fails_only_in_a_loader_worker_is_one_line(crops_with_a_bad_image):
     from trytry_reid.data.images import ImageReadError
     from trytry_reid.evaluation.features import extract_features
-    from trytry_reid.inference import load_model
+    from trytry_reid.serving.inference import load_model
 
     checkpoint, crops, bad = crops_with_a_bad_image
     loaded = load_model(checkpoint)

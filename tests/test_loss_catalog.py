@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trytry_reid import builders
-from trytry_reid.config import ConfigError, load_config
-from trytry_reid.config_checks import check_values
 from trytry_reid.engine import FitOptions, TrainObjects, train_step
+from trytry_reid.errors import ConfigError
+from trytry_reid.jobs import builders
+from trytry_reid.jobs.config import load_config
+from trytry_reid.jobs.config_checks import check_values
 from trytry_reid.losses.criterion import LOSSES, LossEntry
 
 NUM_CLASSES = 4

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from trytry_reid.cli import main as cli_main
 from trytry_reid.engine.checkpoint import load_checkpoint
+from trytry_reid.jobs.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 # The demo with 3 of its 8 epochs (39 steps): enough for rank-1 >= 0.95 on digits.
@@ -152,7 +152,7 @@ def test_extract_index_search_export_commands(demo_run: Path, tmp_path: Path, ca
     (["train", "--resume", "runs/x/checkpoints/last.pt", "a.b=1"], ["a.b=1"], "runs/x/checkpoints/last.pt"),
 ])
 def test_overrides_may_follow_flags(argv, overrides, resume):
-    from trytry_reid.cli import parse_args
+    from trytry_reid.jobs.cli import parse_args
 
     args = parse_args(argv)
     assert args.overrides == overrides and args.resume == resume

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from trytry_reid import builders
-from trytry_reid.cli import main as cli_main
-from trytry_reid.config import load_config
 from trytry_reid.data.datasets import build_dataset
 from trytry_reid.engine.checkpoint import load_checkpoint
+from trytry_reid.jobs import builders
+from trytry_reid.jobs.cli import main as cli_main
+from trytry_reid.jobs.config import load_config
 
 from conftest import MARKET_DEVSPLIT, MOBILENET_WEIGHTS, VIPER, require
 from data_fixtures import corrupt_name, make_market_tree

@@ -10,8 +10,8 @@ import pytest
 import torch
 from test_pipeline_market import tiny_args
 
-from trytry_reid.cli import main as cli_main
 from trytry_reid.engine.checkpoint import load_checkpoint
+from trytry_reid.jobs.cli import main as cli_main
 
 from data_fixtures import make_market_tree
 
@@ -182,7 +182,7 @@ def test_calibrate_rank_and_tsne_without_config_use_the_checkpoints_own_config(f
 
 
 def test_no_operating_point_is_stored_from_flip_averaged_features(finished, tmp_path):
-    from trytry_reid.operating_point import ENTRY_KEY
+    from trytry_reid.evaluation.operating_point import ENTRY_KEY
 
     root, out = finished
     assert ENTRY_KEY in load_checkpoint(out / "checkpoints" / "last.pt")      # the plain run stores one

@@ -156,8 +156,8 @@ def test_works_as_a_dataloader_batch_sampler():
 
 
 def test_an_epoch_is_one_pass_of_the_configured_balance():
-    from trytry_reid.builders import steps_per_epoch
-    from trytry_reid.config import load_config
+    from trytry_reid.jobs.builders import steps_per_epoch
+    from trytry_reid.jobs.config import load_config
 
     labels = [pid for pid, count in enumerate([2, 2, 2, 2, 9, 9, 9, 9]) for _ in range(count)]  # 44 images
     config = load_config(None, ["data.name=digits", "data.batch_p=2", "data.batch_k=4"])

@@ -10,9 +10,10 @@ import torch
 from engine_scripts.tiny_run import run_with_average
 from torch import nn
 
-from trytry_reid.config import ConfigError, load_config
 from trytry_reid.engine import load_checkpoint
 from trytry_reid.engine.averaging import UniformAverage
+from trytry_reid.errors import ConfigError
+from trytry_reid.jobs.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,9 +11,9 @@ import torch
 from engine_scripts.tiny_run import build, run_with_average
 from torch import nn
 
-from trytry_reid.cli import main as cli_main
 from trytry_reid.engine import fit, load_checkpoint
 from trytry_reid.engine.averaging import WeightAverage, ramp_steps, short_run_warning
+from trytry_reid.jobs.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ __all__ = ["Embedder", "__version__"]
 
 def __getattr__(name: str):
     if name == "Embedder":
-        from trytry_reid.embedder import Embedder
+        from trytry_reid.serving.embedder import Embedder
 
         return Embedder
     raise AttributeError(f"module 'trytry_reid' has no attribute {name!r}")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import difflib
-from typing import Mapping, TypeVar
+from typing import Iterable, Mapping, TypeVar
 
-from .errors import ReidError
+from trytry_reid.errors import ReidError
 
 T = TypeVar("T")
 
@@ -22,6 +22,10 @@ def lookup(catalog: Mapping[str, T], name: str, what: str) -> T:
     if name in catalog:
         return catalog[name]
     valid = sorted(catalog)
-    close = difflib.get_close_matches(str(name), valid, n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
-    raise UnknownNameError(f"unknown {what} '{name}'.{hint} Valid names: {', '.join(valid)}")
+    raise UnknownNameError(f"unknown {what} '{name}'.{did_you_mean(name, valid)} Valid names: {', '.join(valid)}")
+
+
+def did_you_mean(name: object, valid: Iterable[str], cutoff: float = 0.6) -> str:
+    """" Did you mean 'x'?" for the valid name closest to ``name``, or "" when none is close."""
+    close = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=cutoff)
+    return f" Did you mean '{close[0]}'?" if close else ""

@@ -14,3 +14,7 @@ class ReidError(Exception):
 
 class UsageError(ReidError, ValueError):
     """A request that cannot be served as asked: conflicting flags, a value out of range, a missing part."""
+
+
+class ConfigError(ReidError, ValueError):
+    """A config that cannot run; the message names the key, the value and what was expected."""

@@ -19,7 +19,6 @@ import torch
 from torch import Tensor, nn
 
 from engine_scripts.tiny_run import GeneratedImages
-from trytry_reid.builders import build_loss_optimizer
 from trytry_reid.data.sampler import PKSampler
 from trytry_reid.engine import (
     EpochLoaders,
@@ -30,6 +29,7 @@ from trytry_reid.engine import (
     fit,
     seed_everything,
 )
+from trytry_reid.jobs.builders import build_loss_optimizer
 from trytry_reid.losses.center import CenterLoss
 from trytry_reid.losses.criterion import Criterion, LossTerm
 from trytry_reid.losses.cross_entropy import CrossEntropyLoss

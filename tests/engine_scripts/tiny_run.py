@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from trytry_reid.builders import build_loss_optimizer
 from trytry_reid.data.sampler import PKSampler
 from trytry_reid.engine import EpochLoaders, FitOptions, TrainObjects, build_scheduler, fit, seed_everything
 from trytry_reid.evaluation.rank import evaluate_rank
+from trytry_reid.jobs.builders import build_loss_optimizer
 from trytry_reid.losses.center import CenterLoss
 from trytry_reid.losses.criterion import Criterion, LossTerm
 from trytry_reid.losses.cross_entropy import CrossEntropyLoss

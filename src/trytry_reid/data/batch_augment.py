@@ -14,8 +14,8 @@ from typing import Sequence
 
 import torch
 
-from ..imagenet import IMAGENET_MEAN, IMAGENET_STD
-from .transforms import check_probability, check_stats
+from trytry_reid.data.transforms import check_probability, check_stats
+from trytry_reid.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
 ERASE_SCALE = (0.02, 0.33)  # erased fraction of the image area (Zhong et al. 2020; torchvision's defaults)

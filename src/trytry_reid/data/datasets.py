@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from ..catalog import lookup
-from ..errors import ReidError
-from . import digits as digit_sets
+from trytry_reid.catalog import lookup
+from trytry_reid.data import digits as digit_sets
+from trytry_reid.errors import ReidError
 
 log = logging.getLogger("trytry_reid.data")
 

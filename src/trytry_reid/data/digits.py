@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import ReidError
+from trytry_reid.errors import ReidError
 
 SPLIT_SEED = 0
 QUERY_PER_CLASS = 10

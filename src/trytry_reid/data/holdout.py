@@ -17,7 +17,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from .datasets import DatasetError, Record, Splits
+from trytry_reid.data.datasets import DatasetError, Record, Splits
 
 
 def eligible_identities(records: list[Record]) -> list[int]:

@@ -9,8 +9,8 @@ from typing import Callable, Iterable, Sequence
 import torch
 from PIL import Image
 
-from ..errors import ReidError
-from .datasets import Record
+from trytry_reid.data.datasets import Record
+from trytry_reid.errors import ReidError
 
 
 class ImageReadError(ReidError, OSError):

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import torchvision.transforms as T
 
-from ..imagenet import IMAGENET_MEAN, IMAGENET_STD
+from trytry_reid.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 
 def check_size(height: int, width: int) -> None:

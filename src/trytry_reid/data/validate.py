@@ -18,8 +18,8 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from .datasets import DatasetError, Record, Splits, build_dataset, images_under
-from .images import ImageReadError, read_image
+from trytry_reid.data.datasets import DatasetError, Record, Splits, build_dataset, images_under
+from trytry_reid.data.images import ImageReadError, read_image
 
 log = logging.getLogger("trytry_reid.data")
 

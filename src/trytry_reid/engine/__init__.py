@@ -1,7 +1,8 @@
 """Training engine: schedule, checkpoints, exact resume, signals, mixed precision, DDP."""
 
 from trytry_reid.engine.checkpoint import CheckpointError, check_writable, load_checkpoint, save_checkpoint
-from trytry_reid.engine.rng import EpochLoaders, capture_rng_state, restore_rng_state, seed_everything
+from trytry_reid.engine.epoch_loaders import EpochLoaders
+from trytry_reid.engine.rng import capture_rng_state, restore_rng_state, seed_everything
 from trytry_reid.engine.schedule import build_scheduler, lr_factor
 from trytry_reid.engine.signals import TrainingInterrupted
 from trytry_reid.engine.state import TrainObjects

@@ -24,8 +24,7 @@ import torch
 
 from trytry_reid.atomic import atomic_file
 from trytry_reid.engine.signals import deferred_stop
-
-from ..errors import ReidError
+from trytry_reid.errors import ReidError
 
 _NUMBERED = re.compile(r"^(?P<prefix>.*?)(?P<number>\d+)$")
 

@@ -47,8 +47,7 @@ from trytry_reid.engine.checkpoint import check_writable, estimate_checkpoint_by
 from trytry_reid.engine.precision import check_precision, onednn_fp32_precision
 from trytry_reid.engine.signals import StopRequest, TrainingInterrupted, resume_message
 from trytry_reid.engine.state import Progress, TrainObjects, restore_training_state, training_state
-
-from ..errors import ReidError
+from trytry_reid.errors import ReidError
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +100,7 @@ def fit(objects: TrainObjects, loaders: Loaders, options: FitOptions, *, evaluat
 
     ``loaders(epoch, start_batch)`` yields that epoch's batches from ``start_batch`` on, each a sequence
     ``(images [B,3,H,W], labels [B], ...)`` with dataset indices at position 3 when present (see
-    ``rng.EpochLoaders``). ``evaluate(epoch)`` returns ``{dataset: {"rank1", "mAP", "mINP", ...}}``; the
+    ``epoch_loaders.EpochLoaders``). ``evaluate(epoch)`` returns ``{dataset: {"rank1", "mAP", "mINP", ...}}``; the
     first dataset's mAP selects best.pt. ``writer`` is a TensorBoard SummaryWriter or None (when resuming,
     open it with ``purge_step=load_checkpoint(path)["step"] + 1`` so replayed steps are not drawn twice).
     ``resume_from`` is a checkpoint path or the state dict already loaded from one.

@@ -22,8 +22,8 @@ from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from ..atomic import atomic_file
-from ..errors import ReidError
+from trytry_reid.atomic import atomic_file
+from trytry_reid.errors import ReidError
 
 FIELDS = ("features", "pids", "camids")  # required; "paths" is optional
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trytry_reid.operating_point import Threshold, flag_results
+from trytry_reid.evaluation.operating_point import Threshold, flag_results
 from trytry_reid.serving.index import GalleryIndex
 
 

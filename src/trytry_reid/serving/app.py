@@ -29,10 +29,10 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
 from trytry_reid.data.images import common_folder
-from trytry_reid.embedder import Embedder
 from trytry_reid.errors import UsageError
-from trytry_reid.operating_point import Threshold, resolve_threshold
+from trytry_reid.evaluation.operating_point import Threshold, resolve_threshold
 from trytry_reid.serving.answer import index_calibration, search_answer
+from trytry_reid.serving.embedder import Embedder
 from trytry_reid.serving.eval_run import EvalRow, load_eval_run
 from trytry_reid.serving.index import GalleryIndex, check_index_model, read_index_info
 from trytry_reid.serving.uploads import MAX_IMAGE_PIXELS, UploadGate, decode_upload  # noqa: F401 (re-exported)
@@ -193,7 +193,7 @@ def _add_eval_routes(app: FastAPI, rows: list[EvalRow] | None) -> None:
 def create_app(index_dir: str | Path, loaded_model, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
                eval_run: Path | None = None, max_k: int = 100, max_concurrent_uploads: int = 2) -> FastAPI:
     """The app over the index saved in ``index_dir``, embedding queries with ``loaded_model``
-    (a ``trytry_reid.inference.LoadedModel``); ``eval_run`` is a ranking JSON (see ``eval_run.py``);
+    (a ``trytry_reid.serving.inference.LoadedModel``); ``eval_run`` is a ranking JSON (see ``eval_run.py``);
     at most ``max_concurrent_uploads`` uploads are decoded and embedded at once (see ``uploads.py``)."""
     index = GalleryIndex.load(index_dir)
     if len(index) == 0:
@@ -229,7 +229,7 @@ def serve(index_dir: str | Path, checkpoint: str | Path | None = None, host: str
     """Run the app with uvicorn. ``checkpoint`` defaults to the one recorded in the index's ``info``."""
     import uvicorn
 
-    from trytry_reid.inference import load_model
+    from trytry_reid.serving.inference import load_model
 
     if checkpoint is None:
         checkpoint = read_index_info(index_dir).get("checkpoint")

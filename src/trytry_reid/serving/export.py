@@ -20,9 +20,7 @@ import torch
 from torch import nn
 
 from trytry_reid.data.images import read_image
-from trytry_reid.errors import UsageError
-
-from ..errors import ReidError
+from trytry_reid.errors import ReidError, UsageError
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "embeddings"

@@ -53,7 +53,7 @@ def usable_records(records: list, on_bad_image: str = "error", max_bad_images: i
 
 def extract_records(loaded_model, records: list, batch_size: int = 64, workers: int = 0,
                     progress: bool = True, desc: str = "extract") -> FeatureSet:
-    """Embed ``records`` with ``loaded_model`` (a ``trytry_reid.inference.LoadedModel``).
+    """Embed ``records`` with ``loaded_model`` (a ``trytry_reid.serving.inference.LoadedModel``).
 
     Uses the same ``extract_features`` as evaluation, so features equal the ones ``evaluate`` computes.
     ``workers`` > 0 decodes images in that many DataLoader processes; ``progress`` shows a tqdm bar.
@@ -79,6 +79,6 @@ def extract_folder(loaded_model, images_dir: str | Path, batch_size: int = 64, w
 
 def embed_images(loaded_model, paths: list[str | Path]) -> np.ndarray:
     """L2-normalised features [len(paths), D] of a few images (e.g. search queries); ``Embedder.embed``."""
-    from trytry_reid.embedder import Embedder
+    from trytry_reid.serving.embedder import Embedder
 
     return Embedder.from_loaded(loaded_model).embed([str(p) for p in paths])

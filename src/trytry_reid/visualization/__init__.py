@@ -1,9 +1,9 @@
 """Figures people judge a ReID model by: ranking grids, t-SNE maps and training curves (Agg, no pyplot state)."""
 
-from .curves import draw_curves
-from .query_choice import QUERY_STRATEGIES, choose_queries
-from .ranking import RankingRow, draw_ranking_grid, ranking_grid_array, ranking_rows
-from .tsne import draw_tsne, sample_identities, tsne_embed
+from trytry_reid.visualization.curves import draw_curves
+from trytry_reid.visualization.query_choice import QUERY_STRATEGIES, choose_queries
+from trytry_reid.visualization.ranking import RankingRow, draw_ranking_grid, ranking_grid_array, ranking_rows
+from trytry_reid.visualization.tsne import draw_tsne, sample_identities, tsne_embed
 
 __all__ = [
     "QUERY_STRATEGIES",

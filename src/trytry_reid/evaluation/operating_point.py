@@ -19,11 +19,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 
-from trytry_reid.engine.checkpoint import load_checkpoint, save_checkpoint
 from trytry_reid.errors import ReidError, UsageError
 from trytry_reid.evaluation.calibration import Calibration, Roc, compact_roc, rates_at
 
@@ -89,13 +87,6 @@ def read_from_checkpoint(state: dict, where: str) -> dict | None:
     """The checkpoint dict's entry (checked), or None when it was never calibrated."""
     entry = state.get(ENTRY_KEY)
     return None if entry is None else check_entry(entry, where)
-
-
-def store_in_checkpoint(path: str | Path, entry: dict) -> None:
-    """Set the checkpoint's ``"calibration"`` entry, rewriting the file atomically; nothing else changes."""
-    state = load_checkpoint(path)
-    state[ENTRY_KEY] = check_entry(entry, str(path))
-    save_checkpoint(state, path, keep=0)   # keep=0: a numbered checkpoint must not rotate its siblings away
 
 
 def parse_threshold(text: str) -> str | float:

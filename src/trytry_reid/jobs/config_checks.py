@@ -2,31 +2,33 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+from trytry_reid.catalog import did_you_mean
+from trytry_reid.errors import ConfigError
+
 if TYPE_CHECKING:
-    from .config import Config
+    from trytry_reid.jobs.config import Config
 
 DATASETS_WITHOUT_ROOT = {"digits"}
 
 
 def choices() -> dict[str, Iterable[str]]:
     """Config key -> its valid names, read from the catalogs of the code that uses the key."""
-    from .builders import OPTIMIZERS
-    from .data.datasets import DATASETS
-    from .data.sampler import BALANCES
-    from .data.validate import POLICIES
-    from .engine.distributed import DEVICES
-    from .engine.precision import FP32_PRECISIONS
-    from .engine.schedule import SCHEDULES
-    from .engine.train import AMP_MODES
-    from .evaluation.distance import DISTANCES
-    from .losses.selectors import SELECTORS
-    from .models.backbones import BACKBONES
-    from .models.pooling import POOLINGS
-    from .models.reid_model import RETRIEVAL_FEATURES
+    from trytry_reid.data.datasets import DATASETS
+    from trytry_reid.data.sampler import BALANCES
+    from trytry_reid.data.validate import POLICIES
+    from trytry_reid.engine.distributed import DEVICES
+    from trytry_reid.engine.optimizers import OPTIMIZERS
+    from trytry_reid.engine.precision import FP32_PRECISIONS
+    from trytry_reid.engine.schedule import SCHEDULES
+    from trytry_reid.engine.train import AMP_MODES
+    from trytry_reid.evaluation.distance import DISTANCES
+    from trytry_reid.losses.selectors import SELECTORS
+    from trytry_reid.models.backbones import BACKBONES
+    from trytry_reid.models.pooling import POOLINGS
+    from trytry_reid.models.reid_model import RETRIEVAL_FEATURES
 
     return {"data.name": DATASETS, "data.on_bad_image": POLICIES, "data.balance": BALANCES,
             "model.backbone": BACKBONES, "model.pooling": POOLINGS, "model.retrieval_feature": RETRIEVAL_FEATURES,
@@ -37,8 +39,6 @@ def choices() -> dict[str, Iterable[str]]:
 
 
 def fail(key: str, value: Any, expected: str) -> None:
-    from .config import ConfigError
-
     raise ConfigError(f"config key '{key}' = {value!r}: expected {expected}")
 
 
@@ -52,9 +52,7 @@ def get(config: "Config", key: str) -> Any:
 def check_choice(key: str, value: str, valid: Iterable[str]) -> None:
     valid = sorted(valid)
     if value not in valid:
-        close = difflib.get_close_matches(str(value), valid, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        fail(key, value, f"one of {', '.join(valid)}{hint}")
+        fail(key, value, f"one of {', '.join(valid)}.{did_you_mean(value, valid)}")
 
 
 def check_values(config: "Config") -> None:
@@ -69,7 +67,7 @@ def check_values(config: "Config") -> None:
 
 
 def check_test_dataset_names(config: "Config") -> None:
-    from .data.datasets import DATASETS
+    from trytry_reid.data.datasets import DATASETS
 
     for i, item in enumerate(config.test.datasets):
         check_choice(f"test.datasets[{i}].name", item.name, DATASETS)
@@ -122,7 +120,7 @@ def check_model(config: "Config") -> None:
         fail("model.classifier_std", model.classifier_std, "a positive std for the classifier's normal init")
     special = ("imagenet", "none")
     if model.pretrained == "imagenet":
-        from .models.backbones import BACKBONES
+        from trytry_reid.models.backbones import BACKBONES
 
         entry = BACKBONES.get(model.backbone)
         if entry is not None and entry.imagenet_url is None:
@@ -134,7 +132,7 @@ def check_model(config: "Config") -> None:
 
 
 def check_losses(config: "Config") -> None:
-    from .losses.criterion import LOSSES
+    from trytry_reid.losses.criterion import LOSSES
 
     loss = config.loss
     weights = {name: get(loss, f"{name}.weight") for name in LOSSES}

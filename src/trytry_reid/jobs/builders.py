@@ -10,21 +10,22 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .catalog import lookup
-from .config import Config, ConfigError
-from .data.batch_augment import BatchPhotometric
-from .data.datasets import DatasetError, Record, Splits, build_dataset
-from .data.holdout import carve_validation
-from .data.images import ImageDataset, relabel
-from .data.sampler import PKSampler, pass_batches
-from .data.transforms import build_test_transform, build_train_transform
-from .data.validate import apply_bad_image_policy, find_bad_images
-from .engine.averaging import UniformAverage, WeightAverage, short_run_warning
-from .engine.rng import EpochLoaders
-from .engine.schedule import build_scheduler
-from .losses import criterion as losses
-from .losses.criterion import LOSSES, Criterion
-from .models.reid_model import ReidModel, build_reid_model
+from trytry_reid.data.batch_augment import BatchPhotometric
+from trytry_reid.data.datasets import DatasetError, Record, Splits, build_dataset
+from trytry_reid.data.holdout import carve_validation
+from trytry_reid.data.images import ImageDataset, relabel
+from trytry_reid.data.sampler import PKSampler, pass_batches
+from trytry_reid.data.transforms import build_test_transform, build_train_transform
+from trytry_reid.data.validate import apply_bad_image_policy, find_bad_images
+from trytry_reid.engine import optimizers
+from trytry_reid.engine.averaging import UniformAverage, WeightAverage, short_run_warning
+from trytry_reid.engine.epoch_loaders import EpochLoaders
+from trytry_reid.engine.schedule import build_scheduler
+from trytry_reid.errors import ConfigError
+from trytry_reid.jobs.config import Config
+from trytry_reid.losses import criterion as losses
+from trytry_reid.losses.criterion import LOSSES, Criterion
+from trytry_reid.models.reid_model import ReidModel, build_reid_model
 
 log = logging.getLogger("trytry_reid")
 
@@ -136,21 +137,11 @@ def parameter_groups(model: ReidModel, criterion: Criterion, lr: float, head_lr_
     return [g for g in groups if g["params"]]
 
 
-# train.optimizer -> (parameter groups, TrainConfig) -> optimizer
-OPTIMIZERS = {
-    "sgd": lambda groups, t: torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
-                                             nesterov=True),
-    "adam": lambda groups, t: torch.optim.Adam(groups, lr=t.lr, weight_decay=t.weight_decay,
-                                               betas=tuple(t.adam_betas)),
-    "adamw": lambda groups, t: torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay,
-                                                 betas=tuple(t.adam_betas)),
-}
-
-
 def build_optimizer(config: Config, model: ReidModel, criterion: Criterion) -> torch.optim.Optimizer:
     t = config.train
     groups = parameter_groups(model, criterion, t.lr, t.head_lr_factor)
-    return lookup(OPTIMIZERS, t.optimizer, "optimizer")(groups, t)
+    return optimizers.build_optimizer(t.optimizer, groups, lr=t.lr, weight_decay=t.weight_decay,
+                                      momentum=t.momentum, betas=t.adam_betas)
 
 
 def build_loss_optimizer(criterion: Criterion) -> torch.optim.Optimizer | None:

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .data.transforms import build_test_transform
-from .engine.checkpoint import CheckpointError, load_checkpoint
-from .models.reid_model import ReidModel, build_reid_model
-from .operating_point import read_from_checkpoint
+from trytry_reid.data.transforms import build_test_transform
+from trytry_reid.engine.checkpoint import CheckpointError, load_checkpoint
+from trytry_reid.evaluation.operating_point import read_from_checkpoint
+from trytry_reid.models.reid_model import ReidModel, build_reid_model
 
 
 @dataclass

@@ -7,8 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
-from .config import Config, ConfigError, load_config, resolve_config
-from .errors import UsageError
+from trytry_reid.errors import ConfigError, UsageError
+from trytry_reid.jobs.config import Config, load_config, resolve_config
 
 # The embedded demo's config, relative to a checkout's root: `train` without --config runs it from there
 # (main.py passes it with the checkout's absolute path).
@@ -26,7 +26,7 @@ def config_from(args: argparse.Namespace) -> Config:
 
 def checkpoint_config(checkpoint: Path, overrides: list[str]) -> Config:
     """The config a checkpoint was trained with (its test sets included), with trailing overrides applied."""
-    from .engine.checkpoint import load_checkpoint
+    from trytry_reid.engine.checkpoint import load_checkpoint
 
     stored = load_checkpoint(checkpoint).get("config")
     if not isinstance(stored, dict):
@@ -43,7 +43,7 @@ def job_config(args: argparse.Namespace) -> Config:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .pipeline import run_check_data, run_train
+    from trytry_reid.jobs.train import run_check_data, run_train
 
     config = config_from(args)
     if args.check_data:
@@ -53,7 +53,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate_jobs import run_evaluate, run_evaluate_features
+    from trytry_reid.jobs.evaluate import run_evaluate, run_evaluate_features
 
     if args.features is not None:
         if args.checkpoint is not None:
@@ -67,7 +67,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_rank(args: argparse.Namespace) -> int:
-    from .evaluate_jobs import run_rank
+    from trytry_reid.jobs.evaluate import run_rank
 
     run_rank(job_config(args), args.checkpoint, strategy=args.queries, num=args.num, top_k=args.top_k,
              seed=args.seed, names=args.names, out=args.out)
@@ -75,14 +75,14 @@ def cmd_rank(args: argparse.Namespace) -> int:
 
 
 def cmd_tsne(args: argparse.Namespace) -> int:
-    from .evaluate_jobs import run_tsne
+    from trytry_reid.jobs.evaluate import run_tsne
 
     run_tsne(job_config(args), args.checkpoint, max_ids=args.max_ids, thumbnails=args.thumbnails, out=args.out)
     return 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .calibrate_job import run_calibrate
+    from trytry_reid.jobs.calibrate import run_calibrate
 
     if not 0.0 <= args.open_set_drop < 1.0:
         raise UsageError(f"--open-set-drop {args.open_set_drop}: expected a fraction in [0, 1) (0 skips open-set)")
@@ -92,7 +92,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .verify import verify_pair
+    from trytry_reid.jobs.verify import verify_pair
 
     decision = verify_pair(args.checkpoint, *args.images, threshold=args.threshold)
     print(json.dumps(decision) if args.json else format_decision(decision))
@@ -108,9 +108,9 @@ def format_decision(decision: dict) -> str:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from .evaluation.feature_file import save_features
-    from .inference import load_model
-    from .serving.folder_images import extract_folder
+    from trytry_reid.evaluation.feature_file import save_features
+    from trytry_reid.serving.folder_images import extract_folder
+    from trytry_reid.serving.inference import load_model
 
     found = extract_folder(load_model(args.checkpoint), args.images, batch_size=args.batch_size,
                            workers=args.workers, on_bad_image=args.on_bad_image, max_bad_images=args.max_bad_images)
@@ -120,8 +120,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from .inference import load_model
-    from .serving.index import index_folder
+    from trytry_reid.serving.index import index_folder
+    from trytry_reid.serving.inference import load_model
 
     options = {"nlist": args.nlist, "nprobe": args.nprobe} if args.backend == "faiss-ivf" else {}
     index, added = index_folder(load_model(args.checkpoint), args.images, args.out, backend=args.backend,
@@ -132,11 +132,11 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .inference import load_model
-    from .operating_point import resolve_threshold
-    from .serving.answer import format_answer, index_calibration, search_answer
-    from .serving.folder_images import embed_images
-    from .serving.index import GalleryIndex, check_index_model, read_index_info
+    from trytry_reid.evaluation.operating_point import resolve_threshold
+    from trytry_reid.serving.answer import format_answer, index_calibration, search_answer
+    from trytry_reid.serving.folder_images import embed_images
+    from trytry_reid.serving.index import GalleryIndex, check_index_model, read_index_info
+    from trytry_reid.serving.inference import load_model
 
     checkpoint = args.checkpoint or read_index_info(args.index).get("checkpoint")
     if checkpoint is None:
@@ -147,7 +147,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     answer = search_answer(index, embed_images(loaded, [args.query]), args.top_k, threshold)
     print(format_answer(answer, threshold))
     if args.figure is not None:
-        from .reports import draw_search_result
+        from trytry_reid.jobs.reports import draw_search_result
 
         ids = [item["id"] for item in answer["results"]]
         path = draw_search_result(str(args.query), index.paths, ids, [item["distance"] for item in answer["results"]],
@@ -159,9 +159,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """With --check-images the model is exported under a temporary name and moved to --out only once the
     check has passed: a failed check leaves nothing unchecked at --out (an earlier file there is kept)."""
-    from .inference import load_model
-    from .serving.export import check_onnx, export_onnx
-    from .serving.folder_images import find_images
+    from trytry_reid.serving.export import check_onnx, export_onnx
+    from trytry_reid.serving.folder_images import find_images
+    from trytry_reid.serving.inference import load_model
 
     loaded = load_model(args.checkpoint)
     images = [str(p) for p in find_images(args.check_images)][:256] if args.check_images is not None else None
@@ -182,7 +182,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .serving.app import serve
+    from trytry_reid.serving.app import serve
 
     serve(args.index, args.checkpoint, args.host, args.port, eval_run=args.eval_run)
     return 0

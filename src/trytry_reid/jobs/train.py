@@ -14,21 +14,28 @@ from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 
-from . import builders, run_folder
-from .config import Config, dump_yaml, to_dict
-from .data.validate import dataset_report
-from .engine import distributed
-from .engine.checkpoint import check_writable, load_checkpoint
-from .engine.rng import seed_everything
-from .engine.state import TrainObjects
-from .engine.train import FitOptions, checkpoint_space, fit
-from .errors import UsageError
-from .evaluation.calibration import Calibration
-from .operating_point import ENTRY_KEY, make_entry
-from .reports import fixed_queries, format_table, ranking_array, write_figures, write_json, write_metrics
-from .retrieval import RetrievalResult, evaluate_model
-from .visualization.calibration_plot import calibration_array, draw_calibration
-from .visualization.curves import draw_curves
+from trytry_reid.data.validate import dataset_report
+from trytry_reid.engine import distributed
+from trytry_reid.engine.checkpoint import check_writable, load_checkpoint
+from trytry_reid.engine.rng import seed_everything
+from trytry_reid.engine.state import TrainObjects
+from trytry_reid.engine.train import FitOptions, checkpoint_space, fit
+from trytry_reid.errors import UsageError
+from trytry_reid.evaluation.calibration import Calibration
+from trytry_reid.evaluation.operating_point import ENTRY_KEY, make_entry
+from trytry_reid.evaluation.retrieval import RetrievalResult, evaluate_model
+from trytry_reid.jobs import builders, run_folder
+from trytry_reid.jobs.config import Config, dump_yaml, to_dict
+from trytry_reid.jobs.reports import (
+    fixed_queries,
+    format_table,
+    ranking_array,
+    write_figures,
+    write_json,
+    write_metrics,
+)
+from trytry_reid.visualization.calibration_plot import calibration_array, draw_calibration
+from trytry_reid.visualization.curves import draw_curves
 
 log = logging.getLogger("trytry_reid")
 

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
-from . import commands
-from .errors import ReidError
+from trytry_reid.errors import ReidError
+from trytry_reid.jobs import commands
 
 STORED_CONFIG_HELP = "YAML config file (default: the one stored in --checkpoint, test sets included)"
 

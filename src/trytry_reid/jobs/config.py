@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import math
 import re
 import types
@@ -21,14 +20,11 @@ from typing import Any
 
 import yaml
 
-from .config_checks import check_values
-from .errors import ReidError
+from trytry_reid.catalog import did_you_mean
+from trytry_reid.errors import ConfigError
+from trytry_reid.jobs.config_checks import check_values
 
 FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-class ConfigError(ReidError, ValueError):
-    """A config that cannot run; the message names the key, the value and what was expected."""
 
 
 @dataclass
@@ -107,7 +103,7 @@ class LossConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 120
-    optimizer: str = "adam"  # a name in builders.OPTIMIZERS
+    optimizer: str = "adam"  # a name in engine/optimizers.OPTIMIZERS
     lr: float = 3.5e-4
     head_lr_factor: float = 1.0  # lr multiplier for the layers after the trunk (pooling, embedding, BNNeck, classifier)
     weight_decay: float = 5e-4
@@ -190,7 +186,7 @@ def resolve_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] =
 
 def resolve_normalisation(config: Config) -> None:
     """Fill ``data.mean`` / ``data.std`` left unset with the backbone's own (checkpoints store the values)."""
-    from .models.backbones import BACKBONES
+    from trytry_reid.models.backbones import BACKBONES
 
     backbone = BACKBONES[config.model.backbone]
     config.data.mean = list(config.data.mean if config.data.mean is not None else backbone.mean)
@@ -249,9 +245,7 @@ def from_dict(cls: type, raw: Any, prefix: str) -> Any:
 
 
 def unknown_key_message(key: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
-    return f"unknown config key '{key}'.{hint} Valid keys here: {', '.join(valid)}"
+    return f"unknown config key '{key}'.{did_you_mean(key, valid, cutoff=0.5)} Valid keys here: {', '.join(valid)}"
 
 
 def convert(hint: Any, value: Any, key: str) -> Any:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trytry_reid.embedder import Embedder
-from trytry_reid.operating_point import METRIC, require_value, resolve_threshold
+from trytry_reid.evaluation.operating_point import METRIC, require_value, resolve_threshold
+from trytry_reid.serving.embedder import Embedder
 
 
 def verify_pair(checkpoint: str | Path, image_a: str | Path, image_b: str | Path,

@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .builders import build_test_sets, retrieval_options
-from .config import Config
-from .data.datasets import Record
-from .engine import distributed
-from .evaluation.feature_file import FeatureSet, load_features
-from .inference import LoadedModel, load_model
-from .reports import draw_ranking, draw_tsne_map, file_slug, format_table, write_figures, write_metrics
-from .retrieval import RetrievalResult, evaluate_model, rank_features
+from trytry_reid.data.datasets import Record
+from trytry_reid.engine import distributed
+from trytry_reid.evaluation.feature_file import FeatureSet, load_features
+from trytry_reid.evaluation.retrieval import RetrievalResult, evaluate_model, rank_features
+from trytry_reid.jobs.builders import build_test_sets, retrieval_options
+from trytry_reid.jobs.config import Config
+from trytry_reid.jobs.reports import draw_ranking, draw_tsne_map, file_slug, format_table, write_figures, write_metrics
+from trytry_reid.serving.inference import LoadedModel, load_model
 
 log = logging.getLogger("trytry_reid")
 

@@ -25,7 +25,7 @@ from PIL import Image
 from trytry_reid.data.images import read_image
 from trytry_reid.data.transforms import build_test_transform
 from trytry_reid.evaluation.distance import compute_distance
-from trytry_reid.operating_point import check_entry, require_value, resolve_threshold
+from trytry_reid.evaluation.operating_point import check_entry, require_value, resolve_threshold
 
 Forward = Callable[[torch.Tensor], np.ndarray]   # normalised batch [B, 3, H, W] -> features [B, D]
 _ONNX_KEYS = ("input_name", "output_name", "height", "width", "mean", "std", "color", "layout", "feature_dim")
@@ -48,7 +48,7 @@ class Embedder:
 
     @classmethod
     def from_loaded(cls, loaded, batch_size: int = 64, source: str = "") -> "Embedder":
-        """From a ``trytry_reid.inference.LoadedModel`` (runs on the device its weights are on)."""
+        """From a ``trytry_reid.serving.inference.LoadedModel`` (runs on the device its weights are on)."""
         model = loaded.model.eval()
         device = next(model.parameters()).device
 
@@ -62,7 +62,7 @@ class Embedder:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", batch_size: int = 64) -> "Embedder":
         """From a checkpoint written by ``train`` (loaded with weights_only)."""
-        from trytry_reid.inference import load_model
+        from trytry_reid.serving.inference import load_model
 
         return cls.from_loaded(load_model(path, device), batch_size, source=f"checkpoint {path}")
 

@@ -8,11 +8,11 @@ from typing import Sequence
 
 import numpy as np
 
-from .atomic import atomic_file
-from .retrieval import RetrievalResult
-from .visualization.query_choice import choose_queries
-from .visualization.ranking import draw_ranking_grid, ranking_grid_array, ranking_rows
-from .visualization.tsne import draw_tsne, sample_identities, tsne_embed
+from trytry_reid.atomic import atomic_file
+from trytry_reid.evaluation.retrieval import RetrievalResult
+from trytry_reid.visualization.query_choice import choose_queries
+from trytry_reid.visualization.ranking import draw_ranking_grid, ranking_grid_array, ranking_rows
+from trytry_reid.visualization.tsne import draw_tsne, sample_identities, tsne_embed
 
 TABLE_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP", "auc", "tpr@fpr=1e-3")
 DIGIT_SETS = {"digits", "mnist"}  # their identities are digits: the t-SNE legend says so
@@ -134,8 +134,8 @@ def draw_search_result(query_path: str, gallery_paths: Sequence[str], ids: np.nd
                        out_path: Path) -> Path:
     """One ranking row for a search: green where the file names carry the query's identity (Market-style
     names), red otherwise (also when names carry no identity)."""
-    from .data.datasets import market_name_labels
-    from .visualization.ranking import RankingRow
+    from trytry_reid.data.datasets import market_name_labels
+    from trytry_reid.visualization.ranking import RankingRow
 
     q_pid, q_cam = market_name_labels(query_path) or (-1, -1)
     labels = np.asarray([market_name_labels(gallery_paths[i]) or (-1, -1) for i in ids], dtype=np.int64).reshape(-1, 2)

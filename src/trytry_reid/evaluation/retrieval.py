@@ -9,13 +9,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .data.datasets import Record
-from .evaluation import evaluate_rank
-from .evaluation.calibration import Calibration, calibrate
-from .evaluation.distance import average_query_expansion, compute_distance
-from .evaluation.features import extract_features
-from .evaluation.pair_histograms import pair_histograms, pair_histograms_from_features
-from .evaluation.rerank import rerank
+from trytry_reid.data.datasets import Record
+from trytry_reid.evaluation import evaluate_rank
+from trytry_reid.evaluation.calibration import Calibration, calibrate
+from trytry_reid.evaluation.distance import average_query_expansion, compute_distance
+from trytry_reid.evaluation.features import extract_features
+from trytry_reid.evaluation.pair_histograms import pair_histograms, pair_histograms_from_features
+from trytry_reid.evaluation.rerank import rerank
 
 SUMMARY_RANKS = (1, 5, 10)
 log = logging.getLogger("trytry_reid")

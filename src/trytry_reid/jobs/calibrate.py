@@ -12,16 +12,17 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from .config import Config
-from .evaluate_jobs import default_out, evaluate_checkpoint
-from .evaluation.calibration import TARGET_FPRS, Calibration, rates_at
-from .evaluation.distance import compute_distance
-from .evaluation.open_set import best_matches, drop_gallery_identities, open_set_report
-from .inference import load_model
-from .operating_point import CalibrationError, make_entry, store_in_checkpoint
-from .reports import write_json
-from .retrieval import RetrievalResult, camids, pids
-from .visualization.calibration_plot import draw_calibration
+from trytry_reid.engine.checkpoint import load_checkpoint, save_checkpoint
+from trytry_reid.evaluation.calibration import TARGET_FPRS, Calibration, rates_at
+from trytry_reid.evaluation.distance import compute_distance
+from trytry_reid.evaluation.open_set import best_matches, drop_gallery_identities, open_set_report
+from trytry_reid.evaluation.operating_point import ENTRY_KEY, CalibrationError, check_entry, make_entry
+from trytry_reid.evaluation.retrieval import RetrievalResult, camids, pids
+from trytry_reid.jobs.config import Config
+from trytry_reid.jobs.evaluate import default_out, evaluate_checkpoint
+from trytry_reid.jobs.reports import write_json
+from trytry_reid.serving.inference import load_model
+from trytry_reid.visualization.calibration_plot import draw_calibration
 
 log = logging.getLogger("trytry_reid")
 
@@ -104,3 +105,10 @@ def format_calibration(payload: dict) -> str:
         lines.append(f"{label:<22} {d['num_positive']:>8} {d['num_negative']:>11} {d['auc']:7.4f} "
                      f"{100 * d['eer']:6.2f} {tprs} {here['fpr']:9.2e} {here['tpr']:8.4f} {dir_cells}")
     return "\n".join(lines)
+
+
+def store_in_checkpoint(path: str | Path, entry: dict) -> None:
+    """Set the checkpoint's ``"calibration"`` entry, rewriting the file atomically; nothing else changes."""
+    state = load_checkpoint(path)
+    state[ENTRY_KEY] = check_entry(entry, str(path))
+    save_checkpoint(state, path, keep=0)   # keep=0: a numbered checkpoint must not rotate its siblings away

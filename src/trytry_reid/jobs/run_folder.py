@@ -23,8 +23,8 @@ from typing import Any
 
 from torch import nn
 
-from .engine.state import RESUME_KEYS
-from .errors import ReidError
+from trytry_reid.engine.state import RESUME_KEYS
+from trytry_reid.errors import ReidError
 
 log = logging.getLogger("trytry_reid")
 
@@ -145,8 +145,8 @@ def finished_epochs(state: dict, epochs: int, checkpoint: Path) -> int | None:
 def check_resume_state(state: dict, objects: Any, checkpoint: Path) -> None:
     """Load the checkpoint into the freshly built objects (model, loss, optimizers, schedule, scaler) once,
     before any file is written, so a checkpoint that does not fit fails here, naming why; fit loads it again."""
-    from .engine.state import restore_training_state
-    from .engine.train import History
+    from trytry_reid.engine.state import restore_training_state
+    from trytry_reid.engine.train import History
 
     try:
         restore_training_state(state, objects, History())
