@@ -107,6 +107,56 @@ def test_shipped_configs_load(tmp_path, name):
     assert load_config(write(tmp_path, dump_yaml(cfg))) == cfg  # the resolved dump reloads identically
 
 
+def test_a_variant_is_its_base_with_its_own_keys_merged_over(tmp_path):
+    """_base_ names a file relative to the variant: sections merge key by key, lists and values replace, and
+    the variant's own name (its file's stem) is kept."""
+    (tmp_path / "base.yml").write_text("data: {name: digits, height: 48, width: 24}\n"
+                                       "train: {epochs: 9, milestones: [3, 6], lr: 0.01}\n")
+    (tmp_path / "sub").mkdir()
+    variant = tmp_path / "sub" / "variant.yml"
+    variant.write_text("_base_: ../base.yml\ndata: {height: 64}\ntrain: {milestones: [5]}\n")
+    config = load_config(variant)
+    assert (config.data.height, config.data.width) == (64, 24)
+    assert (config.train.epochs, config.train.milestones, config.train.lr) == (9, [5], 0.01)
+    assert config.name == "variant"
+    second = tmp_path / "second.yml"
+    second.write_text("_base_: sub/variant.yml\ntrain: {epochs: 2}\n")
+    assert (load_config(second).train.epochs, load_config(second).data.height) == (2, 64)
+
+
+def test_base_errors_name_the_files(tmp_path):
+    (tmp_path / "a.yml").write_text("_base_: b.yml\n")
+    (tmp_path / "b.yml").write_text("_base_: a.yml\n")
+    with pytest.raises(ConfigError, match=r"_base_ makes a circle: .*a.yml -> .*b.yml -> .*a.yml"):
+        load_config(tmp_path / "a.yml")
+    (tmp_path / "c.yml").write_text("_base_: missing.yml\n")
+    with pytest.raises(ConfigError, match=r"config file not found: .*missing.yml \(the _base_ of .*c.yml\)"):
+        load_config(tmp_path / "c.yml")
+    (tmp_path / "d.yml").write_text("_base_: [a.yml]\n")
+    with pytest.raises(ConfigError, match=r"d.yml: _base_ must be the path of another config file"):
+        load_config(tmp_path / "d.yml")
+
+
+def test_the_variants_resolve_to_the_recipes_they_name():
+    softtrip = load_config(CONFIG_DIR / "resnet_softtrip.yml", ["data.root=/"])
+    softmax = load_config(CONFIG_DIR / "resnet_softmax.yml", ["data.root=/"])
+    triplet = load_config(CONFIG_DIR / "resnet_triplet.yml", ["data.root=/"])
+    assert softtrip.model.embedding_dim == 512 and softtrip.loss.triplet.selector == "random_negative"
+    assert softtrip.loss.center.weight == 0.0 and softtrip.train.milestones == [40, 70]
+    assert softmax.loss.triplet.weight == 0.0 and softmax.loss.cross_entropy.weight == 1.0
+    assert triplet.loss.cross_entropy.weight == 0.0 and triplet.loss.triplet.selector == "hardest"
+
+
+def test_no_shipped_config_names_a_machine_path():
+    """Configs run anywhere: data roots, weights and test sets come from the command line, never from a
+    path that exists on one machine only."""
+    configs = sorted(CONFIG_DIR.glob("*.yml")) + sorted((REPO / "studies" / "configs").glob("*.yml"))
+    assert configs
+    for path in configs:
+        text = path.read_text()
+        assert "shared" not in text and "/work/" not in text and "/home/" not in text, path
+
+
 def test_bot_recipe_values():
     cfg = load_config(CONFIG_DIR / "bot_r50.yml", ["data.root=/"])
     assert (cfg.data.batch_p, cfg.data.batch_k, cfg.data.height, cfg.data.width) == (16, 4, 256, 128)

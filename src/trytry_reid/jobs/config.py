@@ -1,9 +1,9 @@
 """The typed config schema: the only description of what a YAML config may say.
 
-`load_config(path, overrides)` reads a YAML file, applies trailing `dotted.key=value` overrides, checks every
-key and type against the dataclasses below (an unknown key names the closest valid one), then checks values
-that cannot work (negative lr, P*K not matching the batch size, a missing dataset root), all before any
-training starts. `pipeline.py` is the only reader of the result.
+`load_config(path, overrides)` reads a YAML file (over the `_base_` file it names, if any), applies trailing
+`dotted.key=value` overrides, checks every key and type against the dataclasses below (an unknown key names the
+closest valid one), then checks values that cannot work (negative lr, P*K not matching the batch size, a
+missing dataset root), all before any training starts. Only the jobs (jobs/) read the result.
 """
 
 from __future__ import annotations
@@ -193,16 +193,43 @@ def resolve_normalisation(config: Config) -> None:
     config.data.std = list(config.data.std if config.data.std is not None else backbone.std)
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+BASE_KEY = "_base_"
+
+
+def read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML config as a mapping, with its ``_base_`` (a config file, relative to this one's folder) read
+    first and this file's keys merged over it: sections merge key by key, values and lists replace."""
+    path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        where = f" (the _base_ of {chain[-1]})" if chain else ""
+        raise ConfigError(f"config file not found: {path}{where}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top, got {type(data).__name__}")
-    return data
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"config file {path}: {BASE_KEY} must be the path of another config file, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in chain or base_path == path.resolve():
+        cycle = " -> ".join(str(p) for p in (*chain, path.resolve(), base_path))
+        raise ConfigError(f"config file {path}: {BASE_KEY} makes a circle: {cycle}")
+    return merge_config(read_yaml(base_path, (*chain, path.resolve())), data)
+
+
+def merge_config(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` over ``base``: mappings are merged recursively, anything else replaces."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_config(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
 
 
 def parse_override(item: str) -> tuple[str, Any]:
