@@ -3,7 +3,7 @@
 # Extra arguments go to pytest, e.g.: scripts/test.sh tests/test_rank.py -x
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup_venv.sh test,search,export,serve || exit 1
+bash scripts/setup_venv.sh test,search,export,openvino,timm,serve || exit 1
 .venv/bin/python -m pytest "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
