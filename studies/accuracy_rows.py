@@ -2,11 +2,11 @@
 
 Two budgets:
 - 12 epochs: 12 full passes over the training set (135 steps of P=16 x K=4 on the devsplit), from
-  ``benchmarks/configs/study_12epochs.yml`` (torchreid's plain baseline, every lever spelled out).
+  ``studies/configs/study_12epochs.yml`` (torchreid's plain baseline, every lever spelled out).
   ``recipe_val`` chooses the recipe on a validation split carved from the training identities
   (``data.validation_ids=100``: train on 401 ids, rank the other 100); the other tables report the devsplit
   test split and VIPeR once per row.
-- 100 steps: 4 epochs x 25 steps, from ``benchmarks/configs/study_100steps.yml`` (the first study).
+- 100 steps: 4 epochs x 25 steps, from ``studies/configs/study_100steps.yml`` (the first study).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class Table:
 
 # ---- the 12-epoch study -------------------------------------------------------------------------------------
 
-STUDY_12 = "benchmarks/configs/study_12epochs.yml"
+STUDY_12 = "studies/configs/study_12epochs.yml"
 VALIDATION = ["data.validation_ids=100", "test.datasets=[]"]
 # BoT's tricks that suit a short budget, on top of torchreid's settings (the validation table's base)
 BOT_SHORT = ["model.last_stride=1", "model.bnneck=true", "train.warmup_epochs=1", "train.schedule=cosine",
@@ -143,7 +143,7 @@ ONEDNN_BF16 = ["train.amp='off'", "train.fp32_precision=bf16"]
 # The exponential weight average of validation round 11 (78.1 / 76.6 against 78.1 / 76.5 without; inert: its
 # ramp averages about the last epoch), shipped until round 15.
 WEIGHT_AVERAGE = ["train.ema_decay=0.998"]
-# Round 15 (benchmarks/weight_average_study.py on round 11's runs): the mean of the weights at the ends of epochs
+# Round 15 (studies/weight_average_study.py on round 11's runs): the mean of the weights at the ends of epochs
 # 5-12 instead, 79.2 / 77.9 against 78.1 / 76.6.
 UNIFORM_AVERAGE = ["train.average_epochs=8"]
 # config/mobilenet_market_cpu.yml is study_12epochs.yml with exactly these overrides (tests/test_config.py).
@@ -168,7 +168,7 @@ def tables_12_rows() -> Rows:
 
 # ---- the 100-step study (the first one) ---------------------------------------------------------------------
 
-STUDY_100 = "benchmarks/configs/study_100steps.yml"
+STUDY_100 = "studies/configs/study_100steps.yml"
 STEPS_100 = ["train.epochs=4", "train.steps_per_epoch=25", "train.eval_every=4", "train.milestones=[3]",
              "test.figures=false", "train.checkpoint_keep=1"]
 

@@ -1,6 +1,6 @@
 """The calibration table of docs/RESULTS.md for one checkpoint, in one command:
 
-    python benchmarks/calibration_table.py --checkpoint runs/best/checkpoints/best.pt --row "MobileNetV2, ..."
+    python studies/calibration_table.py --checkpoint runs/best/checkpoints/best.pt --row "MobileNetV2, ..."
 
 1. `calibrate` on the devsplit (in domain) and VIPeR (cross-domain): AUC, EER, TPR at FPR 1e-2/1e-3/1e-4 and
    their thresholds, from every query-gallery pair of each set (Market protocol);
@@ -11,7 +11,7 @@
    ``--parity-images`` devsplit query crops (max |difference| of the features);
 
 then appends one JSON line to ``--out`` (default docs/results/calibration.jsonl; ``python
-benchmarks/results_table.py`` renders it). calibration.json / calibration.png go to ``--figures``. The
+studies/results_table.py`` renders it). calibration.json / calibration.png go to ``--figures``. The
 checkpoint is not modified unless ``--store`` (then the devsplit operating point is stored, as `calibrate` does).
 """
 
@@ -19,26 +19,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from trytry_reid.engine.checkpoint import load_checkpoint
+from trytry_reid.jobs.calibrate import run_calibrate
+from trytry_reid.jobs.config import load_config
 
-from trytry_reid.engine.checkpoint import load_checkpoint  # noqa: E402
-from trytry_reid.jobs.calibrate import run_calibrate  # noqa: E402
-from trytry_reid.jobs.config import load_config  # noqa: E402
-
-IN_DOMAIN, CROSS_DOMAIN = "market1501-devsplit", "viper"
+from common import IN_DOMAIN, RESULTS, add_shared_argument, shared_paths
 
 
 def config_for(shared: Path, fpr: float, workers: int):
-    devsplit, viper = shared / "data" / "market1501-devsplit", shared / "data" / "viper"
-    for folder in (devsplit, viper):
-        if not folder.is_dir():
-            raise SystemExit(f"calibration_table: {folder} is missing (pass --shared)")
+    paths = shared_paths(shared)
+    devsplit, viper = paths["devsplit"], paths["viper"]
     return load_config(None, [f"data.root={devsplit}", "data.name=market1501", f"data.workers={workers}",
                               f"test.calibration_fpr={fpr}", "test.metric=cosine",
                               f"test.datasets=[{{name: market1501, root: {devsplit}, label: {IN_DOMAIN}}}, "
@@ -71,7 +65,7 @@ def parity(checkpoint: Path, shared: Path, count: int) -> dict:
     from trytry_reid.serving.folder_images import extract_folder
     from trytry_reid.serving.inference import load_model
 
-    crops = sorted((shared / "data" / "market1501-devsplit" / "query").glob("*.jpg"))[:count]
+    crops = sorted((shared_paths(shared)["devsplit"] / "query").glob("*.jpg"))[:count]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "crops"
         folder.mkdir()
@@ -94,9 +88,9 @@ def main() -> None:
     parser.add_argument("--fpr", type=float, default=1e-3, help="the operating point calibrated on the devsplit")
     parser.add_argument("--open-set-drop", type=float, default=0.5)
     parser.add_argument("--parity-images", type=int, default=64)
-    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    add_shared_argument(parser)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "calibration.jsonl")
+    parser.add_argument("--out", type=Path, default=RESULTS / "calibration.jsonl")
     parser.add_argument("--figures", type=Path, help="calibration.json/png folder (default: next to the checkpoint)")
     parser.add_argument("--store", action="store_true", help="store the devsplit operating point in the checkpoint")
     args = parser.parse_args()

@@ -2,26 +2,28 @@
 on the same machine in the same run, both models scored by trytry-reid's evaluator.
 
     bash benchmarks/setup_peers.sh        # torchreid 0.2.5 into .bench-peers/ (--no-deps; not a dependency)
-    .venv/bin/python benchmarks/peer_torchreid.py --config config/mobilenet_market_cpu.yml --seeds 0 1
-    .venv/bin/python benchmarks/peer_torchreid.py ... --equal-wall   # + ours trained for torchreid's wall time
-    .venv/bin/python benchmarks/peer_torchreid.py --config C --equal-wall-of 20261202-031856   # that run alone,
+    .venv/bin/python studies/peer_torchreid.py --config config/mobilenet_market_cpu.yml --seeds 0 1
+    .venv/bin/python studies/peer_torchreid.py ... --equal-wall   # + ours trained for torchreid's wall time
+    .venv/bin/python studies/peer_torchreid.py --config C --equal-wall-of 20261202-031856   # that run alone,
                                                    # timed from a recorded pair (schedule and average scaled)
-    .venv/bin/python benchmarks/peer_torchreid.py --config C train.epochs=4 'train.milestones=[3]' --seeds 0
+    .venv/bin/python studies/peer_torchreid.py --config C train.epochs=4 'train.milestones=[3]' --seeds 0
                                                    # overrides (both systems) go before --seeds
 
-What both systems get, from the project config: the training records of ``data.name``/``data.root``, the
-``height`` x ``width`` input, ``batch_p`` identities x ``batch_k`` images per batch, ``train.epochs`` passes over
-the training set, ``data.workers`` loader processes, the ImageNet MobileNetV2 of ``model.pretrained``, and the
-same torch thread count. torchreid runs its own plain baseline: ``ImageTripletEngine`` (cross-entropy with
+What both systems get, from the project config with the training data, the ImageNet weights and the test sets
+(devsplit and VIPeR) of ``--shared`` passed as overrides before the command line's own (only the command
+line's are recorded): the training records of ``data.name``/``data.root``, the ``height`` x ``width`` input,
+``batch_p`` identities x ``batch_k`` images per batch, ``train.epochs`` passes over the training set,
+``data.workers`` loader processes, the ImageNet MobileNetV2 of ``model.pretrained``, and the same torch thread
+count. torchreid runs its own plain baseline: ``ImageTripletEngine`` (cross-entropy with
 label smoothing + batch-hard triplet, margin 0.3, weights 1 and 1), Adam lr 3e-4 with weight decay 5e-4, one
 step decay (x0.1) after 2/3 of the epochs, ``RandomIdentitySampler``, transforms ``random_flip`` +
 ``random_crop``. Only its backbone wrapper is ours: torchreid's model contract (training: ``(logits,
-features)``; eval: ``features``) around torchvision's MobileNetV2 trunk holding the shared weights (torchreid's
+features)``; eval: ``features``) around torchvision's MobileNetV2 trunk holding the same weights (torchreid's
 own MobileNetV2 names its layers differently, so those weights cannot load into it), global average pooling
 and a linear classifier. Training speed is images over the wall time of the training epochs (evaluation
 excluded) for both. Both models are then ranked by ``retrieval.evaluate_model`` (the config's test transform,
 ``test.metric``, Market protocol) on the config's test sets. One JSON line per system and seed is appended
-to ``docs/results/peers.jsonl``; ``benchmarks/results_table.py`` turns it into RESULTS.md's table.
+to ``docs/results/peers.jsonl``; ``studies/results_table.py`` turns it into RESULTS.md's table.
 """
 
 from __future__ import annotations
@@ -40,18 +42,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(1, str(ROOT / ".bench-peers"))
+from trytry_reid.data.images import relabel
+from trytry_reid.evaluation.retrieval import evaluate_model
+from trytry_reid.jobs import builders
+from trytry_reid.jobs.config import Config, load_config
+from trytry_reid.jobs.train import run_train
+from trytry_reid.models.backbones import build_backbone
 
-from trytry_reid.data.images import relabel  # noqa: E402
-from trytry_reid.evaluation.retrieval import evaluate_model  # noqa: E402
-from trytry_reid.jobs import builders  # noqa: E402
-from trytry_reid.jobs.config import Config, load_config  # noqa: E402
-from trytry_reid.jobs.train import run_train  # noqa: E402
-from trytry_reid.models.backbones import build_backbone  # noqa: E402
+from common import RESULTS as RESULTS_FOLDER
+from common import ROOT, add_shared_argument, read_lines, shared_overrides
 
-RESULTS = ROOT / "docs" / "results" / "peers.jsonl"
+sys.path.insert(1, str(ROOT / ".bench-peers"))  # benchmarks/setup_peers.sh installs torchreid there
+RESULTS = RESULTS_FOLDER / "peers.jsonl"
 DATASET_NUMBERS = itertools.count()
 TORCHREID = "torchreid 0.2.5"
 OURS = "trytry-reid"
@@ -163,12 +165,12 @@ def ours_config(args, seed: int, out: Path, epochs: int | None = None) -> Config
     """The project config for one seed; with ``epochs``, a longer run whose schedule (warmup, milestones)
     keeps its proportions."""
     extra = [f"train.seed={seed}", f"output_dir={out}", "test.figures=false", "train.steps_per_epoch=null"]
-    config = load_config(args.config, [*args.overrides, *extra])
+    config = load_config(args.config, [*args.inputs, *args.overrides, *extra])
     if epochs is None:
         return config
     t = config.train
     milestones = [round(m * epochs / t.epochs) for m in t.milestones]
-    return load_config(args.config, [*args.overrides, *extra, f"train.epochs={epochs}",
+    return load_config(args.config, [*args.inputs, *args.overrides, *extra, f"train.epochs={epochs}",
                                      f"train.milestones={milestones}",
                                      f"train.warmup_epochs={round(t.warmup_epochs * epochs / t.epochs)}",
                                      f"train.average_epochs={round(t.average_epochs * epochs / t.epochs)}"])
@@ -195,8 +197,8 @@ def run_pair(args, seed: int, pair: str) -> tuple[dict, dict]:
             results[system] = record(OURS, "same epochs", pair, seed, args, run_ours(ours_config(args, seed, out), out))
         else:
             results[system] = record(TORCHREID, "same epochs", pair, seed, args,
-                                     run_torchreid(load_config(args.config, [*args.overrides, f"train.seed={seed}"]),
-                                                   seed))
+                                     run_torchreid(load_config(args.config, [*args.inputs, *args.overrides,
+                                                                                f"train.seed={seed}"]), seed))
     return results[TORCHREID], results[OURS]
 
 
@@ -210,7 +212,9 @@ def main() -> None:
     parser.add_argument("--equal-wall-of", metavar="PAIR",
                         help="only the equal-wall run, from that pair's first-seed lines in docs/results/peers.jsonl")
     parser.add_argument("overrides", nargs="*", help="config overrides applied to both systems")
+    add_shared_argument(parser)
     args = parser.parse_args()
+    args.inputs = shared_overrides(args.shared)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.equal_wall_of:
@@ -235,7 +239,7 @@ def run_equal_wall(args, pair: str, peer: dict, ours: dict) -> None:
 
 def recorded_pair(pair: str, seed: int) -> tuple[dict, dict]:
     """(torchreid's, ours) "same epochs" lines of ``pair`` at ``seed`` from the results file."""
-    lines = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
+    lines = read_lines(RESULTS)
     found = {line["system"]: line for line in lines
              if line["pair"] == pair and line["seed"] == seed and line["label"] == "same epochs"}
     if set(found) != {TORCHREID, OURS}:

@@ -1,29 +1,26 @@
-"""Write docs/RESULTS.md tables from the JSON lines in docs/results/ (python benchmarks/results_table.py).
+"""Write docs/RESULTS.md from the JSON lines in docs/results/ (python studies/results_table.py).
 
 Only the tables are generated; the prose around them lives in docs/RESULTS_intro.md and is copied first.
+
+    python studies/results_table.py                                   # rewrite docs/RESULTS.md
+    python studies/results_table.py --print-table peers FILE.jsonl    # print one kind of table for a file
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy_rows import TABLES  # noqa: E402
+from accuracy_rows import TABLES
+from common import RESULTS, ROOT, read_lines
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "docs" / "results"
 TEST_SETS = ("market1501-devsplit", "viper")
 
 
 def pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
-
-
-def read_lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def test_sets_of(entries: list[dict]) -> list[str]:
@@ -74,7 +71,7 @@ def peer_table(entries: list[dict]) -> list[str]:
 
 
 CALIBRATION_TITLE = "Same person or not: calibrated verification in domain, across domains and in open-set search"
-CALIBRATION_NOTE = """From `docs/results/calibration.jsonl` (`python benchmarks/calibration_table.py --checkpoint C`).
+CALIBRATION_NOTE = """From `docs/results/calibration.jsonl` (`python studies/calibration_table.py --checkpoint C`).
 Every query-gallery pair of a test set is scored by cosine distance (Market protocol: same-identity same-camera pairs
 left out); "same person" iff distance <= threshold. The threshold is calibrated on the devsplit at FPR 1e-3
 (`thr`) and then used unchanged on VIPeR: `FPR there` is the false-positive rate it really gets on VIPeR's
@@ -107,13 +104,13 @@ def calibration_table(entries: list[dict]) -> list[str]:
 def calibration_section() -> str:
     path = RESULTS / "calibration.jsonl"
     if not path.exists():
-        return (f"## {CALIBRATION_TITLE}\n\nNot run yet (`python benchmarks/calibration_table.py --checkpoint C "
+        return (f"## {CALIBRATION_TITLE}\n\nNot run yet (`python studies/calibration_table.py --checkpoint C "
                 f"--row LABEL`).\n")
     return f"## {CALIBRATION_TITLE}\n\n{CALIBRATION_NOTE}\n\n" + "\n".join(calibration_table(read_lines(path))) + "\n"
 
 
 AVERAGE_TITLE = "Which span a weight average should cover (validation split)"
-AVERAGE_NOTE = """From `docs/results/weight_average.jsonl` (`python benchmarks/weight_average_study.py --run R`): one
+AVERAGE_NOTE = """From `docs/results/weight_average.jsonl` (`python studies/weight_average_study.py --run R`): one
 validation run per seed (the shipped recipe with its exponential average, every epoch checkpoint kept), then
 equal-weight means of the trained weights at the ends of epochs a-b, ranked on the run's held-out training ids
 with the averaged BatchNorm statistics or with statistics recomputed on 50 training batches. "run average" is the
@@ -142,20 +139,20 @@ def render() -> str:
     peers = RESULTS / "peers.jsonl"
     if peers.exists():
         parts.append("## Against torchreid (same data, init, input, batch and epochs; same run)\n\n"
-                     "From `docs/results/peers.jsonl` (`benchmarks/peer_torchreid.py`); rank-1 (R1) and mAP in %, "
+                     "From `docs/results/peers.jsonl` (`studies/peer_torchreid.py`); rank-1 (R1) and mAP in %, "
                      "mean over the seeds with the range in brackets.\n\n" + "\n".join(peer_table(read_lines(peers)))
                      + "\n")
     for name, spec in TABLES.items():
         path = RESULTS / f"{name}.jsonl"
         if not path.exists():
-            parts.append(f"## {spec.title}\n\nNot run yet (`python benchmarks/accuracy.py --table {name}`).\n")
+            parts.append(f"## {spec.title}\n\nNot run yet (`python studies/accuracy.py --table {name}`).\n")
             continue
         entries = read_lines(path)
         order = [label for label, _ in spec.rows()]  # rows in the table's own order, not run order
         entries.sort(key=lambda e: order.index(e["row"]) if e["row"] in order else len(order))
         missing = [(i, label) for i, label in enumerate(order) if label not in {e["row"] for e in entries}]
         note = "" if not missing else (
-            "\nNot run yet: " + "; ".join(label for _, label in missing) + " (`python benchmarks/accuracy.py "
+            "\nNot run yet: " + "; ".join(label for _, label in missing) + " (`python studies/accuracy.py "
             f"--table {name} --indices {' '.join(str(i) for i, _ in missing)}`).\n")
         parts.append(f"## {spec.title}\n\nFrom `docs/results/{name}.jsonl`; rank-1 (R1) and mAP in %.\n\n"
                      + "\n".join(table(entries)) + "\n" + note)
@@ -167,7 +164,25 @@ def render() -> str:
     return "\n".join(parts)
 
 
-if __name__ == "__main__":
+PRINTABLE = {"peers": peer_table, "weight_average": average_table, "calibration": calibration_table,
+             "study": table}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--print-table", nargs=2, metavar=("KIND", "JSONL"),
+                        help=f"print the table of one JSONL file instead; KIND is one of {', '.join(PRINTABLE)}")
+    args = parser.parse_args()
+    if args.print_table:
+        kind, path = args.print_table
+        if kind not in PRINTABLE:
+            parser.error(f"--print-table: unknown kind '{kind}' (one of {', '.join(PRINTABLE)})")
+        print("\n".join(PRINTABLE[kind](read_lines(Path(path)))))
+        return
     out = ROOT / "docs" / "RESULTS.md"
     out.write_text(render())
     print(f"wrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,19 +1,18 @@
 """Valid triplets per batch over training for each selector run of the accuracy study (the
 convergence indicator of triplet training): reads runs/accuracy/*/*/ (config.yml + checkpoints/last.pt), writes
-docs/figures/selector_valid_triplets.png. Run after `benchmarks/accuracy.py --table selectors`."""
+docs/figures/selector_valid_triplets.png. Run after `studies/accuracy.py --table selectors`."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import yaml
 from matplotlib.figure import Figure
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-from trytry_reid.engine.checkpoint import load_checkpoint  # noqa: E402
-from trytry_reid.engine.train import History  # noqa: E402
+from trytry_reid.engine.checkpoint import load_checkpoint
+from trytry_reid.engine.train import History
+
+from common import ROOT
 
 COLORS = {"random_negative": "tab:blue", "hardest": "tab:red", "semihard": "tab:green", "all": "tab:purple"}
 

@@ -10,7 +10,7 @@ averaged weights are not the average of the statistics). For a validation run (`
 test set is its held-out training ids. The rows ``run average`` and ``trained, last epoch`` score the run's
 own exponential average and final weights.
 
-    python benchmarks/weight_average_study.py --run /tmp/val-s0 --windows 12-12 9-12 5-12
+    python studies/weight_average_study.py --run /tmp/val-s0 --windows 12-12 9-12 5-12
 
 prints one JSON line per row and appends them to ``--out`` (default docs/results/weight_average.jsonl).
 """
@@ -31,7 +31,7 @@ from trytry_reid.evaluation.retrieval import evaluate_model
 from trytry_reid.jobs import builders
 from trytry_reid.jobs.config import load_config
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import RESULTS
 
 
 def average_state(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -73,7 +73,7 @@ def main() -> None:
                         default=["12-12", "11-12", "10-12", "9-12", "8-12", "7-12", "5-12", "1-12"],
                         help="epoch spans a-b (1-based, inclusive) to average")
     parser.add_argument("--bn-batches", type=int, default=50, help="training batches for the BN statistics")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "weight_average.jsonl")
+    parser.add_argument("--out", type=Path, default=RESULTS / "weight_average.jsonl")
     args = parser.parse_args()
     config = load_config(args.run / "config.yml")
     seed_everything(config.train.seed)

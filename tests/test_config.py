@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from trytry_reid.errors import ConfigError
-from trytry_reid.jobs.config import dump_yaml, load_config, parse_override, to_dict
+from trytry_reid.jobs.config import dump_yaml, load_config, parse_override
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "config"
@@ -207,24 +209,20 @@ def test_a_validation_split_run_may_not_score_test_sets(tmp_path):
         load_config(path, ["data.validation_ids=2", "test.datasets=[{name: digits}]"])
 
 
+def check_recipe(config: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, str(REPO / "studies" / "accuracy.py"), "--check-recipe", str(config)],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+
+
 def test_the_cpu_recipe_is_the_row_chosen_on_the_validation_split(tmp_path):
     """config/mobilenet_market_cpu.yml = the 12-epoch study's base + the chosen row's overrides + the shipped
-    arithmetic (ONEDNN_BF16), in every key that changes the model it trains (the study only turns figures off
-    and keeps one epoch checkpoint)."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        from accuracy_rows import CHOSEN, CHOSEN_ROW, SHIPPED, STUDY_12, TABLES
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-    assert (CHOSEN_ROW, CHOSEN) in TABLES["recipe_val"].rows()
-    root, weights = tmp_path / "data", tmp_path / "w.pth"
-    root.mkdir()
-    weights.write_bytes(b"")
-    same = [f"data.root={root}", f"model.pretrained={weights}", "test.datasets=[]"]
-    assert SHIPPED[:len(CHOSEN)] == CHOSEN
-    study = to_dict(load_config(REPO / STUDY_12, [*SHIPPED, *same]))
-    shipped = to_dict(load_config(CONFIG_DIR / "mobilenet_market_cpu.yml", same))
-    for section, key in (("train", "checkpoint_keep"), ("test", "figures")):
-        study[section].pop(key), shipped[section].pop(key)
-    assert (study.pop("name"), shipped.pop("name")) == ("study_12epochs", "mobilenet_market_cpu")
-    assert shipped == study
+    arithmetic, in every key that changes the model it trains (studies/accuracy.py --check-recipe); a recipe
+    that drifts from the study is refused with the keys that differ."""
+    done = check_recipe(CONFIG_DIR / "mobilenet_market_cpu.yml")
+    assert done.returncode == 0, done.stdout + done.stderr
+    drifted = write(tmp_path, f"_base_: {CONFIG_DIR / 'mobilenet_market_cpu.yml'}\ntrain: {{lr: 0.002}}\n")
+    done = check_recipe(drifted)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "train.lr: 0.001 in studies/configs/study_12epochs.yml + the chosen row, 0.002 in" in done.stdout
+    assert done.stdout.count("check-recipe:") == 1

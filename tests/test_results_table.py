@@ -1,12 +1,30 @@
-"""RESULTS.md's generated tables: the peer table (every pair kept, newest first, mean and range over each row's
-seeds) and the weight-average study's (a column per seed)."""
+"""The study scripts' tables and resume keys, run as a user runs them (tests import nothing from studies/):
+RESULTS.md's peer table (every pair kept, newest first, mean and range over each row's seeds), the weight-average
+study's table (a column per seed), and the accuracy runner's record of rows already run."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def study(script: str, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, str(REPO / "studies" / script), *args], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=120)
+
+
+def printed_table(tmp_path: Path, kind: str, lines: list[dict]) -> list[str]:
+    path = tmp_path / f"{kind}.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    done = study("results_table.py", "--print-table", kind, str(path))
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
 
 
 def peer_line(pair: str, system: str, seed: int, map_: float, speed: float) -> dict:
@@ -15,13 +33,8 @@ def peer_line(pair: str, system: str, seed: int, map_: float, speed: float) -> d
             "images_per_s": speed, "train_s": 100.0, "metrics": {"market1501-devsplit": metric, "viper": metric}}
 
 
-def test_peer_table_keeps_every_pair_newest_first_with_seed_range() -> None:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        from results_table import peer_table
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-    lines = peer_table([
+def test_peer_table_keeps_every_pair_newest_first_with_seed_range(tmp_path: Path) -> None:
+    lines = printed_table(tmp_path, "peers", [
         peer_line("20260101-000000", "ours", 0, 0.40, 100.0),
         peer_line("20260202-000000", "ours", 0, 0.50, 110.0),
         peer_line("20260202-000000", "ours", 1, 0.54, 120.0),
@@ -36,18 +49,13 @@ def test_peer_table_keeps_every_pair_newest_first_with_seed_range() -> None:
     assert all(line.count("|") == lines[0].count("|") for line in lines)
 
 
-def test_average_table_has_a_column_per_seed_and_the_mean() -> None:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        from results_table import average_table
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-
+def test_average_table_has_a_column_per_seed_and_the_mean(tmp_path: Path) -> None:
     def line(row: str, seed: int, map_: float) -> dict:
         return {"row": row, "seed": seed, "metrics": {"val": {"rank1": map_ + 0.1, "mAP": map_}}}
 
-    lines = average_table([line("run average", 0, 0.78), line("run average", 1, 0.76),
-                           line("epochs 5-12", 0, 0.80), line("epochs 5-12", 1, 0.77), line("one seed", 1, 0.5)])
+    lines = printed_table(tmp_path, "weight_average", [
+        line("run average", 0, 0.78), line("run average", 1, 0.76), line("epochs 5-12", 0, 0.80),
+        line("epochs 5-12", 1, 0.77), line("one seed", 1, 0.5)])
     assert lines[0] == "| weights ranked | seed 0 | seed 1 | mean mAP |"
     assert lines[2] == "| run average | 78.0 (88.0) | 76.0 (86.0) | 77.0 |"
     assert lines[3] == "| epochs 5-12 | 80.0 (90.0) | 77.0 (87.0) | 78.5 |"
@@ -55,16 +63,25 @@ def test_average_table_has_a_column_per_seed_and_the_mean() -> None:
     assert all(line.count("|") == lines[0].count("|") for line in lines)
 
 
-def test_accuracy_resume_reads_only_the_tables_files(tmp_path: Path, monkeypatch) -> None:
+def test_accuracy_resume_reads_only_the_tables_files_and_knows_the_former_config_paths(tmp_path: Path) -> None:
     """A row already in its table's file is skipped; peers.jsonl and calibration.jsonl (other records, no
-    ``config`` key) must not be read as rows. Reading them once crashed every table run."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import accuracy
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-    monkeypatch.setattr(accuracy, "RESULTS", tmp_path)
+    ``config`` key) must not be read as rows (reading them once crashed every table run). Rows recorded when
+    the study configs lived in benchmarks/configs/ are the same rows as studies/configs/ ones."""
     (tmp_path / "calibration.jsonl").write_text('{"row": "x", "checkpoint": "c.pt"}\n')
     (tmp_path / "peers.jsonl").write_text('{"system": "p", "config": "c.yml", "overrides": [], "seed": 0}\n')
-    (tmp_path / "study_12.jsonl").write_text('{"row": "r", "config": "s.yml", "overrides": ["a=1"], "seed": 0}\n')
-    assert set(accuracy.known_runs()) == {("s.yml", ("a=1",), 0)}
+    (tmp_path / "study_12.jsonl").write_text(
+        '{"row": "r", "config": "s.yml", "overrides": ["a=1"], "seed": 0}\n'
+        '{"row": "q", "config": "benchmarks/configs/study_12epochs.yml", "overrides": [], "seed": 1}\n')
+    done = study("accuracy.py", "--known-runs", "--results", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    keys = [json.loads(line) for line in done.stdout.splitlines()]
+    assert sorted(keys) == [["s.yml", ["a=1"], 0], ["studies/configs/study_12epochs.yml", [], 1]]
+
+
+def test_every_recorded_study_row_is_still_a_row() -> None:
+    """docs/results' recorded rows key the rows the runner makes (config path, overrides): a dry run names any
+    recorded row that no row makes any more (a moved config or a changed override would orphan a whole table,
+    and the runner would run it again)."""
+    done = study("accuracy.py", "--table", "all", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "no longer a row" not in done.stdout, done.stdout

@@ -1,0 +1,64 @@
+"""What the study scripts share: the repository's paths, the JSONL results files, and the shared data folder.
+
+The study configs (``studies/configs/``) name no machine path. The runners take ``--shared DIR`` (default: the
+``shared/`` folder next to the repository) holding ``data/market1501-devsplit``, ``data/viper`` and
+``weights/mobilenet_v2_imagenet_features.pth``, and pass them as overrides placed before each row's own
+overrides, so a row such as ``model.pretrained=none`` still wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "src") not in sys.path:
+    sys.path.insert(0, str(ROOT / "src"))  # the studies run from a clone without an install too
+RESULTS = ROOT / "docs" / "results"
+DEFAULT_SHARED = ROOT.parent / "shared"
+IN_DOMAIN, CROSS_DOMAIN = "market1501-devsplit", "viper"
+# Rows recorded before the studies had their own folder name their config under benchmarks/.
+FORMER_CONFIG_FOLDERS = ("benchmarks/configs/",)
+
+
+def read_lines(path: Path) -> list[dict]:
+    """The JSON objects of a JSONL file, one per non-empty line; [] when the file does not exist."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def config_key(config: str) -> str:
+    """A recorded row's config path as the runners name it now (studies/configs/...)."""
+    for folder in FORMER_CONFIG_FOLDERS:
+        if config.startswith(folder):
+            return "studies/configs/" + config[len(folder):]
+    return config
+
+
+def add_shared_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shared", type=Path, default=DEFAULT_SHARED,
+                        help="folder holding data/market1501-devsplit, data/viper and weights/ "
+                             f"(default: {DEFAULT_SHARED})")
+
+
+def shared_paths(shared: Path) -> dict[str, Path]:
+    """The devsplit, VIPeR and ImageNet MobileNetV2 weights under ``shared``; exits naming what is missing."""
+    paths = {"devsplit": shared / "data" / IN_DOMAIN, "viper": shared / "data" / CROSS_DOMAIN,
+             "weights": shared / "weights" / "mobilenet_v2_imagenet_features.pth"}
+    missing = [str(p) for p in paths.values() if not p.exists()]
+    if missing:
+        raise SystemExit(f"missing under --shared {shared}: {', '.join(missing)}")
+    return paths
+
+
+def shared_overrides(shared: Path, test_sets: bool = True) -> list[str]:
+    """Training data, ImageNet weights and (with ``test_sets``) the devsplit + VIPeR test sets as overrides."""
+    paths = shared_paths(shared)
+    overrides = [f"data.root={paths['devsplit']}", f"model.pretrained={paths['weights']}"]
+    if test_sets:
+        overrides.append(f"test.datasets=[{{name: market1501, root: {paths['devsplit']}, label: {IN_DOMAIN}}}, "
+                         f"{{name: viper, root: {paths['viper']}}}]")
+    return overrides
