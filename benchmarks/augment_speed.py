@@ -24,10 +24,11 @@ from typing import Callable
 
 import torch
 import torchvision.transforms as T
-from train_step import interleaved_medians, print_and_record, result_header
 
 from trytry_reid.data import BatchPhotometric, build_train_transform, read_image
 from trytry_reid.imagenet import IMAGENET_MEAN, IMAGENET_STD
+
+from common import interleaved_medians, print_and_record, result_header
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results" / "augment_speed.jsonl"

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_speed import SCALES, current_rss_mb, make_labels  # noqa: E402
+from common import SCALES, current_rss_mb, make_labels  # noqa: E402
 
 IMPLS = ("distmat", "features", "sklearn")
 NOISE = 3.0  # per-dimension noise around a unit-variance centre: same-person cosine ~0.1, a realistic AUC

@@ -22,10 +22,11 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from train_step import interleaved_medians, print_and_record, result_header
 
 from trytry_reid.engine.precision import onednn_fp32_precision
 from trytry_reid.models.backbones import build_backbone
+
+from common import interleaved_medians, print_and_record, result_header
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "precision_speed.jsonl"
 NUM_CLASSES = 501  # the devsplit's training identities

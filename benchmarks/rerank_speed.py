@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_speed import REPO, SCALES, anchor_dir, current_rss_mb, ensure_anchors, load_by_path, make_labels, peak_rss_mb  # noqa: E402
+from common import REPO, SCALES, anchor_dir, current_rss_mb, ensure_anchors, load_by_path, make_labels, peak_rss_mb  # noqa: E402
 
 
 def make_features(scale: str, dim: int, seed: int = 0):

@@ -18,11 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
-import time
-from datetime import datetime
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -33,6 +28,8 @@ from trytry_reid.losses.selectors import SELECTORS
 from trytry_reid.losses.triplet import TripletLoss
 from trytry_reid.models.backbones import build_backbone
 from trytry_reid.models.reid_model import ReidModel, ReidOutput
+
+from common import interleaved_medians
 
 CENTER_WEIGHT = 5e-4
 NUM_CLASSES = 751  # Market-1501's training identities: the classifier's real size
@@ -99,42 +96,6 @@ def full_step(model: ReidModel, images: torch.Tensor, labels: torch.Tensor, sele
         center_optimizer.step()
 
     return step
-
-
-def timed(step: Callable[[], None]) -> tuple[float, float]:
-    """(wall seconds, this process's CPU seconds) of one call."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    step()
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
-def result_header(config: dict, load_before: tuple[float, float, float]) -> dict:
-    """The fields every speed benchmark's JSON opens with: when, on what, with which settings, under what load."""
-    return {"date": datetime.now().isoformat(timespec="seconds"), "cpu": platform.processor() or platform.machine(),
-            "torch": torch.__version__, "config": config,
-            "load_average_before": load_before, "load_average_after": os.getloadavg()}
-
-
-def print_and_record(result: dict, results: Path, record: bool) -> None:
-    """Print ``result`` as JSON; with ``record``, also append it as one line to ``results``."""
-    print(json.dumps(result, indent=2))
-    if record:
-        with results.open("a") as handle:
-            handle.write(json.dumps(result) + "\n")
-
-
-def interleaved_medians(steps: dict[str, Callable[[], None]], iters: int,
-                        warmup: int) -> dict[str, tuple[float, float]]:
-    """Median (wall, CPU) seconds per step of each variant; every round runs each variant once, in turn."""
-    for _ in range(warmup):
-        for step in steps.values():
-            step()
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in steps}
-    for _ in range(iters):
-        for name, step in steps.items():
-            times[name].append(timed(step))
-    return {name: (statistics.median(w for w, _ in values), statistics.median(c for _, c in values))
-            for name, values in times.items()}
 
 
 def bench_backbone(name: str, args: argparse.Namespace) -> dict:
