@@ -1,7 +1,7 @@
 """Training-step speed of the CPU recipe's model under each arithmetic, against torchreid's step, printed as JSON.
 
 The reference is torchreid's baseline step on the same machine: MobileNetV2 with last stride 2, fp32, NCHW
-(what ``benchmarks/peer_torchreid.py`` trains). The variants are the recipe's model (last stride 1) in
+(what ``studies/peer_torchreid.py`` trains). The variants are the recipe's model (last stride 1) in
 channels_last under: plain fp32, bf16 autocast (``train.amp=bf16``), and fp32 tensors with oneDNN's bf16 or
 tf32 math inside convolutions and matmuls (``train.fp32_precision``). Every step: forward, cross-entropy,
 backward, Adam. Variants run interleaved round by round in one process, so load from other processes hits

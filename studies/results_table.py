@@ -1,8 +1,10 @@
 """Write docs/RESULTS.md from the JSON lines in docs/results/ (python studies/results_table.py).
 
-Only the tables are generated; the prose around them lives in docs/RESULTS_intro.md and is copied first.
+The page is findings, one question at a time (studies/findings.py says which recorded rows answer which
+question, with one sentence each); every number in its tables is computed here from the JSONL files.
 
     python studies/results_table.py                                   # rewrite docs/RESULTS.md
+    python studies/results_table.py --check                           # is docs/RESULTS.md up to date?
     python studies/results_table.py --print-table peers FILE.jsonl    # print one kind of table for a file
 """
 
@@ -13,10 +15,11 @@ import statistics
 import sys
 from pathlib import Path
 
-from accuracy_rows import TABLES
 from common import RESULTS, ROOT, read_lines
+from findings import CONTEXT, CURRENT_PAIR, FIGURES, PEERS_SENTENCE, QUESTIONS, RECIPE, Question
 
 TEST_SETS = ("market1501-devsplit", "viper")
+SHOWN_NAMES = {"market1501-devsplit": "devsplit", "viper": "VIPeR", "market1501-val": "validation"}
 
 
 def pct(value: float | None) -> str:
@@ -70,20 +73,6 @@ def peer_table(entries: list[dict]) -> list[str]:
     return lines
 
 
-CALIBRATION_TITLE = "Same person or not: calibrated verification in domain, across domains and in open-set search"
-CALIBRATION_NOTE = """From `docs/results/calibration.jsonl` (`python studies/calibration_table.py --checkpoint C`).
-Every query-gallery pair of a test set is scored by cosine distance (Market protocol: same-identity same-camera pairs
-left out); "same person" iff distance <= threshold. The threshold is calibrated on the devsplit at FPR 1e-3
-(`thr`) and then used unchanged on VIPeR: `FPR there` is the false-positive rate it really gets on VIPeR's
-pairs (0.10 % would mean it transfers). Open set: half of the devsplit's gallery identities dropped (seed 0);
-DIR = rank-1 right and within the threshold, over queries whose identity is still in the gallery; FAR =
-queries whose identity is absent but whose best match passes; `pair thr` = the pair-calibrated threshold used
-for that search. Rates in %, except AUC and the threshold (a cosine distance). A pair FPR is not a search FAR:
-a query whose person is absent is compared with every gallery image and is "found" if any one passes, which
-for G independent comparisons happens with probability 1 - (1 - FPR)^G (63 % for FPR 1e-3 and G = 1,000);
-the last two columns measure it instead of assuming it."""
-
-
 def calibration_table(entries: list[dict]) -> list[str]:
     head = ("| row | devsplit AUC | EER | TPR@1e-3 | thr | VIPeR AUC | EER | TPR@1e-3 | devsplit thr: FPR there | "
             "TPR there | open-set DIR@FAR 1e-2 | DIR@FAR 1e-3 | pair thr: FAR | DIR |")
@@ -101,23 +90,6 @@ def calibration_table(entries: list[dict]) -> list[str]:
     return lines
 
 
-def calibration_section() -> str:
-    path = RESULTS / "calibration.jsonl"
-    if not path.exists():
-        return (f"## {CALIBRATION_TITLE}\n\nNot run yet (`python studies/calibration_table.py --checkpoint C "
-                f"--row LABEL`).\n")
-    return f"## {CALIBRATION_TITLE}\n\n{CALIBRATION_NOTE}\n\n" + "\n".join(calibration_table(read_lines(path))) + "\n"
-
-
-AVERAGE_TITLE = "Which span a weight average should cover (validation split)"
-AVERAGE_NOTE = """From `docs/results/weight_average.jsonl` (`python studies/weight_average_study.py --run R`): one
-validation run per seed (the shipped recipe with its exponential average, every epoch checkpoint kept), then
-equal-weight means of the trained weights at the ends of epochs a-b, ranked on the run's held-out training ids
-with the averaged BatchNorm statistics or with statistics recomputed on 50 training batches. "run average" is the
-run's own exponential average (ema_decay 0.998, round 11's recipe), "trained, last epoch" its final weights.
-mAP (R1) in %."""
-
-
 def average_table(entries: list[dict]) -> list[str]:
     """One row per averaging row label, one column per seed, then the mean mAP over the seeds."""
     seeds = sorted({e["seed"] for e in entries})
@@ -133,34 +105,102 @@ def average_table(entries: list[dict]) -> list[str]:
     return lines
 
 
+def slug(title: str) -> str:
+    """The GitHub anchor of a heading."""
+    kept = "".join(c for c in title.lower() if c.isalnum() or c in " -_")
+    return kept.replace(" ", "-")
+
+
+def metric_cells(runs: list[dict], sets: list[str]) -> list[str]:
+    return [spread([r["metrics"][name][key] for r in runs]) for name in sets for key in ("rank1", "mAP")]
+
+
+def rows_table(question: Question, entries: dict[str, list[dict]]) -> list[str]:
+    """Each row: R1 and mAP per test set (mean and range over its seeds), mAP minus its base row's, seeds."""
+    found = {row.shown: [e for e in entries.get(row.source, []) if e["row"] == row.label] for row in question.rows}
+    missing = [row.label for row in question.rows if not found[row.shown]]
+    if missing:
+        raise SystemExit(f"results_table: no recorded run for {missing} ({question.title})")
+    sets = [t for t in (*TEST_SETS, "market1501-val") if all(t in r["metrics"] for r in found[question.rows[0].shown])]
+    head = " | ".join(f"{SHOWN_NAMES.get(t, t)} {k}" for t in sets for k in ("R1", "mAP"))
+    lines = [f"| | {head} | mAP vs base | seeds |", "|" + "---|" * (2 * len(sets) + 3)]
+    first = question.rows[0].shown
+
+    def mean_map(shown: str) -> float:
+        return statistics.mean(r["metrics"][sets[0]]["mAP"] for r in found[shown])
+
+    for row in question.rows:
+        runs = found[row.shown]
+        base = row.base or first
+        difference = round(100 * (mean_map(row.shown) - mean_map(base)), 1) + 0.0  # + 0.0: no "-0.0"
+        delta = "base" if row.shown == first and row.base is None else f"{difference:+.1f}"
+        seeds = ", ".join(str(s) for s in sorted({r["seed"] for r in runs}))
+        lines.append(f"| {row.shown} | " + " | ".join(metric_cells(runs, sets)) + f" | {delta} | {seeds} |")
+    return lines
+
+
+def small_calibration_table(entries: list[dict]) -> list[str]:
+    lines = ["| model | devsplit AUC | EER | TPR at FPR 0.1 % | threshold | its FPR on VIPeR | its TPR there | "
+             "open set: absent people matched |", "|" + "---|" * 8]
+    for e in entries:
+        dev, vip = e["datasets"]["market1501-devsplit"], e["datasets"]["viper"]
+        there, at = vip["devsplit_threshold_here"], dev.get("open_set", {}).get("at_threshold", {})
+        lines.append(f"| {e['row']} | {dev['auc']:.3f} | {pct(dev['eer'])} | {pct(dev['tpr_at_fpr']['0.001'])} | "
+                     f"{e['threshold']:.3f} | {100 * there['fpr']:.2f} % | {pct(there['tpr'])} | "
+                     f"{pct(at.get('far'))} |")
+    return lines
+
+
+def speed_table(entries: list[dict], field: str, unit: str) -> list[str]:
+    """One row per variant, one column per recorded run (its date): the value and the ratio to the reference."""
+    variants = list(entries[0][field])
+    dates = [e["date"][:16].replace("T", " ") for e in entries]
+    lines = [f"| {unit} | " + " | ".join(dates) + " |", "|" + "---|" * (len(entries) + 1)]
+    for name in variants:
+        cells = [f"{e[field][name]:.1f} ({e['ratio'][name]:.2f}x)" for e in entries]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def question_table(question: Question, entries: dict[str, list[dict]]) -> list[str]:
+    if question.kind == "rows":
+        return rows_table(question, entries)
+    if question.kind == "weight_average":
+        return average_table([dict(e, row=shown) for label, shown in question.labels
+                              for e in entries["weight_average"] if e["row"] == label])
+    if question.kind == "calibration":
+        return small_calibration_table(entries["calibration"])
+    if question.kind == "precision_speed":
+        return speed_table(entries["precision_speed"], "images_per_s", "one training step, images/s (ratio)")
+    return speed_table(entries["augment_speed"], "cpu_ms_per_batch", "CPU ms per 64-image batch (speed-up)")
+
+
+def peers_section(entries: list[dict]) -> str:
+    current = [e for e in entries if e["pair"] == CURRENT_PAIR]
+    same = {s: [e for e in current if e["system"] == s and e["label"] == "same epochs"]
+            for s in ("trytry-reid", "torchreid 0.2.5")}
+
+    def mean(system: str, value) -> float:
+        return statistics.mean(value(e) for e in same[system])
+
+    gains = {t: 100 * (mean("trytry-reid", lambda e: e["metrics"][t]["mAP"]) -
+                       mean("torchreid 0.2.5", lambda e: e["metrics"][t]["mAP"])) for t in TEST_SETS}
+    speed = mean("trytry-reid", lambda e: e["images_per_s"]) / mean("torchreid 0.2.5", lambda e: e["images_per_s"])
+    table = "\n".join(peer_table(current)).replace("market1501-devsplit", "devsplit").replace("viper", "VIPeR")
+    sentence = PEERS_SENTENCE.format(devsplit=gains[TEST_SETS[0]], viper=gains[TEST_SETS[1]], speed=speed)
+    return f"{table}\n\n{sentence}\n"
+
+
 def render() -> str:
-    intro = ROOT / "docs" / "RESULTS_intro.md"
-    parts = [intro.read_text().rstrip() + "\n"] if intro.exists() else ["# Results\n"]
-    peers = RESULTS / "peers.jsonl"
-    if peers.exists():
-        parts.append("## Against torchreid (same data, init, input, batch and epochs; same run)\n\n"
-                     "From `docs/results/peers.jsonl` (`studies/peer_torchreid.py`); rank-1 (R1) and mAP in %, "
-                     "mean over the seeds with the range in brackets.\n\n" + "\n".join(peer_table(read_lines(peers)))
-                     + "\n")
-    for name, spec in TABLES.items():
-        path = RESULTS / f"{name}.jsonl"
-        if not path.exists():
-            parts.append(f"## {spec.title}\n\nNot run yet (`python studies/accuracy.py --table {name}`).\n")
-            continue
-        entries = read_lines(path)
-        order = [label for label, _ in spec.rows()]  # rows in the table's own order, not run order
-        entries.sort(key=lambda e: order.index(e["row"]) if e["row"] in order else len(order))
-        missing = [(i, label) for i, label in enumerate(order) if label not in {e["row"] for e in entries}]
-        note = "" if not missing else (
-            "\nNot run yet: " + "; ".join(label for _, label in missing) + " (`python studies/accuracy.py "
-            f"--table {name} --indices {' '.join(str(i) for i, _ in missing)}`).\n")
-        parts.append(f"## {spec.title}\n\nFrom `docs/results/{name}.jsonl`; rank-1 (R1) and mAP in %.\n\n"
-                     + "\n".join(table(entries)) + "\n" + note)
-    averages = RESULTS / "weight_average.jsonl"
-    if averages.exists():
-        parts.append(f"## {AVERAGE_TITLE}\n\n{AVERAGE_NOTE}\n\n" + "\n".join(average_table(read_lines(averages)))
-                     + "\n")
-    parts.append(calibration_section())
+    names = ["peers", "recipe_val", "study_12", "ablation", "selectors", "init", "weight_average", "calibration",
+             "precision_speed", "augment_speed"]
+    entries = {name: read_lines(RESULTS / f"{name}.jsonl") for name in names}
+    parts = ["# Results: the CPU recipe and how it was chosen\n", CONTEXT + "\n", "## The recipe\n",
+             RECIPE + "\n", peers_section(entries["peers"])]
+    for question in QUESTIONS:
+        parts.append(f"## {question.title}\n\n" + "\n".join(question_table(question, entries)) + "\n\n"
+                     + question.sentence + "\n")
+    parts.append(f"## Figures\n\n{FIGURES}\n")
     return "\n".join(parts)
 
 
@@ -172,6 +212,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--print-table", nargs=2, metavar=("KIND", "JSONL"),
                         help=f"print the table of one JSONL file instead; KIND is one of {', '.join(PRINTABLE)}")
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 when docs/RESULTS.md differs from what the JSONL files give")
     args = parser.parse_args()
     if args.print_table:
         kind, path = args.print_table
@@ -180,6 +222,11 @@ def main() -> None:
         print("\n".join(PRINTABLE[kind](read_lines(Path(path)))))
         return
     out = ROOT / "docs" / "RESULTS.md"
+    if args.check:
+        if out.read_text() != render():
+            sys.exit(f"{out} is not what docs/results/*.jsonl give: run python studies/results_table.py")
+        print(f"{out} is up to date")
+        return
     out.write_text(render())
     print(f"wrote {out}", file=sys.stderr)
 

@@ -206,11 +206,11 @@ def test_import_stays_light_and_the_embedder_is_exported():
     assert done.stdout.strip() == "trytry_reid.serving.embedder"
 
 
-def test_the_readme_tracker_loop_runs_and_keeps_a_person_on_one_track(calibrated):
-    """The README's ten-line tracker example, executed as written on three frames of two fixed 'people'."""
-    readme = (REPO / "README.md").read_text()
-    start = readme.index("tracks = {}")
-    loop = readme[start:readme.index("```", start)]
+def test_the_documented_tracker_loop_runs_and_keeps_a_person_on_one_track(calibrated):
+    """docs/DEPLOY.md's ten-line tracker example, executed as written on three frames of two fixed 'people'."""
+    page = (REPO / "docs" / "DEPLOY.md").read_text()
+    start = page.index("tracks = {}")
+    loop = page[start:page.index("```", start)]
     _, images, embedder = calibrated
     two = [images[0], images[3]]                                   # pids 0 and 1 (write_images: pid = i // 2)
     people = [np.asarray(Image.open(p).convert("RGB"))[..., ::-1] for p in two]   # BGR, as OpenCV gives
@@ -220,5 +220,5 @@ def test_the_readme_tracker_loop_runs_and_keeps_a_person_on_one_track(calibrated
     assert embedder.embed_boxes(frame, boxes, bgr=True).shape == (2, 32)
     assert embedder.distance(*embedder.embed(two)) > embedder.threshold       # the model tells them apart
     scope = {"np": np, "embedder": embedder, "detections": [(frame, boxes)] * 3}
-    exec(compile(loop, "README tracker loop", "exec"), scope)
+    exec(compile(loop, "DEPLOY.md tracker loop", "exec"), scope)
     assert sorted(scope["tracks"]) == [0, 1]                     # two people, two tracks, over three frames

@@ -85,3 +85,9 @@ def test_every_recorded_study_row_is_still_a_row() -> None:
     done = study("accuracy.py", "--table", "all", "--dry-run")
     assert done.returncode == 0, done.stderr
     assert "no longer a row" not in done.stdout, done.stdout
+
+
+def test_the_results_page_is_what_the_recorded_runs_give() -> None:
+    """docs/RESULTS.md is generated: a hand edit, or a recorded run added without regenerating the page, fails."""
+    done = study("results_table.py", "--check")
+    assert done.returncode == 0, done.stdout + done.stderr

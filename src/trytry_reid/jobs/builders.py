@@ -1,5 +1,5 @@
-"""Turn the validated config into objects. Only this module and the jobs that call it (pipeline.py,
-evaluate_jobs.py, calibrate_job.py, commands.py) read a Config; library code takes plain arguments."""
+"""Turn the validated config into objects. Only this module and the jobs that call it (train.py, evaluate.py,
+calibrate.py, commands.py) read a Config; library code takes plain arguments."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Command line: `trytry-reid <command> ...`. Each command parses its flags and calls one pipeline function."""
+"""Command line: `trytry-reid <command> ...`. Each command parses its flags and calls one job (jobs/commands.py)."""
 
 from __future__ import annotations
 

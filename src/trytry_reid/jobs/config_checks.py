@@ -79,7 +79,7 @@ def check_root(key: str, name: str, root: str | None) -> None:
             fail(key, root, f"the folder of dataset '{name}' (set {key}=/path/to/{name})")
         return
     if not Path(root).expanduser().is_dir():
-        fail(key, root, f"an existing folder holding dataset '{name}' (see README, 'Datasets')")
+        fail(key, root, f"an existing folder holding dataset '{name}' (see docs/GETTING_STARTED.md, 'Datasets')")
 
 
 def check_data(config: "Config") -> None:

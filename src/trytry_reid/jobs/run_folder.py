@@ -11,7 +11,7 @@
 * A run that already finished ``train.epochs`` epochs has nothing to resume (``finished_epochs``); asking
   for fewer epochs than it trained is an error.
 
-Plain arguments only (dicts, paths): ``pipeline.py`` turns the Config into them.
+Plain arguments only (dicts, paths): the training job (``jobs/train.py``) turns the Config into them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The training job: config -> datasets, model, losses, optimizers -> engine.fit -> metrics, figures.
 
-Like the other jobs (evaluate_jobs.py, calibrate_job.py) it reads the Config, through builders.py; the
+Like the other jobs (evaluate.py, calibrate.py) it reads the Config, through builders.py; the
 library code it calls takes plain arguments.
 """
 

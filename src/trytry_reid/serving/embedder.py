@@ -69,7 +69,7 @@ class Embedder:
     @classmethod
     def from_onnx(cls, path: str | Path, batch_size: int = 64) -> "Embedder":
         """From an ONNX file written by ``export`` (onnxruntime, CPU); preprocessing and threshold come from its
-        metadata (README, 'ONNX contract')."""
+        metadata (docs/DEPLOY.md, 'ONNX contract')."""
         import onnxruntime
 
         from trytry_reid.serving.export import read_preprocessing
