@@ -36,7 +36,7 @@ DEFAULT_IMAGES = REPO.parent / "shared" / "data" / "market1501-devsplit" / "boun
 
 
 def torchvision_per_image(args: argparse.Namespace) -> T.Compose:
-    """The former training transform: everything per PIL image."""
+    """The reference transform: everything per PIL image, as torchvision pipelines usually do it."""
     steps = [T.Resize((args.height, args.width), antialias=True), T.RandomHorizontalFlip(0.5), T.Pad(10),
              T.RandomCrop((args.height, args.width))]
     if args.color_jitter > 0:

@@ -140,7 +140,7 @@ def main() -> None:
     scales = ["market", "msmt"] if args.scale == "both" else [args.scale]
     report = {"benchmark": "eval_speed", "anchors": status, "cpu_count": os.cpu_count(),
               "load_average_at_start": os.getloadavg(),
-              "note": "shared machine: other sessions were running; ratios are measured in the same run",
+              "note": "absolute times move with the machine's load; ratios are measured in the same run",
               "scales": {scale: run_scale(scale, impls, args.bench_venv, args.timeout) for scale in scales}}
     print(json.dumps(report, indent=2))
 

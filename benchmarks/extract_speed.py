@@ -82,7 +82,7 @@ def main() -> None:
               "bare_images_per_s": args.images / min(bare_times), "ours_images_per_s": args.images / min(ours_times),
               "ratio_ours_over_bare": min(bare_times) / min(ours_times),
               "max_abs_feature_diff": float(np.abs(bare - ours).max()),
-              "note": "shared machine: other sessions were running; best of the interleaved passes"}
+              "note": "absolute times move with the machine's load; best of the interleaved passes"}
     print(json.dumps(report, indent=2))
 
 

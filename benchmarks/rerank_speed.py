@@ -97,7 +97,7 @@ def main() -> None:
     status = ensure_anchors(args.bench_venv)["fastreid"]
     report = {"benchmark": "rerank_speed", "scale": args.scale, "dim": args.dim, "anchor": status,
               "cpu_count": os.cpu_count(), "load_average_at_start": os.getloadavg(),
-              "note": "shared machine: other sessions were running; ratios are measured in the same run"}
+              "note": "absolute times move with the machine's load; ratios are measured in the same run"}
     with tempfile.TemporaryDirectory() as tmp:
         out_dir = Path(tmp)
         results = {impl: measure(impl, args.scale, args.dim, args.bench_venv, out_dir, args.timeout)

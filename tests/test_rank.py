@@ -100,7 +100,7 @@ def test_real_market_devsplit_label_structure_against_reference():
     root = require(MARKET_DEVSPLIT)
     q_pids, q_cams = _market_labels(root / "query")
     g_pids, g_cams = _market_labels(root / "bounding_box_test")
-    # queries whose identity has no gallery image from another camera (the README's 4 one-camera ids)
+    # queries whose identity has no gallery image from another camera (the devsplit has a few)
     expected_skipped = sum(not np.any((g_pids == p) & (g_cams != c)) for p, c in zip(q_pids, q_cams))
     assert expected_skipped > 0
     dist = np.random.default_rng(0).random((len(q_pids), len(g_pids))).astype(np.float32)
