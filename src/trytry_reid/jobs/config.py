@@ -185,12 +185,18 @@ def resolve_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] =
 
 
 def resolve_normalisation(config: Config) -> None:
-    """Fill ``data.mean`` / ``data.std`` left unset with the backbone's own (checkpoints store the values)."""
-    from trytry_reid.models.backbones import BACKBONES
+    """Fill ``data.mean`` / ``data.std`` left unset with what the starting weights expect: those a trytry-reid
+    checkpoint in ``model.pretrained`` was trained with, else the backbone's own (checkpoints store the values)."""
+    from trytry_reid.models.backbones import backbone_entry
+    from trytry_reid.models.weights_file import reid_checkpoint_config
 
-    backbone = BACKBONES[config.model.backbone]
-    config.data.mean = list(config.data.mean if config.data.mean is not None else backbone.mean)
-    config.data.std = list(config.data.std if config.data.std is not None else backbone.std)
+    backbone = backbone_entry(config.model.backbone)
+    mean, std = backbone.mean, backbone.std
+    if (config.data.mean is None or config.data.std is None) and config.model.pretrained not in ("imagenet", "none"):
+        trained = (reid_checkpoint_config(Path(config.model.pretrained).expanduser()) or {}).get("data") or {}
+        mean, std = trained.get("mean", mean), trained.get("std", std)
+    config.data.mean = list(config.data.mean if config.data.mean is not None else mean)
+    config.data.std = list(config.data.std if config.data.std is not None else std)
 
 
 BASE_KEY = "_base_"

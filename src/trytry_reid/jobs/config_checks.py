@@ -57,7 +57,8 @@ def check_choice(key: str, value: str, valid: Iterable[str]) -> None:
 
 def check_values(config: "Config") -> None:
     for key, valid in choices().items():
-        check_choice(key, get(config, key), valid)
+        if key != "model.backbone" or not is_timm_name(config.model.backbone):   # timm names: check_backbone
+            check_choice(key, get(config, key), valid)
     check_test_dataset_names(config)
     check_data(config)
     check_model(config)
@@ -118,17 +119,52 @@ def check_model(config: "Config") -> None:
         fail("model.embedding_dim", model.embedding_dim, "0 (no embedding layer) or a positive size")
     if not model.classifier_std > 0:
         fail("model.classifier_std", model.classifier_std, "a positive std for the classifier's normal init")
-    special = ("imagenet", "none")
-    if model.pretrained == "imagenet":
-        from trytry_reid.models.backbones import BACKBONES
+    check_backbone(config)
+    check_pretrained(config)
 
-        entry = BACKBONES.get(model.backbone)
-        if entry is not None and entry.imagenet_url is None:
-            with_weights = ", ".join(sorted(name for name, e in BACKBONES.items() if e.imagenet_url))
-            fail("model.pretrained", model.pretrained, f"'none' or a state dict path: backbone '{model.backbone}' "
-                 f"has no ImageNet weights (those with weights: {with_weights})")
-    if model.pretrained not in special and not Path(model.pretrained).expanduser().is_file():
-        fail("model.pretrained", model.pretrained, "'imagenet', 'none' or the path of an existing state dict file")
+
+def is_timm_name(backbone: str) -> bool:
+    from trytry_reid.models.backbones import TIMM_PREFIX
+
+    return backbone.startswith(TIMM_PREFIX)
+
+
+def check_backbone(config: "Config") -> None:
+    """A timm/<name> backbone: timm installed, a known CNN, runs at the config's input size and last stride."""
+    from trytry_reid.errors import ReidError
+    from trytry_reid.models.backbones import TIMM_PREFIX
+
+    name = config.model.backbone
+    if is_timm_name(name):
+        from trytry_reid.models.timm_trunk import check_timm_trunk
+
+        try:
+            check_timm_trunk(name[len(TIMM_PREFIX):], config.model.last_stride, config.data.height,
+                             config.data.width)
+        except ReidError as error:
+            raise ConfigError(f"config key 'model.backbone' = {name!r}: {error}") from error
+
+
+def check_pretrained(config: "Config") -> None:
+    """ImageNet weights the backbone has; an existing weights file; a checkpoint of the same backbone."""
+    from trytry_reid.models.backbones import BACKBONES, backbone_entry, same_architecture
+    from trytry_reid.models.weights_file import reid_checkpoint_config
+
+    model = config.model
+    if model.pretrained == "imagenet" and not backbone_entry(model.backbone).has_imagenet_weights:
+        with_weights = ", ".join(sorted(name for name, e in BACKBONES.items() if e.has_imagenet_weights))
+        fail("model.pretrained", model.pretrained, f"'none' or a weights file: backbone '{model.backbone}' "
+             f"has no ImageNet weights (those with weights: {with_weights}, timm/<name>)")
+    if model.pretrained in ("imagenet", "none"):
+        return
+    path = Path(model.pretrained).expanduser()
+    if not path.is_file():
+        fail("model.pretrained", model.pretrained, "'imagenet', 'none' or the path of an existing weights file "
+             "(a state dict or a trytry-reid checkpoint)")
+    trained = ((reid_checkpoint_config(path) or {}).get("model") or {}).get("backbone", model.backbone)
+    if not same_architecture(str(trained), model.backbone):
+        fail("model.pretrained", model.pretrained, f"a checkpoint of backbone '{model.backbone}' (model.backbone), "
+             f"but it was trained with '{trained}': set model.backbone={trained} to fine-tune it")
 
 
 def check_losses(config: "Config") -> None:

@@ -1,45 +1,40 @@
-"""Backbone trunks from torchvision: name -> factory(last_stride) -> (trunk, feature_dim).
+"""Backbone trunks: name -> catalog entry -> factory(last_stride) -> (trunk, feature_dim), and their weights.
 
 A trunk maps images ``[B, 3, H, W]`` to the last feature map ``[B, C, h, w]``; the ImageNet classifier is
-dropped. Each trunk keeps torchvision's parameter names (``conv1.weight``, ``layer4.0.conv2.weight``,
-``features.0.0.weight``, ...), so a torchvision state dict loads into it without renaming.
+dropped. torchvision trunks keep torchvision's parameter names (``conv1.weight``, ``layer4.0.conv2.weight``,
+``features.0.0.weight``, ...), so a torchvision state dict loads into them without renaming. ``timm/<name>``
+names a timm CNN (models/timm_trunk.py).
 
 ``last_stride=1`` removes the last stage's downsampling (Luo et al. 2019, "Bag of Tricks"): the feature map
 doubles in height and width, which helps retrieval at the cost of compute in the last stage.
 
-Weights are never downloaded: ``pretrained="imagenet"`` reads torchvision's file from torch's hub cache and
-raises an error saying which file to place where when it is absent.
+``pretrained``: "none"; "imagenet" (the entry's ImageNet weights: torchvision's file from torch's hub cache,
+downloaded on first use by models/downloads.py, or timm's own); or the path of a weights file: a state dict,
+its usual wrappers, or a trytry-reid checkpoint to fine-tune (models/weights_file.py). Weights load only
+when they fit the trunk.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlparse
 
 import torch
 import torchvision
 from torch import nn
 
 from trytry_reid.catalog import lookup
-from trytry_reid.errors import ReidError
 from trytry_reid.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from trytry_reid.models.downloads import cached_download
 from trytry_reid.models.small_cnn import small_cnn
-
-log = logging.getLogger(__name__)
+from trytry_reid.models.weights_file import Weights, WeightsError, load_fitting, read_weights_file
 
 # Key prefixes of the ImageNet classifier in torchvision's full models: present in weight files, never in a trunk.
 CLASSIFIER_PREFIXES = ("fc.", "classifier.")
-# A ReidModel checkpoint stores the trunk under this prefix; it is stripped so such files load too.
-TRUNK_PREFIX = "trunk."
-
-
-class WeightsError(ReidError, ValueError):
-    """A pretrained-weights file that cannot be read or does not fit the backbone (named in the message)."""
+TIMM_PREFIX = "timm/"  # model.backbone: timm/<name> names a timm CNN
 
 
 def _check_last_stride(last_stride: int) -> None:
@@ -93,13 +88,20 @@ def _resnet_factory(arch: str) -> Callable[[int], tuple[nn.Module, int]]:
 @dataclass(frozen=True)
 class Backbone:
     """A catalog entry: ``build(last_stride) -> (trunk, feature_dim)``, where its ImageNet weights come from
-    (torchvision's file; None: there are none) and the input normalisation they expect, which becomes the
-    default of ``data.mean`` / ``data.std``."""
+    (``imagenet_url``: a file for torch's hub cache; ``imagenet_state``: a library that fetches them itself, as
+    timm; neither: there are none), the input normalisation they expect (the default of ``data.mean`` /
+    ``data.std``), and ``head_prefixes``: the classifier head a weights file may carry beyond the trunk."""
 
     build: Callable[[int], tuple[nn.Module, int]]
     imagenet_url: str | None = None
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    head_prefixes: tuple[str, ...] = CLASSIFIER_PREFIXES
+    imagenet_state: Callable[[], dict[str, torch.Tensor]] | None = None
+
+    @property
+    def has_imagenet_weights(self) -> bool:
+        return self.imagenet_url is not None or self.imagenet_state is not None
 
 
 # torchvision's IMAGENET1K_V1 weights: the ones the ReID literature trained from.
@@ -113,94 +115,60 @@ BACKBONES: dict[str, Backbone] = {
 }
 
 
+def backbone_entry(name: str) -> Backbone:
+    """The catalog entry of ``name``: a BACKBONES name or ``timm/<name>``; a clear error for anything else."""
+    if name.startswith(TIMM_PREFIX):
+        from trytry_reid.models.timm_trunk import timm_backbone
+
+        return timm_backbone(name[len(TIMM_PREFIX):])
+    return lookup(BACKBONES, name, "backbone")
+
+
 def build_backbone(name: str, last_stride: int = 2, pretrained: str = "none") -> tuple[nn.Module, int]:
-    """Build the trunk called ``name`` and load ``pretrained`` ("none" | "imagenet" | path to a state dict)."""
-    trunk, feature_dim = lookup(BACKBONES, name, "backbone").build(last_stride)
+    """Build the trunk called ``name`` and load ``pretrained`` ("none" | "imagenet" | path to a weights file)."""
+    trunk, feature_dim = backbone_entry(name).build(last_stride)
     load_pretrained(trunk, name, pretrained)
     return trunk, feature_dim
 
 
 def load_pretrained(trunk: nn.Module, backbone: str, pretrained: str | os.PathLike) -> None:
-    """Load weights into ``trunk`` in place; see :func:`build_backbone` for the accepted values."""
+    """Load weights into ``trunk`` in place (see the module docstring); WeightsError when they do not fit."""
     if str(pretrained) == "none":
         return
+    entry = backbone_entry(backbone)
     if str(pretrained) == "imagenet":
-        load_state_dict_file(trunk, imagenet_weights_path(backbone))
-        return
-    path = Path(pretrained)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"pretrained weights file not found: '{path}'. Expected 'none', 'imagenet' or the path of a "
-            "state dict file"
-        )
-    load_state_dict_file(trunk, path)
+        weights = imagenet_weights(backbone, entry)
+    else:
+        path = Path(pretrained).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"pretrained weights file not found: '{path}'. Expected 'none', 'imagenet' or "
+                                    "the path of a weights file (a state dict or a trytry-reid checkpoint)")
+        weights = read_weights_file(path)
+        check_checkpoint_backbone(weights, backbone)
+    load_fitting(trunk, weights, backbone, entry.head_prefixes)
 
 
-def imagenet_weights_path(backbone: str) -> Path:
-    """Torch's hub cache file holding ``backbone``'s ImageNet weights; error (no download) when absent."""
-    url = lookup(BACKBONES, backbone, "backbone").imagenet_url
-    if url is None:
-        with_weights = sorted(name for name, entry in BACKBONES.items() if entry.imagenet_url)
+def imagenet_weights(backbone: str, entry: Backbone) -> Weights:
+    """``backbone``'s ImageNet weights: from its own library, or its file (downloaded into the hub cache)."""
+    if entry.imagenet_state is not None:
+        return Weights(f"the pretrained weights of '{backbone}'", entry.imagenet_state())
+    if entry.imagenet_url is None:
+        with_weights = sorted(name for name, item in BACKBONES.items() if item.has_imagenet_weights)
         raise WeightsError(f"backbone '{backbone}' has no ImageNet weights (those with weights: "
-                         f"{', '.join(with_weights)}); use pretrained: none or the path of a state dict")
-    file_name = os.path.basename(urlparse(url).path)
-    folder = Path(torch.hub.get_dir()) / "checkpoints"
-    path = folder / file_name
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"ImageNet weights for '{backbone}' are not available offline: put the file '{file_name}' "
-            f"(from {url}) in the folder '{folder}', or use pretrained: none or a state dict path"
-        )
-    return path
+                           f"{', '.join(with_weights)}, {TIMM_PREFIX}<name>); use pretrained: none or a weights file")
+    return read_weights_file(cached_download(entry.imagenet_url, f"the ImageNet weights of '{backbone}'"))
 
 
-def load_state_dict_file(trunk: nn.Module, path: Path) -> None:
-    """Load a state dict file (torchvision key names, or the trunk's own) into ``trunk``.
+def same_architecture(a: str, b: str) -> bool:
+    """Whether backbone names ``a`` and ``b`` build the same trunk (timm names may differ in their weight tag)."""
+    def arch(name: str) -> str:
+        return name.partition(".")[0] if name.startswith(TIMM_PREFIX) else name
 
-    Classifier keys are ignored; other missing and unexpected keys are logged as a warning; a shape that
-    does not fit raises ValueError naming the key and both shapes.
-    """
-    state = _read_state_dict(path)
-    own = trunk.state_dict()
-    usable: dict[str, torch.Tensor] = {}
-    unexpected: list[str] = []
-    for raw_key, value in state.items():
-        key = raw_key[len(TRUNK_PREFIX):] if raw_key.startswith(TRUNK_PREFIX) else raw_key
-        if key.startswith(CLASSIFIER_PREFIXES):
-            continue
-        if key not in own:
-            unexpected.append(raw_key)
-            continue
-        if value.shape != own[key].shape:
-            raise WeightsError(
-                f"weights file '{path}': key '{raw_key}' has shape {tuple(value.shape)} but the model "
-                f"expects {tuple(own[key].shape)}"
-            )
-        usable[key] = value
-    missing = sorted(set(own) - set(usable))
-    if missing or unexpected:
-        log.warning(
-            "weights file '%s': %d missing keys %s; %d unexpected keys %s",
-            path, len(missing), missing, len(unexpected), sorted(unexpected),
-        )
-    trunk.load_state_dict(usable, strict=False)
+    return arch(a) == arch(b)
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """``torch.load(weights_only=True)`` a flat dict of tensors, with clear errors for anything else."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle/zip errors carry no file name; add it
-        raise WeightsError(f"cannot read weights file '{path}' as a state dict (weights_only): {error}") from error
-    if not isinstance(state, dict):
-        raise WeightsError(
-            f"weights file '{path}' holds a {type(state).__name__}, expected a state dict "
-            "(a dict of parameter name -> tensor)"
-        )
-    for key, value in state.items():
-        if not isinstance(value, torch.Tensor):
-            raise WeightsError(
-                f"weights file '{path}': key '{key}' holds a {type(value).__name__}, expected a tensor "
-                "(a state dict of parameter name -> tensor; for a training checkpoint pass its 'model' entry)"
-            )
-    return state
+def check_checkpoint_backbone(weights: Weights, backbone: str) -> None:
+    """A trytry-reid checkpoint fine-tunes only the backbone it was trained with."""
+    if weights.backbone is not None and not same_architecture(weights.backbone, backbone):
+        raise WeightsError(f"{weights.what} was trained with backbone '{weights.backbone}', but the model's "
+                           f"backbone is '{backbone}': set model.backbone={weights.backbone} to fine-tune it")
