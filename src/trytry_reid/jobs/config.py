@@ -51,8 +51,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "resnet50"
-    pretrained: str = "imagenet"  # imagenet | none | path to a state dict
+    backbone: str = "resnet50"  # a name in models/backbones.BACKBONES, or timm/<name> (a timm CNN)
+    pretrained: str = "imagenet"  # imagenet (downloaded once) | none | a weights file or trytry-reid checkpoint
     last_stride: int = 1
     embedding_dim: int = 0  # 0: no embedding layer
     bnneck: bool = True
