@@ -63,9 +63,10 @@ def read_weights_file(path: str | Path) -> Weights:
         raise WeightsError(f"weights file '{path}' holds a {type(content).__name__}, expected a state dict "
                            "(a dict of parameter name -> tensor)")
     if is_reid_checkpoint(content):
-        backbone = str((content["config"].get("model") or {}).get("backbone"))
+        backbone = (content["config"].get("model") or {}).get("backbone")
         trunk, head = _split_reid_model(path, _tensors(path, content["model"], "'model'"))
-        return Weights(f"trytry-reid checkpoint '{path}'", trunk, backbone=backbone, left_behind=head)
+        return Weights(f"trytry-reid checkpoint '{path}'", trunk, backbone=str(backbone) if backbone else None,
+                       left_behind=head)
     state = _tensors(path, _unwrap(path, content), "")
     state = {key.removeprefix(PARALLEL_PREFIX): value for key, value in state.items()}
     if any(key.startswith(TRUNK_PREFIX) for key in state):      # a ReidModel's state dict on its own
@@ -150,9 +151,10 @@ def load_fitting(trunk: nn.Module, weights: Weights, backbone: str, head_prefixe
     own = trunk.state_dict()
     fit = match_keys(own, weights.state, tuple(head_prefixes))
     if fit.refused:
+        heads = ", ".join(prefix + "*" for prefix in head_prefixes) or "none for this backbone"
         raise WeightsError(f"{weights.what} does not fit backbone '{backbone}': "
                            f"{fit.describe(len(weights.state), len(own))}; allowed to differ: a classifier head "
-                           f"({', '.join(p + '*' for p in head_prefixes)}) and {COUNTER_SUFFIX}")
+                           f"({heads}) and {COUNTER_SUFFIX}")
     trunk.load_state_dict(fit.matched, strict=False)
     skipped = fit.head + weights.left_behind
     if fit.counters:
