@@ -167,3 +167,21 @@ def test_an_override_after_a_flag_is_applied_and_unknown_flags_still_fail(capsys
     assert info.value.code == 2 and "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli_main(["search", "--index", "i", "--query", "q", "train.epochs=3"])    # search takes no overrides
+
+
+def test_resume_takes_the_weights_from_the_checkpoint_not_from_model_pretrained(tmp_path: Path):
+    """A resumed run's weights come from last.pt: its starting-weights file is not read again (an ImageNet file
+    that left the cache would be downloaded, a file changed since would be refused or, worse, loaded)."""
+    import torch
+
+    from trytry_reid.models.backbones import build_backbone
+
+    weights = tmp_path / "trunk.pth"
+    torch.save(build_backbone("small_cnn", last_stride=2)[0].state_dict(), weights)
+    config = str(REPO / "config" / "demo_digits.yml")
+    run = ["--config", config, f"model.pretrained={weights}", "train.steps_per_epoch=2", "train.eval_every=1",
+           "test.figures=false", "test.ranking_queries=0", f"output_dir={tmp_path / 'run'}"]
+    assert cli_main(["train", *run, "train.epochs=1", "train.milestones=[1]"]) == 0
+    torch.save({"unrelated.weight": torch.zeros(1)}, weights)      # no longer fits the backbone
+    assert cli_main(["train", *run, "train.epochs=2", "train.milestones=[1]", "--resume"]) == 0
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2

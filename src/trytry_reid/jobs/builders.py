@@ -105,8 +105,13 @@ def build_train_data(config: Config, splits: Splits, rank: int = 0, world_size: 
     return TrainData(splits, records, labels, sampler, loaders, len(mapping), steps)
 
 
-def build_model(config: Config, num_classes: int) -> ReidModel:
-    return build_reid_model(num_classes=num_classes, **dataclasses.asdict(config.model))
+def build_model(config: Config, num_classes: int, *, load_pretrained: bool = True) -> ReidModel:
+    """The config's model; ``load_pretrained=False`` skips ``model.pretrained`` (a resumed run's weights come
+    from its checkpoint, so the starting weights are neither downloaded nor read)."""
+    model = dataclasses.asdict(config.model)
+    if not load_pretrained:
+        model["pretrained"] = "none"
+    return build_reid_model(num_classes=num_classes, **model)
 
 
 def active_losses(config: Config) -> dict[str, float]:

@@ -146,8 +146,9 @@ def fit_options(config: Config, out: Path, steps: int, device, checkpoint_extras
                       checkpoint_extras=checkpoint_extras)
 
 
-def build_objects(config: Config, train: builders.TrainData, info, device) -> TrainObjects:
-    model = builders.build_model(config, train.num_classes if builders.needs_classifier(config) else 0)
+def build_objects(config: Config, train: builders.TrainData, info, device, resuming: bool = False) -> TrainObjects:
+    model = builders.build_model(config, train.num_classes if builders.needs_classifier(config) else 0,
+                                 load_pretrained=not resuming)
     criterion = builders.build_criterion(config, train.num_classes, model.output_dim)
     optimizer = builders.build_optimizer(config, model, criterion)
     scheduler = builders.build_lr_scheduler(config, optimizer, train.steps_per_epoch)
@@ -188,7 +189,7 @@ def run_train(config: Config, resume: str | None = None, overwrite: bool = False
     splits = builders.build_train_splits(config)
     train = builders.build_train_data(config, splits, info.rank, info.world_size)
     test_sets = builders.build_test_sets(config, splits)
-    objects = build_objects(config, train, info, device)
+    objects = build_objects(config, train, info, device, resuming=state is not None)
     if state is not None:
         run_folder.check_resume_model(state, distributed.unwrap(objects.model), checkpoint)
         run_folder.check_resume_state(state, objects, checkpoint)
