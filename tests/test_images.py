@@ -16,10 +16,10 @@ from data_fixtures import colour, corrupt_name, make_market_tree, truncated_name
 
 def test_read_image_gives_rgb_pixels(tmp_path):
     grey = tmp_path / "grey.png"
-    Image.fromarray(np.full((4, 3), 77, dtype=np.uint8)).save(grey)
+    Image.fromarray(np.full((9, 8), 77, dtype=np.uint8)).save(grey)
     image = read_image(str(grey))
-    assert image.mode == "RGB" and image.size == (3, 4)
-    assert np.asarray(image).tolist() == [[[77, 77, 77]] * 3] * 4
+    assert image.mode == "RGB" and image.size == (8, 9)
+    assert np.asarray(image).tolist() == [[[77, 77, 77]] * 8] * 9
     bmp = write_image(tmp_path / "x.bmp", (10, 20, 30))
     assert np.asarray(read_image(str(bmp)))[0, 0].tolist() == [10, 20, 30]
 
@@ -44,12 +44,12 @@ def test_error_survives_a_worker_round_trip():
 
 
 def test_dataset_items_use_labels_or_pids(tmp_path):
-    paths = [write_image(tmp_path / f"{i}.png", colour(i, 1), size=(5, 7)) for i in range(3)]
+    paths = [write_image(tmp_path / f"{i}.png", colour(i, 1), size=(8, 11)) for i in range(3)]
     records = [Record(str(p), pid, cam) for p, pid, cam in zip(paths, [12, 30, 12], [0, 2, 1])]
     to_tensor = lambda image: torch.from_numpy(np.array(image)).permute(2, 0, 1)  # noqa: E731
     image, label, camid, index = ImageDataset(records, to_tensor)[1]
     assert (label, camid, index) == (30, 2, 1)
-    assert image.shape == (3, 7, 5) and image[:, 0, 0].tolist() == list(colour(1, 1))
+    assert image.shape == (3, 11, 8) and image[:, 0, 0].tolist() == list(colour(1, 1))
     relabelled = ImageDataset(records, to_tensor, labels=[0, 1, 0])
     assert [relabelled[i][1] for i in range(3)] == [0, 1, 0] and len(relabelled) == 3
     with pytest.raises(ValueError, match="2 labels for 3 records"):

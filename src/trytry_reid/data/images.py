@@ -1,4 +1,4 @@
-"""Image decoding (Pillow, RGB, fail fast) and the torch Dataset over records."""
+"""Image decoding (Pillow, upright 8-bit RGB, fail fast) and the torch Dataset over records."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from typing import Callable, Iterable, Sequence
 import torch
 from PIL import Image
 
+from trytry_reid.data.crop_size import crop_size_problem
 from trytry_reid.data.datasets import Record
+from trytry_reid.data.image_modes import ImageModeError, as_rgb
 from trytry_reid.errors import ReidError
 
 
@@ -35,13 +37,27 @@ def own_message(error: ImageReadError) -> str:
 
 
 def read_image(path: str) -> Image.Image:
-    """Decode ``path`` fully into an RGB image; corrupt, truncated or non-image files raise ImageReadError."""
+    """Decode ``path`` fully into an upright 8-bit RGB image (``data/image_modes.py``: EXIF orientation,
+    16-bit, float, CMYK, transparency). Corrupt, truncated or non-image files, unreadable modes and crops
+    below the minimum size (``data/crop_size.py``) raise ImageReadError naming the file."""
     try:
         with Image.open(path) as image:
+            refuse_small(image, path)
             image.load()  # decode every byte now: a truncated file fails here, not later in a transform
-            return image.convert("RGB")
+            return as_rgb(image)
+    except ImageReadError:
+        raise
+    except ImageModeError as error:
+        raise ImageReadError(f"cannot use image '{path}': {error}", path) from error
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise ImageReadError(f"cannot read image '{path}': {type(error).__name__}: {error}", path) from error
+
+
+def refuse_small(image: Image.Image, path: str) -> None:
+    """ImageReadError when the image (its header's size) is below the minimum crop size."""
+    problem = crop_size_problem(*image.size)
+    if problem is not None:
+        raise ImageReadError(f"cannot use image '{path}': {problem}", path)
 
 
 class ImageDataset(torch.utils.data.Dataset):

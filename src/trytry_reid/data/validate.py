@@ -3,8 +3,8 @@
 Two depths, both reporting every problem at once:
 
 * cheap (``full=False``, the start of every run): Pillow opens the header and runs ``verify()`` (PNG CRCs,
-  structure), and a JPEG must end with its end-of-image marker, which catches truncated JPEGs without
-  decoding them;
+  structure), the size must reach the minimum crop size (``crop_size.py``), and a JPEG must end with its
+  end-of-image marker, which catches truncated JPEGs without decoding them;
 * full (``full=True``, ``--check-data``): every image is decoded, exactly as training would.
 """
 
@@ -18,6 +18,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
+from trytry_reid.data.crop_size import crop_size_problem
 from trytry_reid.data.datasets import DatasetError, Record, Splits, build_dataset, images_under
 from trytry_reid.data.images import ImageReadError, read_image
 
@@ -33,8 +34,10 @@ def check_header(path: str) -> str | None:
     try:
         with open(path, "rb") as handle:
             with Image.open(handle) as image:
-                image_format = image.format
+                image_format, small = image.format, crop_size_problem(*image.size)
                 image.verify()
+            if small is not None:
+                return small
             if image_format == "JPEG":
                 size = handle.seek(0, 2)
                 handle.seek(max(0, size - JPEG_TAIL_BYTES))

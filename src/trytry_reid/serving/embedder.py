@@ -9,7 +9,8 @@
 Images go through the model's own test transform (RGB, bilinear resize with antialias to the training
 size, [0, 1], mean/std), the same one ``extract`` and ``evaluate`` use, so the three back-ends agree. Numpy
 images must be H x W x 3 uint8, RGB, or BGR with ``bgr=True`` (what OpenCV gives); paths and PIL images are
-always decoded as RGB.
+read upright as 8-bit RGB (data/image_modes.py: 16-bit, CMYK, transparency). Crops below 8 pixels a side
+are refused (data/crop_size.py); ``embed_boxes(..., on_small="nan")`` gives such boxes NaN rows instead.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from trytry_reid.data.crop_size import check_crop_size
+from trytry_reid.data.image_modes import ImageModeError, as_rgb
 from trytry_reid.data.images import read_image
 from trytry_reid.data.transforms import build_test_transform
 from trytry_reid.evaluation.distance import compute_distance
 from trytry_reid.evaluation.operating_point import check_entry, require_value, resolve_threshold
+from trytry_reid.serving.boxes import check_on_small, crop_bounds, frame_pixels
 
 Forward = Callable[[torch.Tensor], np.ndarray]   # normalised batch [B, 3, H, W] -> features [B, D]
 _ONNX_KEYS = ("input_name", "output_name", "height", "width", "mean", "std", "color", "layout", "feature_dim")
@@ -109,14 +113,17 @@ class Embedder:
             parts.append(np.asarray(self._forward(batch), dtype=np.float32))  # L2-normalised by the model
         return np.concatenate(parts)
 
-    def embed_boxes(self, frame, boxes_xyxy, *, bgr: bool = False) -> np.ndarray:
+    def embed_boxes(self, frame, boxes_xyxy, *, bgr: bool = False, on_small: str = "error") -> np.ndarray:
         """Features [K, D] of the crops ``boxes_xyxy`` [K, 4] (x1, y1, x2, y2 in pixels) of ``frame`` (H x W x 3
-        uint8 array or PIL image). Boxes are clipped to the frame; a box empty after clipping is refused."""
-        pixels = np.asarray(frame)
-        if pixels.ndim != 3 or pixels.shape[2] != 3:
-            raise ValueError(f"frame must be an H x W x 3 image, got shape {pixels.shape}")
-        return self.embed([pixels[y1:y2, x1:x2] for x1, y1, x2, y2 in crop_bounds(boxes_xyxy, pixels.shape[:2])],
-                          bgr=bgr)
+        uint8 array or PIL image). Boxes are clipped to the frame; one empty or below the minimum crop size
+        after clipping is refused (``on_small="error"``) or gets a NaN row (``on_small="nan"``; see boxes.py)."""
+        pixels = frame_pixels(frame)
+        bounds, small = crop_bounds(boxes_xyxy, pixels.shape[:2])
+        check_on_small(on_small, bounds, small, boxes_xyxy, pixels.shape[:2])
+        features = np.full((len(bounds), self.dim), np.nan, dtype=np.float32)
+        kept = [pixels[y1:y2, x1:x2] for (x1, y1, x2, y2), tiny in zip(bounds, small) if not tiny]
+        features[~small] = self.embed(kept, bgr=bgr)
+        return features
 
     @staticmethod
     def distance(a: np.ndarray, b: np.ndarray) -> np.ndarray | float:
@@ -145,35 +152,21 @@ def _is_single(images) -> bool:
 
 
 def as_rgb_image(item, bgr: bool, position: int) -> Image.Image:
-    """A path, PIL image or H x W x 3 uint8 array (BGR when ``bgr``) as a PIL RGB image."""
+    """A path, PIL image or H x W x 3 uint8 array (BGR when ``bgr``) as a PIL RGB image, read by the rules of
+    data/image_modes.py and at least the minimum crop size (data/crop_size.py)."""
     if isinstance(item, (str, Path)):
         return read_image(str(item))
     if isinstance(item, Image.Image):
-        return item.convert("RGB")
+        check_crop_size(*item.size, f"image {position}")
+        try:
+            return as_rgb(item)
+        except ImageModeError as error:
+            raise ImageModeError(f"image {position}: {error}") from error
     if isinstance(item, np.ndarray):
         if item.ndim != 3 or item.shape[2] != 3 or item.dtype != np.uint8 or 0 in item.shape:
             raise ValueError(f"image {position}: a numpy image must be a non-empty H x W x 3 uint8 array "
                              f"({'BGR' if bgr else 'RGB'}), got shape {item.shape} dtype {item.dtype}")
+        check_crop_size(item.shape[1], item.shape[0], f"image {position}")
         return Image.fromarray(np.ascontiguousarray(item[..., ::-1] if bgr else item))
     raise TypeError(f"image {position}: expected a file path, a PIL image or an H x W x 3 uint8 array, "
                     f"got {type(item).__name__}")
-
-
-def crop_bounds(boxes_xyxy, frame_hw: tuple[int, int]) -> list[tuple[int, int, int, int]]:
-    """Integer (x1, y1, x2, y2) per box: clipped to the frame, outward to whole pixels; empty boxes refused."""
-    boxes = np.asarray(boxes_xyxy, dtype=np.float64)
-    boxes = boxes.reshape(0, 4) if boxes.size == 0 else boxes
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"boxes must be a [K, 4] array of (x1, y1, x2, y2), got shape {boxes.shape}")
-    if not np.isfinite(boxes).all():
-        raise ValueError("boxes hold NaN or infinite coordinates")
-    height, width = frame_hw
-    x1, x2 = np.clip(boxes[:, [0, 2]], 0, width).T
-    y1, y2 = np.clip(boxes[:, [1, 3]], 0, height).T
-    x1, y1, x2, y2 = np.floor(x1), np.floor(y1), np.ceil(x2), np.ceil(y2)
-    empty = np.flatnonzero((x2 <= x1) | (y2 <= y1))
-    if len(empty):
-        i = int(empty[0])
-        raise ValueError(f"box {i} {boxes[i].tolist()} is empty inside the {width}x{height} frame (after clipping); "
-                         f"{len(empty)} empty box(es) in all: drop them before embedding")
-    return [tuple(int(v) for v in row) for row in np.stack([x1, y1, x2, y2], 1)]

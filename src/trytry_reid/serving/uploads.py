@@ -27,12 +27,20 @@ from functools import lru_cache
 from fastapi import HTTPException
 from PIL import Image
 
+from trytry_reid.data.crop_size import crop_size_problem
+from trytry_reid.data.image_modes import SIDEWAYS, ImageModeError, orientation, to_rgb, turned
+
 MAX_IMAGE_PIXELS = 25_000_000           # refuse decompression bombs before decoding
 REDUCIBLE_MODES = ("L", "LA", "RGB", "RGBA", "I", "F", "CMYK", "YCbCr")   # what Image.reduce accepts
+# other modes -> a reducible one that keeps every value (any other, e.g. a palette: RGB)
+LOSSLESS_REDUCIBLE = {"1": "L", "I;16": "I", "I;16L": "I", "I;16B": "I", "I;16N": "I", "La": "LA", "PA": "RGBA",
+                      "RGBa": "RGBA"}
 
 
 def decode_upload(data: bytes, max_bytes: int, fit: tuple[int, int] | None = None) -> Image.Image:
-    """Bytes of an uploaded file -> RGB image, or an HTTPException saying what is wrong with it.
+    """Bytes of an uploaded file -> upright 8-bit RGB image (``data/image_modes.py``), or an HTTPException
+    saying what is wrong with it: 413 too large, 415 not a readable image, 422 readable but unusable (below
+    the minimum crop size, a mode or value range that cannot be read, nothing visible).
 
     With ``fit`` = (width, height), an image at least twice as large in both sides is decoded or reduced
     to no less than ``fit`` (aspect kept), never to the full size in memory for long."""
@@ -45,23 +53,34 @@ def decode_upload(data: bytes, max_bytes: int, fit: tuple[int, int] | None = Non
             if image.width * image.height > MAX_IMAGE_PIXELS:
                 raise HTTPException(413, f"image is {image.width}x{image.height} pixels; "
                                          f"the limit is {MAX_IMAGE_PIXELS} pixels")
-            if fit is not None:
-                image.draft("RGB", fit)   # JPEG only: decode at a reduced scale, still >= fit
+            problem = crop_size_problem(image.width, image.height)
+            if problem is not None:
+                raise HTTPException(422, f"the uploaded image is {problem}")
+            how = orientation(image)
+            stored_fit = fit if fit is None or how not in SIDEWAYS else (fit[1], fit[0])
+            if stored_fit is not None:
+                image.draft("RGB", stored_fit)   # JPEG only: decode at a reduced scale, still >= fit
             image.load()
-            return reduce_to_fit(image, fit).convert("RGB")
+            return to_rgb(turned(reduce_to_fit(image, stored_fit), how))
+    except ImageModeError as error:
+        raise HTTPException(422, f"the uploaded image cannot be used: {error}") from error
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise HTTPException(415, f"the upload is not a readable image ({type(error).__name__})") from error
 
 
 def reduce_to_fit(image: Image.Image, fit: tuple[int, int] | None) -> Image.Image:
-    """``image`` reduced by the largest integer factor that keeps both sides >= ``fit`` (itself when < 2)."""
+    """``image`` reduced by the largest integer factor that keeps both sides >= ``fit`` (itself when < 2).
+    A mode ``Image.reduce`` does not take is first converted without loss (16-bit to ``I``, palette to
+    RGB or RGBA), so ``to_rgb`` still reads its values."""
     if fit is None:
         return image
     factor = min(image.width // max(1, fit[0]), image.height // max(1, fit[1]))
     if factor < 2:
         return image
-    if image.mode not in REDUCIBLE_MODES:
-        image = image.convert("L" if image.mode == "1" else "RGB")
+    if "transparency" in image.info:           # a transparent colour: reduce would drop the info
+        image = image.convert("RGBA")
+    elif image.mode not in REDUCIBLE_MODES:
+        image = image.convert(LOSSLESS_REDUCIBLE.get(image.mode, "RGB"))
     return image.reduce(factor)
 
 
