@@ -108,8 +108,9 @@ def search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, help="default: the checkpoint the index was built with")
     p.add_argument("--figure", type=Path, help="also write the ranking as a PNG")
     p.add_argument("--threshold", default="auto",
-                   help="'auto' (the calibrated threshold when the index or checkpoint has one), 'none', or a "
+                   help="'auto' (the checkpoint's calibrated threshold, when it has one), 'none', or a "
                         "cosine distance: results beyond it are flagged, no result within it = unknown")
+    p.add_argument("--json", action="store_true", help="print one JSON object, the API's fields (for scripts)")
 
 
 def export_arguments(p: argparse.ArgumentParser) -> None:

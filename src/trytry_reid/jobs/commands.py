@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from trytry_reid.errors import ConfigError, UsageError
@@ -133,7 +134,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from trytry_reid.evaluation.operating_point import resolve_threshold
-    from trytry_reid.serving.answer import format_answer, index_calibration, search_answer
+    from trytry_reid.serving.answer import format_answer, index_calibration, search_answer, stale_copy_note
     from trytry_reid.serving.folder_images import embed_images
     from trytry_reid.serving.index import GalleryIndex, check_index_model, read_index_info
     from trytry_reid.serving.inference import load_model
@@ -143,16 +144,19 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise UsageError(f"index {args.index} records no checkpoint; pass --checkpoint")
     index, loaded = GalleryIndex.load(args.index), load_model(checkpoint)
     check_index_model(index, args.index, checkpoint, loaded)
+    note = stale_copy_note(index, loaded, checkpoint)
+    if note is not None:
+        print(note, file=sys.stderr)
     threshold = resolve_threshold(args.threshold, index_calibration(index, loaded))
     answer = search_answer(index, embed_images(loaded, [args.query]), args.top_k, threshold)
-    print(format_answer(answer, threshold))
+    print(json.dumps({"query": str(args.query), **answer}) if args.json else format_answer(answer, threshold))
     if args.figure is not None:
         from trytry_reid.jobs.reports import draw_search_result
 
         ids = [item["id"] for item in answer["results"]]
         path = draw_search_result(str(args.query), index.paths, ids, [item["distance"] for item in answer["results"]],
                                   args.figure)
-        print(f"figure written to {path}")
+        print(f"figure written to {path}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 

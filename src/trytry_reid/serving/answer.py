@@ -13,9 +13,24 @@ from trytry_reid.serving.index import GalleryIndex
 
 
 def index_calibration(index: GalleryIndex, loaded_model) -> dict | None:
-    """The operating point to search with: the index's (copied from the model that built it), else the query
-    model's own."""
-    return index.info.get("calibration") or loaded_model.calibration
+    """The operating point to search with: the checkpoint's current one, the same that ``verify`` and the
+    ``Embedder`` read (one source of truth). The query's model is that checkpoint, and ``check_index_model``
+    has matched its weights to the index's; the copy ``index.json`` keeps from when the index was built is
+    provenance only (``stale_copy_note`` says when it differs)."""
+    return loaded_model.calibration
+
+
+def stale_copy_note(index: GalleryIndex, loaded_model, checkpoint: str | Path) -> str | None:
+    """One line when the operating point recorded in the index differs from the checkpoint's current one
+    (``calibrate`` ran after ``index``); None when they agree."""
+    recorded, current = index.info.get("calibration"), loaded_model.calibration
+    if recorded == current:
+        return None
+    was = "none" if recorded is None else f"threshold {recorded['threshold']:.4f}"
+    now = "none (ranking only: calibrate it or pass --threshold)" if current is None else \
+        f"threshold {current['threshold']:.4f} (calibrated {current.get('date', 'at an unknown date')})"
+    return (f"note: the index recorded {was} when it was built; checkpoint {checkpoint} now stores {now}; "
+            f"using the checkpoint's (run `trytry-reid index` again to refresh the index's copy)")
 
 
 def search_answer(index: GalleryIndex, query: np.ndarray, k: int, threshold: Threshold) -> dict:

@@ -1,7 +1,8 @@
 """Web page + HTTP API over a gallery index (FastAPI); every asset is served from this package, no CDN.
 
 Routes: ``GET /`` search page; ``GET /eval`` evaluation-run browser; ``POST /api/search`` (multipart: ``image``
-file or ``gallery_id``, optional ``k`` and ``threshold``: 'auto' = the calibrated one, 'none', or a distance)
+file or ``gallery_id``, optional ``k`` and ``threshold``: 'auto' = the checkpoint's calibrated one (read when
+the server starts), 'none', or a distance)
 -> ``{"threshold": {...}, "unknown": bool | null, "results": [{"rank", "id", "path", "name", "distance",
 "within", "url"}, ...]}`` nearest first, distance = 1 - cosine similarity, path relative to the indexed
 folder, ``within`` = distance <= threshold, ``unknown`` = no result within it (null without a threshold);
@@ -31,7 +32,7 @@ from PIL import Image
 from trytry_reid.data.images import common_folder
 from trytry_reid.errors import UsageError
 from trytry_reid.evaluation.operating_point import Threshold, resolve_threshold
-from trytry_reid.serving.answer import index_calibration, search_answer
+from trytry_reid.serving.answer import index_calibration, search_answer, stale_copy_note
 from trytry_reid.serving.embedder import Embedder
 from trytry_reid.serving.eval_run import EvalRow, load_eval_run
 from trytry_reid.serving.index import GalleryIndex, check_index_model, read_index_info
@@ -238,6 +239,10 @@ def serve(index_dir: str | Path, checkpoint: str | Path | None = None, host: str
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: the page is reachable from other machines", host)
     loaded = load_model(checkpoint, device)
-    check_index_model(GalleryIndex.load(index_dir), index_dir, checkpoint, loaded)
+    index = GalleryIndex.load(index_dir)
+    check_index_model(index, index_dir, checkpoint, loaded)
+    note = stale_copy_note(index, loaded, checkpoint)
+    if note is not None:
+        log.warning(note)
     app = create_app(index_dir, loaded, eval_run=eval_run)
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -194,7 +194,8 @@ def index_folder(loaded_model, images_dir: str | Path, index_dir: str | Path, *,
     ``folder_images.usable_records``; skipped ones are tried again next time). ``checkpoint`` is recorded in
     the index's ``info`` (path, SHA-256 of the file and of the model's weights); extending an index built
     with other weights is refused, naming both. The model's calibrated operating point is recorded too
-    (``info["calibration"]``, removed when the model has none); ``search`` and ``serve`` use it."""
+    (``info["calibration"]``, removed when the model has none), as provenance: ``search`` and ``serve``
+    decide with the checkpoint's current one (``answer.index_calibration``)."""
     from trytry_reid.serving.folder_images import extract_records, folder_records, usable_records
 
     index_dir = Path(index_dir)

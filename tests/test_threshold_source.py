@@ -1,0 +1,73 @@
+"""One threshold source: search and serve decide with the checkpoint's current operating point, the one verify
+and the Embedder read, even when calibrate rewrote it after the index was built (the index's copy is only
+provenance, and a note says it differs)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trytry_reid.engine.checkpoint import load_checkpoint, save_checkpoint
+from trytry_reid.jobs.cli import main as cli_main
+from trytry_reid.serving.embedder import Embedder
+
+from test_export import write_images, write_tiny_checkpoint
+
+ENTRY = {"metric": "cosine", "target_fpr": 0.1, "fpr": 0.1, "tpr": 0.9, "dataset": "hand"}
+
+
+def store_threshold(checkpoint, threshold: float, date: str) -> None:
+    state = load_checkpoint(checkpoint)
+    state["calibration"] = {**ENTRY, "threshold": threshold, "date": date}
+    save_checkpoint(state, checkpoint, keep=0)
+
+
+@pytest.fixture(scope="module")
+def recalibrated(tmp_path_factory):
+    """An index built while the checkpoint's threshold sat just below the distance of a query to its nearest
+    gallery image; then the checkpoint is re-calibrated to a threshold just above it."""
+    root = tmp_path_factory.mktemp("source")
+    checkpoint = write_tiny_checkpoint(root / "best.pt")
+    gallery = write_images(root / "gallery", 4, seed=6)
+    query = write_images(root / "query", 1, seed=7)[0]
+    embedder = Embedder.from_checkpoint(checkpoint)
+    distances = embedder.distance(embedder.embed(str(query))[0], embedder.embed([str(p) for p in gallery]))
+    nearest = float(distances.min())
+    old, new = nearest - 0.01, nearest + 0.01
+    store_threshold(checkpoint, old, "2026-01-01T00:00:00+00:00")
+    assert cli_main(["index", "--checkpoint", str(checkpoint), "--images", str(root / "gallery"), "--out",
+                     str(root / "index"), "--workers", "0"]) == 0
+    store_threshold(checkpoint, new, "2026-02-01T00:00:00+00:00")       # `calibrate` after `index`
+    return checkpoint, query, gallery[int(distances.argmin())], root / "index", old, new
+
+
+def test_search_and_verify_agree_after_calibrate_rewrote_the_threshold(recalibrated, capsys):
+    checkpoint, query, nearest, index, old, new = recalibrated
+    capsys.readouterr()
+    assert cli_main(["verify", "--checkpoint", str(checkpoint), str(query), str(nearest), "--json"]) == 0
+    verdict = json.loads(capsys.readouterr().out)
+    assert verdict["same"] and verdict["threshold"] == new
+    assert cli_main(["search", "--index", str(index), "--query", str(query), "--top-k", "2"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"known: 1 of 2 results within the threshold {new:.4f}")
+    assert cli_main(["search", "--index", str(index), "--query", str(query), "--top-k", "2", "--json"]) == 0
+    captured = capsys.readouterr()
+    answer = json.loads(captured.out)
+    assert answer["threshold"]["threshold"] == new and answer["unknown"] is False
+    assert answer["results"][0]["path"] == str(nearest.resolve()) and answer["results"][0]["within"] is True
+    assert f"the index recorded threshold {old:.4f} when it was built; checkpoint {checkpoint} now stores " \
+           f"threshold {new:.4f}" in captured.err and "using the checkpoint's" in captured.err
+
+
+def test_serve_decides_with_the_checkpoints_current_threshold(recalibrated):
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from trytry_reid.serving.app import create_app
+    from trytry_reid.serving.inference import load_model
+
+    checkpoint, query, _, index, _, new = recalibrated
+    client = TestClient(create_app(index, load_model(checkpoint)))
+    assert client.get("/api/health").json()["threshold"]["threshold"] == new
+    answer = client.post("/api/search", files={"image": ("q.jpg", query.read_bytes(), "image/jpeg")}).json()
+    assert answer["threshold"]["threshold"] == new and answer["unknown"] is False
