@@ -39,14 +39,14 @@ def calibrated(tmp_path_factory):
 
 def test_calibrate_writes_json_figure_and_stores_only_the_operating_point(calibrated):
     checkpoint, before, root, _ = calibrated
-    payload = json.loads((root / "cal" / "calibration.json").read_text())
+    payload = json.loads((root / "cal" / "tiny.json").read_text())          # named after the checkpoint
     mini = payload["datasets"]["mini"]
     assert (mini["num_positive"], mini["num_excluded"]) == (6, 3)       # counted by hand from MINI_MARKET
     assert mini["num_positive"] + mini["num_negative"] + mini["num_excluded"] == 4 * 8
     assert [p["target_fpr"] for p in mini["operating_points"]] == [1e-2, 1e-3, 1e-4]
     assert set(mini) >= {"auc", "eer", "roc", "histogram", "open_set", "retrieval", "chosen"}
     assert 0.0 <= mini["auc"] <= 1.0 and mini["retrieval"]["auc"] == mini["auc"]
-    assert (root / "cal" / "calibration.png").stat().st_size > 10_000
+    assert (root / "cal" / "tiny.png").stat().st_size > 10_000
     after = load_checkpoint(checkpoint)
     entry = after["calibration"]
     assert entry == payload["operating_point"] and entry["dataset"] == "mini" and entry["target_fpr"] == 0.25
@@ -62,7 +62,7 @@ def test_calibrate_no_store_leaves_the_checkpoint_alone(calibrated, tmp_path):
     assert cli_main(["calibrate", "--checkpoint", str(checkpoint), "--out", str(tmp_path), "--no-store",
                      "--open-set-drop", "0", "--config", *mini_set(market)]) == 0
     assert "calibration" not in load_checkpoint(checkpoint)
-    assert "open_set" not in json.loads((tmp_path / "calibration.json").read_text())["datasets"]["mini"]
+    assert "open_set" not in json.loads((tmp_path / "plain.json").read_text())["datasets"]["mini"]
 
 
 def verify_json(capsys, *args: str) -> dict:

@@ -22,14 +22,15 @@ HEIGHT, WIDTH = 64, 32
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def write_tiny_checkpoint(path: Path, embedding_dim: int = 32, seed: int = 0) -> Path:
-    """A checkpoint as `train` writes it (contract in docs/ARCHITECTURE.md), with a resnet18 trunk.
+def write_tiny_checkpoint(path: Path, embedding_dim: int = 32, seed: int = 0, backbone: str = "resnet18") -> Path:
+    """A checkpoint as `train` writes it (contract in docs/ARCHITECTURE.md), with a resnet18 trunk (or
+    ``backbone``: small_cnn makes a checkpoint of a few hundred KB, quick to load and write in child processes).
 
     BN running statistics are randomised so the BNNeck is not an identity and eval mode matters.
     """
     from trytry_reid.models import build_reid_model
 
-    config = {"model": {"backbone": "resnet18", "last_stride": 2, "embedding_dim": embedding_dim,
+    config = {"model": {"backbone": backbone, "last_stride": 2, "embedding_dim": embedding_dim,
                         "bnneck": True, "pooling": "avg"},
               "data": {"height": HEIGHT, "width": WIDTH, "mean": list(MEAN), "std": list(STD)}}
     torch.manual_seed(seed)

@@ -174,7 +174,7 @@ def test_calibrate_rank_and_tsne_without_config_use_the_checkpoints_own_config(f
     checkpoint = str(out / "checkpoints" / "last.pt")
     assert cli_main(["calibrate", "--checkpoint", checkpoint, "--out", str(tmp_path / "c"), "--no-store",
                      "--open-set-drop", "0"]) == 0
-    report = json.loads((tmp_path / "c" / "calibration.json").read_text())
+    report = json.loads((tmp_path / "c" / "last.json").read_text())
     assert list(report["datasets"]) == ["market1501"]                       # the run's test set, not the digits
     assert cli_main(["rank", "--checkpoint", checkpoint, "--out", str(tmp_path / "r"), "--num", "2"]) == 0
     assert any(p.name.startswith("ranking") for p in (tmp_path / "r").iterdir())

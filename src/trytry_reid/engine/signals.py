@@ -1,4 +1,5 @@
-"""SIGINT/SIGTERM during training: finish the step, checkpoint, stop; a second signal stops at once.
+"""SIGINT/SIGTERM during training: finish the step, checkpoint, stop; a second signal stops at once. Other
+commands stop at the first signal, but never in the middle of a file being written.
 
 Pre-empted GPU jobs get SIGTERM and a short grace period. :class:`StopRequest` turns the first signal into a
 flag the training loop checks after each step; the loop then writes a resumable checkpoint and raises
@@ -7,6 +8,11 @@ flag the training loop checks after each step; the loop then writes a resumable 
 :func:`deferred_stop` (a checkpoint being written): there it waits for the block to finish, so the file is
 complete, and is raised then. Processes forked from the training process (DataLoader workers, which also
 get the terminal's Ctrl-C) ignore the signals and leave the stopping to it.
+
+``StopRequest(graceful=False)`` (what the command line installs around every command) treats the first
+signal like a second one: :class:`ImmediateStop` at once, or at the end of the :func:`deferred_stop` block
+being run (a checkpoint, or a command's commit of several files), so temporary files are removed by the
+exception's unwinding and no file is left half-written. Training's own ``StopRequest`` nests inside it.
 """
 
 from __future__ import annotations
@@ -52,10 +58,11 @@ class StopRequest:
     the second raises :class:`ImmediateStop`.
 
     Outside the main thread (where Python cannot install signal handlers) it installs nothing and
-    ``requested`` stays ``None``.
+    ``requested`` stays ``None``. ``graceful=False``: the first signal already stops (see the module docstring).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, graceful: bool = True) -> None:
+        self.graceful = graceful
         self.requested: int | None = None
         self._previous: dict[int, Callable | int | None] = {}
         self._pid = os.getpid()
@@ -87,7 +94,12 @@ class StopRequest:
         if os.getpid() != self._pid:
             return  # a forked child (a DataLoader worker): the training process stops it
         name = signal.Signals(signum).name
-        if self.requested is None:
+        first = self.requested is None
+        if first and not self.graceful:
+            self.requested = signum
+            self._stop(signum, f"\n{name} received: stopping as soon as the file being written is complete")
+            return
+        if first:
             self.requested = signum
             print(
                 f"\n{name} received: finishing the current step and writing a checkpoint "
@@ -96,13 +108,18 @@ class StopRequest:
                 flush=True,
             )
             return
+        self._stop(signum, f"\nsecond {name}: stopping as soon as the checkpoint being written is complete",
+                   f"\nsecond {name}: stopping now, without a checkpoint")
+
+    def _stop(self, signum: int, deferred_note: str, now_note: str | None = None) -> None:
+        """Raise ImmediateStop now, or once the deferred_stop block running ends (saying so)."""
         if self._deferring:
             self._pending = signum
-            print(f"\nsecond {name}: stopping as soon as the checkpoint being written is complete",
-                  file=sys.stderr, flush=True)
+            print(deferred_note, file=sys.stderr, flush=True)
             return
         self._restore()
-        print(f"\nsecond {name}: stopping now, without a checkpoint", file=sys.stderr, flush=True)
+        if now_note is not None:
+            print(now_note, file=sys.stderr, flush=True)
         raise ImmediateStop(signum)
 
 
@@ -111,9 +128,9 @@ _ACTIVE: StopRequest | None = None  # the StopRequest whose handlers are install
 
 @contextmanager
 def deferred_stop() -> Iterator[None]:
-    """A block a second signal must not cut short (writing a checkpoint): the stop waits for its end.
-
-    Raising inside it would leave torch's zip writer half-way (it then reports 'unexpected pos')."""
+    """A block a stop signal must not cut short (writing a checkpoint, or files that must change together):
+    the stop waits for its end. Raising inside torch.save would leave its zip writer half-way (it then
+    reports 'unexpected pos')."""
     request = _ACTIVE
     if request is None or threading.current_thread() is not threading.main_thread():
         yield
@@ -127,6 +144,12 @@ def deferred_stop() -> Iterator[None]:
             signum, request._pending = request._pending, None
             request._restore()
             raise ImmediateStop(signum)
+
+
+def interrupted_message(command: str, signum: int) -> str:
+    """The one line a command stopped by a signal prints (exit status ``128 + signum``)."""
+    return (f"trytry-reid {command}: stopped by {signal.Signals(signum).name}; files are written whole or not "
+            f"at all, so none was left half-written")
 
 
 def resume_message(signum: int, checkpoint: str | None) -> str:

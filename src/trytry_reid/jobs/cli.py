@@ -15,6 +15,24 @@ from trytry_reid.jobs import commands
 STORED_CONFIG_HELP = "YAML config file (default: the one stored in --checkpoint, test sets included)"
 
 
+def int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high] (a bad value is a one-line usage error, exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            bound = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"expected {bound}, got {text!r}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
+POSITIVE, NON_NEGATIVE = int_at_least(1), int_at_least(0)
+
+
 def add_config_args(parser: argparse.ArgumentParser, required: bool = False,
                     help_text: str = f"YAML config file (default for train: {commands.DEMO_CONFIG})") -> None:
     parser.add_argument("--config", "-c", type=Path, required=required, help=help_text)
@@ -45,17 +63,17 @@ def rank_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--queries", default="first", choices=["first", "random", "worst", "names"],
                    help="which queries to draw (worst = lowest AP)")
-    p.add_argument("--num", type=int, default=8, help="number of query rows")
+    p.add_argument("--num", type=POSITIVE, default=8, help="number of query rows")
     p.add_argument("--names", nargs="*", default=None, help="query file names, with --queries names")
-    p.add_argument("--top-k", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0, help="seed for --queries random")
+    p.add_argument("--top-k", type=POSITIVE, default=10)
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0, help="seed for --queries random")
     p.add_argument("--out", type=Path, help="output folder (default: <checkpoint run>/figures)")
 
 
 def tsne_arguments(p: argparse.ArgumentParser) -> None:
     add_config_args(p, help_text=STORED_CONFIG_HELP)
     p.add_argument("--checkpoint", type=Path, required=True)
-    p.add_argument("--max-ids", type=int, default=20, help="identities drawn (a seeded sample)")
+    p.add_argument("--max-ids", type=POSITIVE, default=20, help="identities drawn (a seeded sample)")
     p.add_argument("--thumbnails", action="store_true", help="draw image thumbnails at the points")
     p.add_argument("--out", type=Path, help="output folder (default: <checkpoint run>/figures)")
 
@@ -82,11 +100,11 @@ def add_folder_args(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--images", type=Path, required=True, help="folder searched recursively")
     p.add_argument("--out", type=Path, required=True, help=out_help)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--batch-size", type=POSITIVE, default=128)
+    p.add_argument("--workers", type=NON_NEGATIVE, default=2)
     p.add_argument("--on-bad-image", default="error", choices=["error", "skip"],
                    help="an unreadable image: stop naming it (error), or log, count and leave it out (skip)")
-    p.add_argument("--max-bad-images", type=int, default=100, help="with skip: stop when more are bad")
+    p.add_argument("--max-bad-images", type=NON_NEGATIVE, default=100, help="with skip: stop when more are bad")
 
 
 def extract_arguments(p: argparse.ArgumentParser) -> None:
@@ -97,14 +115,14 @@ def index_arguments(p: argparse.ArgumentParser) -> None:
     add_folder_args(p, "index folder")
     p.add_argument("--backend", default="numpy", choices=["numpy", "faiss", "faiss-ivf"],
                    help="exact search (numpy or faiss, identical results) or approximate (faiss-ivf)")
-    p.add_argument("--nlist", type=int, default=1024, help="faiss-ivf: number of clusters")
-    p.add_argument("--nprobe", type=int, default=16, help="faiss-ivf: clusters visited per query")
+    p.add_argument("--nlist", type=POSITIVE, default=1024, help="faiss-ivf: number of clusters")
+    p.add_argument("--nprobe", type=POSITIVE, default=16, help="faiss-ivf: clusters visited per query")
 
 
 def search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", type=Path, required=True)
     p.add_argument("--query", type=Path, required=True)
-    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--top-k", type=POSITIVE, default=10, help="number of results (at most the gallery's size)")
     p.add_argument("--checkpoint", type=Path, help="default: the checkpoint the index was built with")
     p.add_argument("--figure", type=Path, help="also write the ranking as a PNG")
     p.add_argument("--threshold", default="auto",
@@ -124,7 +142,7 @@ def serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", type=Path, required=True)
     p.add_argument("--checkpoint", type=Path, help="default: the checkpoint the index was built with")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int_at_least(0, 65535), default=8000)
     p.add_argument("--eval-run", type=Path, help="a ranking JSON (from rank/evaluate --rank) to browse")
 
 
@@ -190,12 +208,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command. Bad input (the project's own errors, and file-system errors) is one line and exit
-    status 2; any other exception is a bug and keeps its traceback."""
+    status 2; SIGINT / SIGTERM stop the command (after the file being written, if any) with one line and exit
+    status 128 + signal (130, 143); any other exception is a bug and keeps its traceback."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from trytry_reid.engine.signals import ImmediateStop, StopRequest, interrupted_message
+
     try:
-        return COMMANDS[args.command].run(args) or 0
+        with StopRequest(graceful=False):
+            return COMMANDS[args.command].run(args) or 0
+    except ImmediateStop as stop:
+        print(interrupted_message(args.command, stop.signum), file=sys.stderr)
+        return 128 + stop.signum
     except (ReidError, OSError) as err:
         if args.verbose:
             raise
