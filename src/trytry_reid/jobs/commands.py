@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -35,7 +36,28 @@ def checkpoint_config(checkpoint: Path, overrides: list[str]) -> Config:
     try:
         return resolve_config(stored, overrides)
     except ConfigError as error:
-        raise ConfigError(f"the config stored in {checkpoint}: {error}") from error
+        raise ConfigError(blame(error, checkpoint, overrides)) from error
+
+
+NAMED_KEY = re.compile(r"(?:config key|override) '([^'=]+)")
+
+
+def blame(error: ConfigError, checkpoint: Path, overrides: list[str]) -> str:
+    """Each problem of ``error`` with where it comes from: an override on the command line (the problem names
+    its key, or a key under it) or the config stored in the checkpoint."""
+    given = {item.partition("=")[0].strip(): item for item in overrides}
+
+    def source(problem: str) -> str:
+        named = NAMED_KEY.findall(problem)
+        for key, item in given.items():
+            if any(name == key or name.startswith((f"{key}.", f"{key}[")) for name in named):
+                return f"{item} on the command line"
+        return f"the config stored in {checkpoint}"
+
+    problems = getattr(error, "problems", [str(error)])
+    if len(problems) == 1:
+        return f"{source(problems[0])}: {problems[0]}"
+    return f"{len(problems)} config problems:\n  " + "\n  ".join(f"{source(p)}: {p}" for p in problems)
 
 
 def job_config(args: argparse.Namespace) -> Config:

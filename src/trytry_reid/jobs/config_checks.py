@@ -1,9 +1,13 @@
-"""Value checks on a typed config: what cannot work is refused before any training starts."""
+"""Value checks on a typed config: what cannot work is refused before any training starts, every problem at
+once. Each ``check_*`` function stops at its first problem (later checks in it may rely on earlier ones);
+``check_values`` runs them all (``@collected``) and raises one ConfigError listing every problem found."""
 
 from __future__ import annotations
 
+import contextvars
+import functools
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from trytry_reid.catalog import did_you_mean
 from trytry_reid.errors import ConfigError
@@ -42,6 +46,32 @@ def fail(key: str, value: Any, expected: str) -> None:
     raise ConfigError(f"config key '{key}' = {value!r}: expected {expected}")
 
 
+_PROBLEMS: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("config_problems", default=None)
+
+
+def collected(check: Callable[..., None]) -> Callable[..., None]:
+    """Inside ``check_values``, a check's ConfigError is recorded and the next check runs; outside it, raised."""
+    @functools.wraps(check)
+    def run(*args: Any) -> None:
+        problems = _PROBLEMS.get()
+        try:
+            check(*args)
+        except ConfigError as error:
+            if problems is None:
+                raise
+            problems.append(str(error))
+    return run
+
+
+def problems_error(problems: list[str]) -> ConfigError:
+    """One problem: its own message; several: a count and one line each."""
+    if len(problems) == 1:
+        return ConfigError(problems[0])
+    error = ConfigError(f"{len(problems)} config problems:\n  " + "\n  ".join(problems))
+    error.problems = list(problems)
+    return error
+
+
 def get(config: "Config", key: str) -> Any:
     node: Any = config
     for part in key.split("."):
@@ -49,6 +79,7 @@ def get(config: "Config", key: str) -> Any:
     return node
 
 
+@collected
 def check_choice(key: str, value: str, valid: Iterable[str]) -> None:
     valid = sorted(valid)
     if value not in valid:
@@ -56,17 +87,30 @@ def check_choice(key: str, value: str, valid: Iterable[str]) -> None:
 
 
 def check_values(config: "Config") -> None:
-    for key, valid in choices().items():
-        if key != "model.backbone" or not is_timm_name(config.model.backbone):   # timm names: check_backbone
-            check_choice(key, get(config, key), valid)
-    check_test_dataset_names(config)
-    check_data(config)
-    check_model(config)
-    check_losses(config)
-    check_train(config)
-    check_test(config)
+    """Every check; one ConfigError naming every problem found."""
+    problems: list[str] = []
+    token = _PROBLEMS.set(problems)
+    try:
+        for key, valid in choices().items():
+            if key != "model.backbone" or not is_timm_name(config.model.backbone):   # timm names: check_backbone
+                check_choice(key, get(config, key), valid)
+        check_test_dataset_names(config)
+        check_root("data.root", config.data.name, config.data.root)
+        check_data(config)
+        check_model(config)
+        check_backbone(config)
+        check_pretrained(config)
+        check_losses(config)
+        check_train(config)
+        check_average(config)
+        check_test(config)
+    finally:
+        _PROBLEMS.reset(token)
+    if problems:
+        raise problems_error(problems)
 
 
+@collected
 def check_test_dataset_names(config: "Config") -> None:
     from trytry_reid.data.datasets import DATASETS
 
@@ -74,6 +118,7 @@ def check_test_dataset_names(config: "Config") -> None:
         check_choice(f"test.datasets[{i}].name", item.name, DATASETS)
 
 
+@collected
 def check_root(key: str, name: str, root: str | None) -> None:
     if root is None:
         if name not in DATASETS_WITHOUT_ROOT:
@@ -83,9 +128,9 @@ def check_root(key: str, name: str, root: str | None) -> None:
         fail(key, root, f"an existing folder holding dataset '{name}' (see docs/GETTING_STARTED.md, 'Datasets')")
 
 
+@collected
 def check_data(config: "Config") -> None:
     data = config.data
-    check_root("data.root", data.name, data.root)
     for key in ("height", "width", "batch_p", "batch_k"):
         if get(config, f"data.{key}") < 1:
             fail(f"data.{key}", get(config, f"data.{key}"), "a positive integer")
@@ -111,6 +156,7 @@ def check_data(config: "Config") -> None:
         fail("data.std", data.std, "positive numbers")
 
 
+@collected
 def check_model(config: "Config") -> None:
     model = config.model
     if model.last_stride not in (1, 2):
@@ -119,8 +165,6 @@ def check_model(config: "Config") -> None:
         fail("model.embedding_dim", model.embedding_dim, "0 (no embedding layer) or a positive size")
     if not model.classifier_std > 0:
         fail("model.classifier_std", model.classifier_std, "a positive std for the classifier's normal init")
-    check_backbone(config)
-    check_pretrained(config)
 
 
 def is_timm_name(backbone: str) -> bool:
@@ -129,6 +173,7 @@ def is_timm_name(backbone: str) -> bool:
     return backbone.startswith(TIMM_PREFIX)
 
 
+@collected
 def check_backbone(config: "Config") -> None:
     """A timm/<name> backbone: timm installed, a known CNN, runs at the config's input size and last stride."""
     from trytry_reid.errors import ReidError
@@ -145,13 +190,19 @@ def check_backbone(config: "Config") -> None:
             raise ConfigError(f"config key 'model.backbone' = {name!r}: {error}") from error
 
 
+@collected
 def check_pretrained(config: "Config") -> None:
     """ImageNet weights the backbone has; an existing weights file; a checkpoint of the same backbone."""
+    from trytry_reid.errors import ReidError
     from trytry_reid.models.backbones import BACKBONES, backbone_entry, same_architecture
     from trytry_reid.models.weights_file import reid_checkpoint_config
 
     model = config.model
-    if model.pretrained == "imagenet" and not backbone_entry(model.backbone).has_imagenet_weights:
+    try:
+        entry = backbone_entry(model.backbone)
+    except ReidError:
+        return          # an unknown backbone: its own check reports it
+    if model.pretrained == "imagenet" and not entry.has_imagenet_weights:
         with_weights = ", ".join(sorted(name for name, e in BACKBONES.items() if e.has_imagenet_weights))
         fail("model.pretrained", model.pretrained, f"'none' or a weights file: backbone '{model.backbone}' "
              f"has no ImageNet weights (those with weights: {with_weights}, timm/<name>)")
@@ -167,6 +218,7 @@ def check_pretrained(config: "Config") -> None:
              f"but it was trained with '{trained}': set model.backbone={trained} to fine-tune it")
 
 
+@collected
 def check_losses(config: "Config") -> None:
     from trytry_reid.losses.criterion import LOSSES
 
@@ -193,6 +245,7 @@ def check_losses(config: "Config") -> None:
         fail(f"loss.cosface.{bad}", getattr(loss.cosface, bad), "scale > 0 and a margin in [0, 1)")
 
 
+@collected
 def check_train(config: "Config") -> None:
     train = config.train
     positive = {"epochs": train.epochs, "lr": train.lr, "head_lr_factor": train.head_lr_factor,
@@ -210,6 +263,13 @@ def check_train(config: "Config") -> None:
         fail("train.steps_per_epoch", train.steps_per_epoch, "a positive number of steps, or null")
     if len(train.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in train.adam_betas):
         fail("train.adam_betas", train.adam_betas, "two coefficients [beta1, beta2], each in [0, 1)")
+    if list(train.milestones) != sorted(train.milestones):
+        fail("train.milestones", train.milestones, "increasing epoch numbers")
+
+
+@collected
+def check_average(config: "Config") -> None:
+    train = config.train
     if not 0.0 <= train.ema_decay < 1.0:
         fail("train.ema_decay", train.ema_decay, "0 (off) or a decay in (0, 1), like 0.998")
     if not 0 <= train.average_epochs <= train.epochs:
@@ -217,13 +277,16 @@ def check_train(config: "Config") -> None:
              "lower it too when shortening a run")
     if train.average_epochs and train.ema_decay:
         fail("train.average_epochs", train.average_epochs, "0 when train.ema_decay is set (one weight average)")
-    if list(train.milestones) != sorted(train.milestones):
-        fail("train.milestones", train.milestones, "increasing epoch numbers")
 
 
 def check_test(config: "Config") -> None:
     for i, item in enumerate(config.test.datasets):
         check_root(f"test.datasets[{i}].root", item.name, item.root)
+    check_test_values(config)
+
+
+@collected
+def check_test_values(config: "Config") -> None:
     for key in ("batch_size", "max_rank", "ranking_top_k", "tsne_max_ids"):
         if get(config, f"test.{key}") < 1:
             fail(f"test.{key}", get(config, f"test.{key}"), "a positive integer")

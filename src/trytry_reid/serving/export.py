@@ -87,11 +87,21 @@ def export_onnx(loaded_model, out_path: str | Path, opset: int = 17) -> Path:
     return out_path
 
 
-def read_preprocessing(onnx_path: str | Path) -> dict[str, str]:
-    """The metadata written by ``export_onnx`` (``metadata_props`` as a dict)."""
-    import onnx
+class OnnxFileError(ReidError, ValueError):
+    """A file that is not an ONNX model; the message names it."""
 
-    proto = onnx.load(str(onnx_path), load_external_data=False)
+
+def read_preprocessing(onnx_path: str | Path) -> dict[str, str]:
+    """The metadata written by ``export_onnx`` (``metadata_props`` as a dict); OnnxFileError for a file that
+    does not parse as an ONNX model (a checkpoint, an image, a damaged file)."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        proto = onnx.load(str(onnx_path), load_external_data=False)
+    except DecodeError as error:
+        raise OnnxFileError(f"{onnx_path} is not an ONNX model (it does not parse as one: {error}); "
+                            f"export one with `trytry-reid export`") from error
     return {prop.key: prop.value for prop in proto.metadata_props}
 
 
