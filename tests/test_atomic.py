@@ -41,3 +41,18 @@ def test_an_index_save_that_fails_midway_is_refused_on_load_never_mixed(tmp_path
     with pytest.raises(GalleryIndexError, match="features.npz has shape"):    # 6 vectors, index.json says 3
         GalleryIndex.load(tmp_path / "idx")
     assert not [p for p in (tmp_path / "idx").iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_get_the_mode_the_umask_gives_any_new_file(tmp_path, umask):
+    import os
+
+    previous = os.umask(umask)
+    try:
+        with atomic_file(tmp_path / "atomic.json", "w") as handle:
+            handle.write("{}")
+        (tmp_path / "plain.yml").write_text("a: 1\n")
+    finally:
+        os.umask(previous)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == {"atomic.json": 0o666 & ~umask, "plain.yml": 0o666 & ~umask}

@@ -5,7 +5,6 @@ the ImageNet mean colour), never by the code under test."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -124,13 +123,15 @@ def test_uploads_read_the_same_pixels_as_files(tmp_path, kind):
 
     if kind == "deep":
         values = gradient16(96, 48)
-        path, truth = saved(Image.fromarray(values), tmp_path / "deep.png"), np.repeat(expected8(values)[..., None], 3, 2)
+        path = saved(Image.fromarray(values), tmp_path / "deep.png")
+        truth = np.repeat(expected8(values)[..., None], 3, axis=2)
     else:
         path, truth = sideways_jpeg(tmp_path / "phone.jpg")
     for fit in (None, (truth.shape[1] // 2, truth.shape[0] // 2)):     # whole, and reduced by 2 in both sides
         pixels = np.asarray(decode_upload(path.read_bytes(), 1 << 20, fit)).astype(int)
         factor = truth.shape[0] // pixels.shape[0]
-        assert pixels.shape == (truth.shape[0] // factor, truth.shape[1] // factor, 3) and factor == (1 if fit is None else 2)
+        assert factor == (1 if fit is None else 2)
+        assert pixels.shape == (truth.shape[0] // factor, truth.shape[1] // factor, 3)
         shrunk = truth.reshape(pixels.shape[0], factor, pixels.shape[1], factor, 3).mean(axis=(1, 3))
         width = pixels.shape[1]
         away_from_the_edge = [1, width // 4, width // 2 - 2, width // 2 + 1, 3 * width // 4, width - 2]
@@ -139,8 +140,9 @@ def test_uploads_read_the_same_pixels_as_files(tmp_path, kind):
 
 
 def test_the_embedder_reads_pil_images_by_the_same_rules(tmp_path):
-    from test_export import write_tiny_checkpoint
     from trytry_reid.serving.embedder import Embedder
+
+    from test_export import write_tiny_checkpoint
 
     embedder = Embedder.from_checkpoint(write_tiny_checkpoint(tmp_path / "tiny.pt"))
     values = gradient16(64, 32)

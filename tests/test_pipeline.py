@@ -28,7 +28,20 @@ def demo_run(tmp_path_factory) -> Path:
                           env={**__import__("os").environ, "TRYTRY_REID_CACHE": str(cache)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "run folder:" in proc.stdout and "rank1" in proc.stdout
+    (out.parent / "stdout.txt").write_text(proc.stdout)       # beside the run folder, not in it
     return out
+
+
+def test_the_run_summary_lists_both_checkpoints(demo_run: Path):
+    listed = (demo_run.parent / "stdout.txt").read_text().split("run folder:")[1].split()
+    assert str(demo_run / "checkpoints" / "best.pt") in listed and str(demo_run / "checkpoints" / "last.pt") in listed
+
+
+def test_every_file_of_the_run_has_the_mode_the_umask_gives(demo_run: Path):
+    from trytry_reid.atomic import current_umask
+
+    modes = {str(p.relative_to(demo_run)): oct(p.stat().st_mode & 0o777) for p in demo_run.rglob("*") if p.is_file()}
+    assert set(modes.values()) == {oct(0o666 & ~current_umask())}, modes
 
 
 def test_demo_writes_every_output(demo_run: Path):

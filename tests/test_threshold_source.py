@@ -53,6 +53,8 @@ def test_search_and_verify_agree_after_calibrate_rewrote_the_threshold(recalibra
     assert cli_main(["search", "--index", str(index), "--query", str(query), "--top-k", "2", "--json"]) == 0
     captured = capsys.readouterr()
     answer = json.loads(captured.out)
+    assert set(answer) == {"query", "threshold", "unknown", "results"}            # the API's fields
+    assert set(answer["results"][0]) == {"rank", "id", "path", "name", "distance", "within"}   # (less its url)
     assert answer["threshold"]["threshold"] == new and answer["unknown"] is False
     assert answer["results"][0]["path"] == str(nearest.resolve()) and answer["results"][0]["within"] is True
     assert f"the index recorded threshold {old:.4f} when it was built; checkpoint {checkpoint} now stores " \

@@ -237,7 +237,8 @@ def viper(root: str | None) -> Splits:
 
 
 FOLDER_LAYOUT = """{root}/
-    train/    <pid>/<any name>.jpg      (pid: digits, or any other folder name; 0 = distractors, gallery only)
+    train/    <pid>/<any name>.jpg      (pid: digits, or any other folder name; 0 = distractors, gallery only;
+                                        train/ may be left out in a test set: evaluate, calibrate)
     query/    <pid>/<any name>.jpg      camera from a 'c<N>' token in the name (c1 -> camid 0), e.g. x_c2_7.jpg
     gallery/  <pid>/<any name>.jpg"""
 
@@ -284,8 +285,8 @@ def folder(root: str | None) -> Splits:
     """``<root>/<split>/<pid>/<name>``. Without camera tokens: query camid 0, gallery camid 1 (warned)."""
     base = need_root("folder", root)
     layout = FOLDER_LAYOUT.format(root=base)
-    entries = {s: folder_entries("folder", require_dir("folder", base / s, layout))
-               for s in ("train", "query", "gallery")}
+    splits_here = ("query", "gallery") if not (base / "train").exists() else ("train", "query", "gallery")
+    entries = {s: folder_entries("folder", require_dir("folder", base / s, layout)) for s in splits_here}
     pid_of = folder_pid_map({pid_name for split in entries.values() for pid_name, _ in split})
     cameras = {s: [folder_camera(path) for _, path in items] for s, items in entries.items()}
     flat = [c for cams in cameras.values() for c in cams]
@@ -297,7 +298,7 @@ def folder(root: str | None) -> Splits:
         missing = [str(p) for s in entries for (_, p), c in zip(entries[s], cameras[s]) if c is None]
         raise DatasetError(f"folder: {len(missing)} file(s) have no 'c<N>' camera token, but other names do:\n  "
                            + "\n  ".join(missing) + f"\n{layout}")
-    splits = {}
+    splits = {"train": []}      # no train/ folder: a test set only (evaluate, calibrate); training refuses it
     for split, items in entries.items():
         records = [Record(str(p), pid_of[n], c) for (n, p), c in zip(items, cameras[split])]
         splits[split] = check_folder_split(records, split, base / split, layout)

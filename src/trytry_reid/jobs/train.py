@@ -14,6 +14,7 @@ from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 
+from trytry_reid.atomic import atomic_file
 from trytry_reid.data.validate import dataset_report
 from trytry_reid.engine import distributed
 from trytry_reid.engine.checkpoint import check_writable, load_checkpoint
@@ -196,7 +197,8 @@ def run_train(config: Config, resume: str | None = None, overwrite: bool = False
     if info.is_main:
         check_writable(out, need_bytes=checkpoint_space(objects, config.train.checkpoint_keep))
         run_folder.delete_run(out, found)
-        (out / "config.yml").write_text(dump_yaml(config))
+        with atomic_file(out / "config.yml", "w") as handle:
+            handle.write(dump_yaml(config))
     writer = tensorboard_writer(out, state) if info.is_main else None
     evaluator = Evaluator(config, objects.inference_model(), test_sets, str(device), writer,
                           None if state is None else state.get(ENTRY_KEY))
@@ -241,6 +243,7 @@ def finish(config: Config, out: Path, history: dict, evaluator: Evaluator, wall:
                                             None if entry is None else entry["threshold"], threshold_label(entry)))
     print(format_table(summaries))
     print(f"\nrun folder: {out}")
-    for path in written + [out / "checkpoints" / "last.pt", out / "tb"]:
+    checkpoints = [out / "checkpoints" / name for name in ("best.pt", "last.pt")]
+    for path in written + [path for path in checkpoints if path.is_file()] + [out / "tb"]:
         print(f"  {path}")
     return summary

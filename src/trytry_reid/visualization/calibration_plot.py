@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from trytry_reid.atomic import write_figure
 from trytry_reid.evaluation.calibration import COARSE_BINS, Calibration, rates_at
 
 ROW_SIZE = (11.0, 3.6)  # inches per test set
@@ -37,10 +38,7 @@ def calibration_figure(calibrations: Mapping[str, Calibration], threshold: float
 def draw_calibration(calibrations: Mapping[str, Calibration], out_path: str | Path, threshold: float | None = None,
                      threshold_label: str = "threshold") -> Path:
     """Write ``calibration_figure`` as a PNG."""
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    calibration_figure(calibrations, threshold, threshold_label).savefig(out, dpi=DPI)
-    return out
+    return write_figure(calibration_figure(calibrations, threshold, threshold_label), out_path, DPI)
 
 
 def calibration_array(calibrations: Mapping[str, Calibration], threshold: float | None = None,

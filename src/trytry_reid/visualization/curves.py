@@ -21,6 +21,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+from trytry_reid.atomic import write_figure
+
 FIGSIZE = (12.0, 8.0)  # inches
 DPI = 110  # the PNG is FIGSIZE * DPI pixels: 1320 x 880
 SMOOTH_ABOVE = 100  # per-step series longer than this get a moving-average line over the faint raw one
@@ -201,7 +203,4 @@ def draw_curves(history: dict, out_path: str | Path) -> Path:
     _draw_lr(axes[1, 1], steps, _series(history, "lr", length))
     for ax in axes.flat:
         _style(ax)
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=DPI)
-    return out
+    return write_figure(fig, out_path, DPI)

@@ -23,6 +23,8 @@ import numpy as np
 from matplotlib import font_manager
 from PIL import Image, ImageDraw, ImageFont
 
+from trytry_reid.atomic import atomic_file
+from trytry_reid.data.image_modes import as_rgb
 from trytry_reid.data.images import common_folder
 
 QUERY_COLOR = (30, 100, 220)
@@ -185,7 +187,7 @@ def _fit_image(path: str, cell_h: int, cell_w: int) -> Image.Image:
     """The image at ``path`` scaled to fit the cell (aspect kept, letterboxed); small images use nearest."""
     try:
         with Image.open(path) as raw:
-            image = raw.convert("RGB")
+            image = as_rgb(raw)     # the picture the model embeds (orientation, 16-bit, transparency)
     except (OSError, ValueError) as error:
         raise ValueError(f"cannot read image for the ranking grid: {path} ({error})") from error
     scale = min(cell_w / image.width, cell_h / image.height)
@@ -304,8 +306,9 @@ def _dataset_roots(entries: list[dict]) -> list[str]:
 
 def _write_sidecars(entries: list[dict], out_path: Path, title: str | None) -> None:
     payload = {"figure": out_path.name, "title": title, "dataset_roots": _dataset_roots(entries), "rows": entries}
-    out_path.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
-    with open(out_path.with_suffix(".csv"), "w", newline="") as handle:
+    with atomic_file(out_path.with_suffix(".json"), "w") as handle:
+        handle.write(json.dumps(payload, indent=2) + "\n")
+    with atomic_file(out_path.with_suffix(".csv"), "w") as handle:
         writer = csv.writer(handle)
         writer.writerow(["query_index", "query_path", "query_pid", "rank", "gallery_index", "gallery_path",
                          "gallery_pid", "distance", "is_match"])
@@ -330,7 +333,7 @@ def draw_ranking_grid(
     if out.suffix.lower() != ".png":
         raise ValueError(f"ranking grid out_path must end in .png, got {out}")
     array = ranking_grid_array(rows, query_paths, gallery_paths, cell_size=cell_size, title=title)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(out)
+    with atomic_file(out) as handle:
+        Image.fromarray(array).save(handle, format="PNG")
     _write_sidecars(_sidecar_rows(rows, query_paths, gallery_paths), out, title)
     return out

@@ -17,6 +17,9 @@ from PIL import Image
 from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
 
+from trytry_reid.atomic import write_figure
+from trytry_reid.data.image_modes import as_rgb
+
 FIGSIZE = (8.0, 7.0)  # inches
 DPI = 120  # the PNG is FIGSIZE * DPI pixels: 960 x 840
 THUMB_PX = 34  # a thumbnail's longer side in pixels
@@ -86,7 +89,7 @@ def _add_thumbnails(ax, points: np.ndarray, paths: Sequence[str], colors: list, 
     """Small image thumbnails (longer side THUMB_PX) at well-separated points, framed in the identity colour."""
     for i in _spread_subset(points, min_gap=0.05, max_count=max_count):
         with Image.open(paths[i]) as raw:
-            image = raw.convert("RGB")
+            image = as_rgb(raw)     # the picture the model embeds (orientation, 16-bit, transparency)
         zoom = THUMB_PX / max(image.size) * 72 / DPI  # OffsetImage scales by dpi / 72
         box = AnnotationBbox(OffsetImage(np.asarray(image), zoom=zoom), points[i], frameon=True, pad=0.05,
                              bboxprops={"edgecolor": colors[i], "linewidth": 1.5})
@@ -136,10 +139,7 @@ def draw_tsne(
     if thumbnails is not None:
         _add_thumbnails(ax, pts, thumbnails, colors, max_thumbnails)
     _decorate(ax, len(pts), len(ids), title, max_legend, legend_title)
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=DPI)
-    return out
+    return write_figure(fig, out_path, DPI)
 
 
 def _decorate(ax, num_points: int, num_ids: int, title, max_legend: int, legend_title: str) -> None:
