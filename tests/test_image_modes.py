@@ -179,3 +179,16 @@ def test_every_exif_orientation_turns_like_pillows_exif_transpose(tmp_path, tag)
     with Image.open(path) as opened:
         reference = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
     np.testing.assert_array_equal(np.asarray(read_image(str(path))), reference)
+
+
+def test_figures_show_the_picture_the_model_embeds(tmp_path):
+    """Ranking grids read a lazily opened JPEG upright, like the model does (a phone photo stays portrait)."""
+    from trytry_reid.visualization.ranking import GridLayout, RankingRow, ranking_grid_array
+
+    path, _ = sideways_jpeg(tmp_path / "phone.jpg")
+    row = RankingRow(0, 1, 0, np.array([0]), np.array([0.5]), np.array([True]), np.array([1]), np.array([1]))
+    grid = ranking_grid_array([row], [str(path)], [str(path)], cell_size=(64, 32))
+    layout = GridLayout(1, 1, 64, 32, False)
+    x, y = layout.box_origin(0, 0)
+    cell = grid[y + layout.border: y + layout.border + 64, x + layout.border: x + layout.border + 32].astype(int)
+    assert np.abs(cell[32, 4] - [220, 20, 20]).max() <= 20 and np.abs(cell[32, 28] - [20, 20, 220]).max() <= 20

@@ -58,10 +58,10 @@ def upright(image: Image.Image) -> Image.Image:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """``image`` (decoded, any mode) as 8-bit RGB by the rules in the module docstring."""
+    """``image`` (any mode) as a new 8-bit RGB image by the rules in the module docstring."""
     mode = image.mode
     if mode == "RGB" and "transparency" not in image.info:
-        return image
+        return image.copy()     # decoded, and independent of the file it was opened from
     if mode in SIXTEEN_BIT:
         return _grey_to_rgb(_sixteen_bit_to_8(np.asarray(image), mode))
     if mode == "F":
