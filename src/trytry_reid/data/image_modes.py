@@ -4,9 +4,10 @@ Pillow's own ``convert("RGB")`` clips 16-bit values to 255, so a 16-bit PNG beco
 alpha, so a transparent cut-out shows whatever colour its hidden pixels hold. The rules here, applied to
 every image the toolkit embeds (files, uploads, PIL images given to the Embedder):
 
-* orientation: a JPEG's EXIF orientation tag is applied first (as ``ImageOps.exif_transpose`` does), so a phone
-  photo stored sideways is read upright;
-* ``RGB`` as it is; ``L`` and ``1`` (grey, black and white) repeated on the three channels; ``CMYK``,
+* orientation: an EXIF orientation tag is applied first (as ``ImageOps.exif_transpose`` does), so a phone
+  photo stored sideways is read upright (a sideways TIFF is refused: see ``orientation``);
+* ``RGB`` as it is; ``L`` and ``1`` (grey, black and white) repeated on the three channels; ``P`` (a palette),
+  ``CMYK``,
   ``YCbCr``, ``LAB``, ``HSV`` converted by Pillow;
 * 16-bit grey (``I;16*``, and ``I``, which is what 16-bit PPM / PGM files decode to): samples are 16-bit,
   scaled to 8 bits as ``round(v * 255 / 65535)``; an ``I`` image with values outside [0, 65535] is refused;
@@ -28,7 +29,7 @@ from trytry_reid.errors import ReidError
 ALPHA_BACKGROUND = (124, 116, 104)    # round(255 * ImageNet mean): zero after the usual normalisation
 SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
-PILLOW_CONVERTS = ("1", "L", "CMYK", "YCbCr", "LAB", "HSV")
+PILLOW_CONVERTS = ("1", "L", "P", "CMYK", "YCbCr", "LAB", "HSV")
 ORIENTATION_TAG = 0x0112
 # EXIF orientation -> the transpose that shows the picture upright (as ImageOps.exif_transpose does)
 UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -42,9 +43,18 @@ class ImageModeError(ReidError, ValueError):
 
 
 def orientation(image: Image.Image) -> int:
-    """The image's EXIF orientation (1: stored upright; also for no tag or an unknown value)."""
+    """The turn still to apply to ``image`` once decoded: its EXIF orientation (1: none, also for no tag or an
+    unknown value). Read it before ``load()``. Pillow's TIFF loader turns a TIFF itself while decoding (and
+    drops the tag), so a TIFF needs no turn here; a sideways TIFF (orientation 5 to 8) is refused, because
+    Pillow decodes an uncompressed one in any mode but RGB into scrambled pixels."""
     value = image.getexif().get(ORIENTATION_TAG, 1)
-    return value if value in UPRIGHT else 1
+    value = value if value in UPRIGHT else 1
+    if image.format != "TIFF":
+        return value
+    if value in SIDEWAYS:
+        raise ImageModeError(f"a TIFF whose EXIF orientation ({value}) turns it sideways: Pillow cannot decode "
+                             f"every such TIFF correctly; save the picture upright, without the tag")
+    return 1
 
 
 def turned(image: Image.Image, how: int) -> Image.Image:
@@ -53,8 +63,10 @@ def turned(image: Image.Image, how: int) -> Image.Image:
 
 
 def upright(image: Image.Image) -> Image.Image:
-    """``image`` turned as its EXIF orientation tag says."""
-    return turned(image, orientation(image))
+    """``image`` turned as its EXIF orientation says (see ``orientation``), decoded."""
+    how = orientation(image)
+    image.load()
+    return turned(image, how)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -11,7 +11,7 @@ from PIL import Image
 
 from trytry_reid.data.crop_size import crop_size_problem
 from trytry_reid.data.datasets import Record
-from trytry_reid.data.image_modes import ImageModeError, as_rgb
+from trytry_reid.data.image_modes import ImageModeError, to_rgb, upright
 from trytry_reid.errors import ReidError
 
 
@@ -43,8 +43,8 @@ def read_image(path: str) -> Image.Image:
     try:
         with Image.open(path) as image:
             refuse_small(image, path)
-            image.load()  # decode every byte now: a truncated file fails here, not later in a transform
-            return as_rgb(image)
+            # decode every byte now (upright loads it): a truncated file fails here, not later in a transform
+            return to_rgb(upright(image))
     except ImageReadError:
         raise
     except ImageModeError as error:

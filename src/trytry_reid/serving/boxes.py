@@ -33,8 +33,11 @@ def frame_pixels(frame) -> np.ndarray:
 def crop_bounds(boxes_xyxy, frame_hw: tuple[int, int]) -> tuple[list[tuple[int, int, int, int]], np.ndarray]:
     """Integer (x1, y1, x2, y2) per box, clipped to the frame and rounded outward to whole pixels, and a bool
     mask [K] of the boxes below the minimum crop size after clipping (empty ones included)."""
-    boxes = np.asarray(boxes_xyxy, dtype=np.float64)
-    boxes = boxes.reshape(0, 4) if boxes.size == 0 else boxes
+    try:
+        boxes = np.asarray(boxes_xyxy, dtype=np.float64)
+    except (TypeError, ValueError) as error:      # ragged rows, text
+        raise ValueError(f"boxes must be a [K, 4] array of numbers (x1, y1, x2, y2): {error}") from None
+    boxes = boxes.reshape(0, 4) if boxes.ndim == 1 and boxes.size == 0 else boxes     # no box at all
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise ValueError(f"boxes must be a [K, 4] array of (x1, y1, x2, y2), got shape {boxes.shape}")
     if not np.isfinite(boxes).all():
