@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from trytry_reid.catalog import lookup
+from trytry_reid.errors import UsageError
 
 
 def _first(n: int, num_queries: int, **_) -> list[int]:
@@ -44,8 +45,10 @@ def _named(
 
     ``n`` does not cap the list: every named file is returned.
     """
-    if query_paths is None or names is None:
-        raise ValueError("query strategy 'names' needs query_paths and names")
+    if not names:
+        raise UsageError("query strategy 'names' needs the file names of the queries to draw (rank: --names FILE ...)")
+    if query_paths is None:
+        raise ValueError("query strategy 'names' needs query_paths")
     if len(query_paths) != num_queries:
         raise ValueError(f"query_paths has {len(query_paths)} entries but num_queries is {num_queries}")
     index: dict[str, int] = {}
@@ -55,7 +58,7 @@ def _named(
     missing = [name for name in names if str(name) not in index]
     if missing:
         examples = ", ".join(os.path.basename(str(p)) for p in list(query_paths)[:5])
-        raise ValueError(f"query names not found among the {num_queries} queries: {missing[:5]}; "
+        raise UsageError(f"query names not found among the {num_queries} queries: {missing[:5]}; "
                          f"valid names look like: {examples}")
     return [index[str(name)] for name in names]
 
