@@ -183,23 +183,23 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """With --check-images the model is exported under a temporary name and moved to --out only once the
-    check has passed: a failed check leaves nothing unchecked at --out (an earlier file there is kept)."""
+    """The model is exported under a temporary name and moved to --out once complete (and, with
+    --check-images, checked): a failed check or a signal leaves nothing half-made at --out (an earlier file
+    there is kept)."""
     from trytry_reid.serving.export import check_onnx, export_onnx
     from trytry_reid.serving.folder_images import find_images
     from trytry_reid.serving.inference import load_model
 
     loaded = load_model(args.checkpoint)
     images = [str(p) for p in find_images(args.check_images)][:256] if args.check_images is not None else None
-    target = args.out if images is None else args.out.with_name(f".{args.out.name}.unchecked")
+    target = args.out.with_name(f".{args.out.name}.unchecked")
     try:
         path = export_onnx(loaded, target)
         if images is not None:
             report = check_onnx(path, loaded, images)
-            path = path.replace(args.out)
+        path = path.replace(args.out)
     finally:
-        if images is not None:
-            target.unlink(missing_ok=True)
+        target.unlink(missing_ok=True)
     print(f"exported {path} (input: batch x 3 x {loaded.height} x {loaded.width}, RGB in [0, 1] "
           f"normalised with mean {list(loaded.mean)} and std {list(loaded.std)}; output: L2-normalised features)")
     if images is not None:

@@ -89,16 +89,20 @@ class GalleryIndex:
     def save(self, directory: str | Path) -> Path:
         """Write ``features.npz``, the backend's files, then ``index.json`` into ``directory``, each file
         atomically. index.json goes last and records the count: a crash mid-save leaves the earlier index.json,
-        and a load that finds more (or fewer) vectors than it records refuses the index instead of mixing."""
+        and a load that finds more (or fewer) vectors than it records refuses the index instead of mixing. A stop
+        signal (``trytry-reid index``) waits for the save to end, so it never leaves that mismatch."""
+        from trytry_reid.engine.signals import deferred_stop
+
         directory = Path(directory)
-        with atomic_file(directory / "features.npz") as handle:
-            np.savez(handle, features=self.features)
-        self._backend.save(directory)
         meta = {"format": FORMAT, "dim": self.dim, "count": self._size, "backend": self.backend_name,
                 "options": self.options, "distance": "1 - inner product (cosine distance)",
                 "info": self.info, "paths": self.paths}
-        with atomic_file(directory / "index.json", "w") as handle:
-            json.dump(meta, handle, indent=1)
+        with deferred_stop():
+            with atomic_file(directory / "features.npz") as handle:
+                np.savez(handle, features=self.features)
+            self._backend.save(directory)
+            with atomic_file(directory / "index.json", "w") as handle:
+                json.dump(meta, handle, indent=1)
         return directory
 
     @classmethod
