@@ -12,13 +12,14 @@ from trytry_reid.jobs.cli import main as cli_main
 from trytry_reid.jobs.config import load_config, to_dict
 
 from conftest import REPO
-from data_fixtures import write_image
+from data_fixtures import make_market_tree, write_image
 from test_export import write_images, write_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
 def place(tmp_path_factory) -> dict[str, str]:
-    """The files the cases name: a calibrated small checkpoint storing a complete config, another model's
+    """The files the cases name: a calibrated small checkpoint storing a complete config (its test set a
+    miniature Market tree), another model's
     checkpoint, an index, good / tiny / text images, an empty folder."""
     root = tmp_path_factory.mktemp("bad-inputs")
     checkpoint = write_tiny_checkpoint(root / "best.pt", backbone="small_cnn")
@@ -26,6 +27,8 @@ def place(tmp_path_factory) -> dict[str, str]:
     config = to_dict(load_config(REPO / "config" / "demo_digits.yml"))
     config["model"], config["data"] = {**config["model"], **state["config"]["model"]}, \
         {**config["data"], **state["config"]["data"]}
+    config["test"]["datasets"] = [{"name": "market1501", "root": str(make_market_tree(root / "market")),
+                                   "label": "mini"}]          # a test set of a few images: rank runs in a second
     state.update(config=config, calibration={"metric": "cosine", "target_fpr": 0.1, "threshold": 0.3,
                                               "fpr": 0.1, "tpr": 0.8})
     save_checkpoint(state, checkpoint, keep=0)

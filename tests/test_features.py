@@ -40,7 +40,7 @@ def records(tmp_path):
     out = []
     for i in range(7):
         path = tmp_path / f"{i:04d}_c{i % 2}.png"
-        Image.fromarray(rng.integers(0, 256, (6, 4, 3), dtype=np.uint8)).save(path)
+        Image.fromarray(rng.integers(0, 256, (10, 8, 3), dtype=np.uint8)).save(path)   # >= 8 px a side
         out.append(Record(str(path), pid=i // 2 + 1, camid=i % 2))
     return out
 
@@ -52,7 +52,7 @@ def _manual(records, fn):
 
 def test_features_in_record_order_across_uneven_batches(records):
     feats = extract_features(LeftColumn(), records, T.ToTensor(), batch_size=3, progress=False)
-    assert feats.dtype == np.float32 and feats.shape == (7, 6)
+    assert feats.dtype == np.float32 and feats.shape == (7, 10)
     np.testing.assert_allclose(feats, _manual(records, lambda x: x[:, 0, :, 0]), atol=1e-6)
 
 
