@@ -14,16 +14,17 @@ from trytry_reid.serving.index import GalleryIndex
 
 def index_calibration(index: GalleryIndex, loaded_model) -> dict | None:
     """The operating point to search with: the checkpoint's current one, the same that ``verify`` and the
-    ``Embedder`` read (one source of truth). The query's model is that checkpoint, and ``check_index_model``
-    has matched its weights to the index's; the copy ``index.json`` keeps from when the index was built is
-    provenance only (``stale_copy_note`` says when it differs)."""
-    return loaded_model.calibration
+    ``Embedder`` read (one source of truth). The query's model is that checkpoint (a LoadedModel, or any
+    engine's InferenceModel: its contract's), and ``check_index_model`` has matched its weights to the index's;
+    the copy ``index.json`` keeps from when the index was built is provenance only (``stale_copy_note`` says
+    when it differs)."""
+    return getattr(loaded_model, "contract", loaded_model).calibration
 
 
 def stale_copy_note(index: GalleryIndex, loaded_model, checkpoint: str | Path) -> str | None:
     """One line when the operating point recorded in the index differs from the checkpoint's current one
     (``calibrate`` ran after ``index``); None when they agree."""
-    recorded, current = index.info.get("calibration"), loaded_model.calibration
+    recorded, current = index.info.get("calibration"), index_calibration(index, loaded_model)
     if recorded == current:
         return None
     was = "none" if recorded is None else f"threshold {recorded['threshold']:.4f}"

@@ -36,6 +36,7 @@ from trytry_reid.serving.answer import index_calibration, search_answer, stale_c
 from trytry_reid.serving.embedder import Embedder
 from trytry_reid.serving.eval_run import EvalRow, load_eval_run
 from trytry_reid.serving.index import GalleryIndex, check_index_model, read_index_info
+from trytry_reid.serving.runtimes import as_inference_model, open_model, recorded_model
 from trytry_reid.serving.uploads import MAX_IMAGE_PIXELS, UploadGate, decode_upload  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -107,10 +108,11 @@ class SearchService:
     """Embeds a query image with the model and ranks the index's gallery against a threshold."""
 
     def __init__(self, index: GalleryIndex, loaded_model, max_concurrent: int = 2) -> None:
+        model = as_inference_model(loaded_model)
         self.index = index
-        self.embedder = Embedder.from_loaded(loaded_model)
-        self.calibration = index_calibration(index, loaded_model)
-        self.fit = (2 * loaded_model.width, 2 * loaded_model.height)   # uploads are decoded to about this
+        self.embedder = Embedder.from_model(model)
+        self.calibration = index_calibration(index, model)
+        self.fit = (2 * model.contract.width, 2 * model.contract.height)   # uploads are decoded to about this
         self.gate = UploadGate(max_concurrent)
         self.shown_paths = paths_for_clients(index.paths)
 
@@ -194,8 +196,9 @@ def _add_eval_routes(app: FastAPI, rows: list[EvalRow] | None) -> None:
 def create_app(index_dir: str | Path, loaded_model, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
                eval_run: Path | None = None, max_k: int = 100, max_concurrent_uploads: int = 2) -> FastAPI:
     """The app over the index saved in ``index_dir``, embedding queries with ``loaded_model``
-    (a ``trytry_reid.serving.inference.LoadedModel``); ``eval_run`` is a ranking JSON (see ``eval_run.py``);
-    at most ``max_concurrent_uploads`` uploads are decoded and embedded at once (see ``uploads.py``)."""
+    (a ``trytry_reid.serving.inference.LoadedModel``, or any engine's ``runtimes.InferenceModel``);
+    ``eval_run`` is a ranking JSON (see ``eval_run.py``); at most ``max_concurrent_uploads`` uploads are
+    decoded and embedded at once (see ``uploads.py``)."""
     index = GalleryIndex.load(index_dir)
     if len(index) == 0:
         raise UsageError(f"index '{index_dir}' is empty; build it from a folder of images first")
@@ -226,23 +229,24 @@ def create_app(index_dir: str | Path, loaded_model, *, max_upload_bytes: int = D
 
 
 def serve(index_dir: str | Path, checkpoint: str | Path | None = None, host: str = "127.0.0.1",
-          port: int = 8000, *, eval_run: Path | None = None, device: str = "cpu") -> None:
-    """Run the app with uvicorn. ``checkpoint`` defaults to the one recorded in the index's ``info``."""
+          port: int = 8000, *, eval_run: Path | None = None, device: str = "cpu", engine: str = "torch") -> None:
+    """Run the app with uvicorn. ``checkpoint`` is the model file for ``engine`` (a name in
+    ``runtimes.ENGINES``: a checkpoint for torch, an exported file for onnx / openvino); by default the model
+    recorded in the index's ``info``, with its engine."""
     import uvicorn
 
-    from trytry_reid.serving.inference import load_model
-
     if checkpoint is None:
-        checkpoint = read_index_info(index_dir).get("checkpoint")
-        if checkpoint is None:
+        recorded = recorded_model(read_index_info(index_dir))
+        if recorded is None:
             raise UsageError(f"index '{index_dir}' records no checkpoint; pass one explicitly")
+        engine, checkpoint = recorded
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: the page is reachable from other machines", host)
-    loaded = load_model(checkpoint, device)
+    model = open_model(engine, checkpoint, device=device)
     index = GalleryIndex.load(index_dir)
-    check_index_model(index, index_dir, checkpoint, loaded)
-    note = stale_copy_note(index, loaded, checkpoint)
+    check_index_model(index, index_dir, checkpoint, model)
+    note = stale_copy_note(index, model, checkpoint)
     if note is not None:
         log.warning(note)
-    app = create_app(index_dir, loaded, eval_run=eval_run)
+    app = create_app(index_dir, model, eval_run=eval_run)
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -1,6 +1,6 @@
 """Embed person crops from your own code (trackers, scripts): ``trytry_reid.Embedder``.
 
-    embedder = Embedder.from_checkpoint("best.pt")          # or Embedder.from_onnx("reid.onnx") (onnxruntime)
+    embedder = Embedder.from_checkpoint("best.pt")     # or .from_onnx("reid.onnx"), .from_openvino("reid.xml")
     features = embedder.embed(["a.jpg", pil_image, rgb_array])   # float32 [N, D], rows L2-normalised
     features = embedder.embed_boxes(frame, boxes_xyxy, bgr=True)  # crops of an OpenCV frame
     embedder.distance(features[0], features[1])                    # cosine distance, 1 - cos, in [0, 2]
@@ -15,7 +15,6 @@ are refused (data/crop_size.py); ``embed_boxes(..., on_small="nan")`` gives such
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -32,11 +31,10 @@ from trytry_reid.evaluation.operating_point import check_entry, require_value, r
 from trytry_reid.serving.boxes import check_on_small, crop_bounds, frame_pixels
 
 Forward = Callable[[torch.Tensor], np.ndarray]   # normalised batch [B, 3, H, W] -> features [B, D]
-_ONNX_KEYS = ("input_name", "output_name", "height", "width", "mean", "std", "color", "layout", "feature_dim")
 
 
 class Embedder:
-    """A model (PyTorch checkpoint or ONNX file) with its preprocessing and calibrated threshold."""
+    """A model (PyTorch checkpoint, ONNX file or OpenVINO IR) with its preprocessing and calibrated threshold."""
 
     def __init__(self, forward: Forward, *, height: int, width: int, mean: Sequence[float], std: Sequence[float],
                  dim: int, calibration: dict[str, Any] | None = None, batch_size: int = 64,
@@ -51,51 +49,41 @@ class Embedder:
         self.source = source
 
     @classmethod
+    def from_model(cls, model, batch_size: int = 64) -> "Embedder":
+        """From any engine's ``trytry_reid.serving.runtimes.InferenceModel`` (its contract and threshold)."""
+        c = model.contract
+        return cls(model.run, height=c.height, width=c.width, mean=c.mean, std=c.std, dim=c.feature_dim,
+                   calibration=c.calibration, batch_size=batch_size, source=model.source)
+
+    @classmethod
     def from_loaded(cls, loaded, batch_size: int = 64, source: str = "") -> "Embedder":
         """From a ``trytry_reid.serving.inference.LoadedModel`` (runs on the device its weights are on)."""
-        model = loaded.model.eval()
-        device = next(model.parameters()).device
+        from trytry_reid.serving.runtimes import torch_model
 
-        def forward(batch: torch.Tensor) -> np.ndarray:
-            with torch.inference_mode():
-                return model.embed(batch.to(device)).float().cpu().numpy()
-
-        return cls(forward, height=loaded.height, width=loaded.width, mean=loaded.mean, std=loaded.std,
-                   dim=int(model.output_dim), calibration=loaded.calibration, batch_size=batch_size, source=source)
+        return cls.from_model(torch_model(loaded, source=source), batch_size)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", batch_size: int = 64) -> "Embedder":
         """From a checkpoint written by ``train`` (loaded with weights_only)."""
-        from trytry_reid.serving.inference import load_model
+        from trytry_reid.serving.runtimes import open_checkpoint
 
-        return cls.from_loaded(load_model(path, device), batch_size, source=f"checkpoint {path}")
+        return cls.from_model(open_checkpoint(path, device), batch_size)
 
     @classmethod
     def from_onnx(cls, path: str | Path, batch_size: int = 64) -> "Embedder":
         """From an ONNX file written by ``export`` (onnxruntime, CPU); preprocessing and threshold come from its
         metadata (docs/DEPLOY.md, 'ONNX contract')."""
-        import onnxruntime
+        from trytry_reid.serving.runtimes import open_onnx
 
-        from trytry_reid.serving.export import read_preprocessing
+        return cls.from_model(open_onnx(path), batch_size)
 
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"ONNX file not found: {path}")
-        meta = read_preprocessing(path)
-        missing = [key for key in _ONNX_KEYS if key not in meta]
-        if missing:
-            raise ValueError(f"ONNX file {path} lacks metadata {missing}: export it with `trytry-reid export`")
-        if meta["color"] != "RGB" or meta["layout"] != "NCHW":
-            raise ValueError(f"ONNX file {path}: expected RGB NCHW input, metadata says {meta['color']} "
-                             f"{meta['layout']}")
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    @classmethod
+    def from_openvino(cls, path: str | Path, batch_size: int = 64) -> "Embedder":
+        """From an OpenVINO IR (.xml + .bin) written by ``export --format openvino`` (CPU, fp32 arithmetic);
+        the same metadata contract as ONNX, in the model's rt_info."""
+        from trytry_reid.serving.runtimes import open_openvino
 
-        def forward(batch: torch.Tensor) -> np.ndarray:
-            return session.run([meta["output_name"]], {meta["input_name"]: batch.numpy()})[0]
-
-        calibration = json.loads(meta["calibration"]) if "calibration" in meta else None
-        return cls(forward, height=int(meta["height"]), width=int(meta["width"]), mean=json.loads(meta["mean"]),
-                   std=json.loads(meta["std"]), dim=int(meta["feature_dim"]), calibration=calibration,
-                   batch_size=batch_size, source=f"ONNX file {path}")
+        return cls.from_model(open_openvino(path), batch_size)
 
     @property
     def threshold(self) -> float | None:

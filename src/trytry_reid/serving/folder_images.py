@@ -53,16 +53,19 @@ def usable_records(records: list, on_bad_image: str = "error", max_bad_images: i
 
 def extract_records(loaded_model, records: list, batch_size: int = 64, workers: int = 0,
                     progress: bool = True, desc: str = "extract") -> FeatureSet:
-    """Embed ``records`` with ``loaded_model`` (a ``trytry_reid.serving.inference.LoadedModel``).
+    """Embed ``records`` with ``loaded_model``: a ``trytry_reid.serving.inference.LoadedModel`` (PyTorch) or
+    any engine's ``runtimes.InferenceModel``.
 
-    Uses the same ``extract_features`` as evaluation, so features equal the ones ``evaluate`` computes.
-    ``workers`` > 0 decodes images in that many DataLoader processes; ``progress`` shows a tqdm bar.
+    PyTorch runs the same inference copy as ``evaluate`` (``models/inference_copy.py``), so features equal
+    the ones ``evaluate`` computes. ``workers`` > 0 decodes images in that many DataLoader processes;
+    ``progress`` shows a tqdm bar.
     """
-    from trytry_reid.evaluation.features import extract_features
+    from trytry_reid.evaluation.features import embed_records
+    from trytry_reid.serving.runtimes import as_inference_model
 
-    device = str(next(loaded_model.model.parameters()).device)
-    features = extract_features(loaded_model.model, records, loaded_model.transform(), batch_size=batch_size,
-                                workers=workers, device=device, progress=progress, desc=desc)
+    model = as_inference_model(loaded_model)
+    features = embed_records(model.run, records, model.contract.transform(), batch_size=batch_size,
+                             workers=workers, progress=progress, desc=desc)
     return FeatureSet(features=features, paths=[r.path for r in records],
                       pids=np.array([r.pid for r in records], dtype=np.int64),
                       camids=np.array([r.camid for r in records], dtype=np.int64))
@@ -78,7 +81,9 @@ def extract_folder(loaded_model, images_dir: str | Path, batch_size: int = 64, w
 
 
 def embed_images(loaded_model, paths: list[str | Path]) -> np.ndarray:
-    """L2-normalised features [len(paths), D] of a few images (e.g. search queries); ``Embedder.embed``."""
+    """L2-normalised features [len(paths), D] of a few images (e.g. search queries); ``Embedder.embed``.
+    ``loaded_model``: a LoadedModel or any engine's InferenceModel."""
     from trytry_reid.serving.embedder import Embedder
+    from trytry_reid.serving.runtimes import as_inference_model
 
-    return Embedder.from_loaded(loaded_model).embed([str(p) for p in paths])
+    return Embedder.from_model(as_inference_model(loaded_model)).embed([str(p) for p in paths])

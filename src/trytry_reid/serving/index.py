@@ -194,49 +194,45 @@ def index_folder(loaded_model, images_dir: str | Path, index_dir: str | Path, *,
                  **options: object) -> tuple[GalleryIndex, int]:
     """Build the index in ``index_dir`` from the images under ``images_dir``, or extend the one already
     there with the images it does not hold yet (same absolute path = same image). Saves it and returns
-    ``(index, number of images added)``. Bad images follow ``on_bad_image`` (see
-    ``folder_images.usable_records``; skipped ones are tried again next time). ``checkpoint`` is recorded in
-    the index's ``info`` (path, SHA-256 of the file and of the model's weights); extending an index built
-    with other weights is refused, naming both. The model's calibrated operating point is recorded too
-    (``info["calibration"]``, removed when the model has none), as provenance: ``search`` and ``serve``
-    decide with the checkpoint's current one (``answer.index_calibration``)."""
+    ``(index, number of images added)``. ``loaded_model`` is a LoadedModel (read from ``checkpoint``) or any
+    engine's ``runtimes.InferenceModel``. Bad images follow ``on_bad_image`` (see
+    ``folder_images.usable_records``; skipped ones are tried again next time). The model file is recorded in
+    the index's ``info`` (path, SHA-256 of the file and of the model's weights, engine, precision); extending
+    an index built with other weights, or with INT8 features where it holds fp32 ones, is refused, naming
+    both. The model's calibrated operating point is recorded too (``info["calibration"]``, removed when the
+    model has none), as provenance: ``search`` and ``serve`` decide with the model's current one
+    (``answer.index_calibration``)."""
     from trytry_reid.serving.folder_images import extract_records, folder_records, usable_records
+    from trytry_reid.serving.runtimes import PROVENANCE_KEYS, as_inference_model
 
+    model = as_inference_model(loaded_model, checkpoint)
     index_dir = Path(index_dir)
     exists = (index_dir / "index.json").is_file()
-    index = GalleryIndex.load(index_dir) if exists else \
-        GalleryIndex(_embedding_dim(loaded_model), backend, **options)
-    provenance = _checkpoint_info(checkpoint, loaded_model)
+    dim = model.contract.feature_dim
+    index = GalleryIndex.load(index_dir) if exists else GalleryIndex(dim, backend, **options)
+    provenance = model.provenance()
     if exists and provenance:
         _check_same_checkpoint(index.info, provenance, index_dir)
-    if index.dim != _embedding_dim(loaded_model):
+    if index.dim != dim:
         raise GalleryIndexError(f"index '{index_dir}' holds {index.dim}-d features but the model gives "
-                         f"{_embedding_dim(loaded_model)}-d: it was built with another model")
+                                f"{dim}-d: it was built with another model")
     known = set(index.paths)
     new_records = usable_records([r for r in folder_records(images_dir) if r.path not in known], on_bad_image,
                                  max_bad_images)
     if new_records:
-        found = extract_records(loaded_model, new_records, batch_size, workers, progress,
+        found = extract_records(model, new_records, batch_size, workers, progress,
                                 desc=f"index {Path(images_dir).name}")
         index.add(found.features, found.paths)
+    if provenance:
+        for key in PROVENANCE_KEYS:
+            index.info.pop(key, None)
     index.info.update(provenance)
-    if loaded_model.calibration is not None:
-        index.info["calibration"] = loaded_model.calibration
+    if model.contract.calibration is not None:
+        index.info["calibration"] = model.contract.calibration
     else:
         index.info.pop("calibration", None)
     index.save(index_dir)
     return index, len(new_records)
-
-
-def _checkpoint_info(checkpoint: str | Path | None, loaded_model) -> dict:
-    """What an index records of the checkpoint its features come from: its path, its contents' hash, and the
-    hash of the model's weights alone (``calibrate`` rewrites a checkpoint's file, never its weights)."""
-    from trytry_reid.engine.checkpoint import file_sha256
-
-    if checkpoint is None:
-        return {}
-    return {"checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": file_sha256(checkpoint),
-            "weights_sha256": weights_sha256(loaded_model.model)}
 
 
 def weights_sha256(model) -> str:
@@ -252,9 +248,13 @@ def weights_sha256(model) -> str:
     return digest.hexdigest()
 
 
-def check_index_model(index: "GalleryIndex", index_dir: str | Path, checkpoint: str | Path, loaded_model) -> None:
-    """Refuse to search an index with a model other than the one that built it (`search`, `serve`)."""
-    _check_same_checkpoint(index.info, _checkpoint_info(checkpoint, loaded_model), Path(index_dir),
+def check_index_model(index: "GalleryIndex", index_dir: str | Path, checkpoint: str | Path | None,
+                      loaded_model) -> None:
+    """Refuse to search an index with a model other than the one that built it (`search`, `serve`);
+    ``loaded_model`` is a LoadedModel read from ``checkpoint`` or any engine's InferenceModel."""
+    from trytry_reid.serving.runtimes import provenance_of
+
+    _check_same_checkpoint(index.info, provenance_of(loaded_model, checkpoint), Path(index_dir),
                            "searching it with other weights would compare features of two different models; "
                            "leave --checkpoint out (the index's own is used) or build an index with this one")
 
@@ -262,26 +262,28 @@ def check_index_model(index: "GalleryIndex", index_dir: str | Path, checkpoint: 
 def _check_same_checkpoint(info: dict, provenance: dict, index_dir: Path,
                            remedy: str = "its features would not be comparable; build a new index (--out another "
                                          "folder), or pass the same checkpoint") -> None:
-    """Refuse to add features of one model to an index of another (same weights = same model, any path or
-    calibration). An index that records no weights hash (older versions) is compared by the checkpoint
-    file's contents, or its path."""
-    from trytry_reid.engine.checkpoint import file_sha256
+    """Refuse to add features of one model to an index of another: same weights (any file, engine or
+    calibration) and the same precision (fp32 or INT8) = same model. An index or model that records no weights
+    hash is compared by its file's contents, or its path."""
+    from trytry_reid.serving.runtimes import describe_recorded, files_sha256, model_files, recorded_model
 
-    recorded = info.get("checkpoint")
-    if recorded is None:
+    recorded = recorded_model(info)
+    if recorded is None or not provenance:
         return
-    if "weights_sha256" in info:
-        same = info["weights_sha256"] == provenance["weights_sha256"]
+    theirs, ours = info.get("precision", "fp32"), provenance.get("precision", "fp32")
+    if theirs != ours:
+        reason, same = f"{theirs} features, not {ours}", False
+    elif "weights_sha256" in info and "weights_sha256" in provenance:
+        reason, same = "other weights", info["weights_sha256"] == provenance["weights_sha256"]
     else:
-        known = info.get("checkpoint_sha256")
-        if known is None and Path(recorded).is_file():
-            known = file_sha256(recorded)
-        same = known == provenance["checkpoint_sha256"] if known else recorded == provenance["checkpoint"]
+        known = info.get("checkpoint_sha256") or info.get("model_sha256")
+        if known is None and Path(recorded[1]).is_file():
+            known = files_sha256(model_files(Path(recorded[1])))
+        mine = provenance.get("checkpoint_sha256") or provenance.get("model_sha256")
+        reason = "other weights"
+        same = known == mine if known else recorded[1] == recorded_model(provenance)[1]
     if not same:
-        raise GalleryIndexError(f"index '{index_dir}' was built with checkpoint {recorded} (other weights), not with "
-                                f"{provenance['checkpoint']}: {remedy}")
-
-
-def _embedding_dim(loaded_model) -> int:
-    """D of ``loaded_model``'s retrieval feature (``ReidModel.output_dim``)."""
-    return int(loaded_model.model.output_dim)
+        engine, path = recorded_model(provenance)
+        named = path if engine == "torch" else describe_recorded(provenance)
+        raise GalleryIndexError(f"index '{index_dir}' was built with {describe_recorded(info)} ({reason}), not with "
+                                f"{named}: {remedy}")
