@@ -95,9 +95,17 @@ def verify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object (for scripts)")
 
 
+def add_engine_args(p: argparse.ArgumentParser, checkpoint_help: str = "a checkpoint written by train") -> None:
+    """The model that embeds: a checkpoint (PyTorch), or an exported file run by its engine."""
+    p.add_argument("--checkpoint", type=Path, help=checkpoint_help)
+    p.add_argument("--engine", default="torch", choices=["torch", "onnx", "openvino"],
+                   help="what runs the model: torch (--checkpoint), onnx or openvino (--model, from `export`)")
+    p.add_argument("--model", type=Path, help="the exported model for --engine onnx (.onnx) or openvino (.xml)")
+
+
 def add_folder_args(p: argparse.ArgumentParser, out_help: str) -> None:
-    """A checkpoint applied to a folder of crops, batched."""
-    p.add_argument("--checkpoint", type=Path, required=True)
+    """A model applied to a folder of crops, batched."""
+    add_engine_args(p)
     p.add_argument("--images", type=Path, required=True, help="folder searched recursively")
     p.add_argument("--out", type=Path, required=True, help=out_help)
     p.add_argument("--batch-size", type=POSITIVE, default=128)
@@ -133,14 +141,25 @@ def search_arguments(p: argparse.ArgumentParser) -> None:
 
 def export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, required=True)
-    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--format", default="onnx", choices=["onnx", "openvino"],
+                   help="onnx (a .onnx file, onnxruntime) or openvino (NAME.xml + NAME.bin)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--check-images", type=Path, help="folder of real images for the parity check")
+    p.add_argument("--int8", action="store_true",
+                   help="quantize to INT8 (static, calibrated on --calibration-images); checked on the test sets")
+    p.add_argument("--calibration-images", type=Path, metavar="DIR",
+                   help="with --int8: person crops like the ones the model will embed (at least 100)")
+    p.add_argument("--calibration-count", type=int, default=300, metavar="N",
+                   help="with --int8: crops used for calibration, spread over the folder")
+    p.add_argument("--check-config", type=Path, metavar="FILE",
+                   help="with --int8: a config whose test sets measure the mAP change (default: the checkpoint's)")
+    p.add_argument("--max-map-drop", type=float, default=1.0, metavar="POINTS",
+                   help="with --int8: fail when mAP drops by more than this many points on any test set")
 
 
 def serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", type=Path, required=True)
-    p.add_argument("--checkpoint", type=Path, help="default: the checkpoint the index was built with")
+    add_engine_args(p, "default: the model the index was built with (and its engine)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int_at_least(0, 65535), default=8000)
     p.add_argument("--eval-run", type=Path, help="a ranking JSON (from rank/evaluate --rank) to browse")

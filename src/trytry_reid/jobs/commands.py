@@ -130,12 +130,34 @@ def format_decision(decision: dict) -> str:
             f"({decision['threshold_source']}; {rates})")
 
 
+def model_file(args: argparse.Namespace) -> Path | None:
+    """The model file of --engine: --checkpoint for torch, --model for onnx and openvino (None: neither given)."""
+    if args.engine == "torch":
+        if args.model is not None and args.checkpoint is not None:
+            raise UsageError("--engine torch takes the checkpoint as --checkpoint or --model, not both")
+        return args.checkpoint if args.checkpoint is not None else args.model
+    if args.checkpoint is not None:
+        raise UsageError(f"--checkpoint is the torch engine's model; --engine {args.engine} runs an exported file: "
+                         f"pass it as --model (trytry-reid export --format {args.engine} writes one)")
+    return args.model
+
+
+def open_engine(args: argparse.Namespace):
+    """--engine's model, opened (runtimes.InferenceModel); the flag naming the file is required."""
+    from trytry_reid.serving.runtimes import open_model
+
+    path = model_file(args)
+    if path is None:
+        flag = "--checkpoint" if args.engine == "torch" else "--model"
+        raise UsageError(f"--engine {args.engine} needs {flag} FILE")
+    return open_model(args.engine, path)
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
     from trytry_reid.evaluation.feature_file import save_features
     from trytry_reid.serving.folder_images import extract_folder
-    from trytry_reid.serving.inference import load_model
 
-    found = extract_folder(load_model(args.checkpoint), args.images, batch_size=args.batch_size,
+    found = extract_folder(open_engine(args), args.images, batch_size=args.batch_size,
                            workers=args.workers, on_bad_image=args.on_bad_image, max_bad_images=args.max_bad_images)
     path = save_features(args.out, {"": found})
     print(f"{len(found.paths)} features ({found.features.shape[1]}-d, L2-normalised) written to {path}")
@@ -144,11 +166,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 def cmd_index(args: argparse.Namespace) -> int:
     from trytry_reid.serving.index import index_folder
-    from trytry_reid.serving.inference import load_model
 
     options = {"nlist": args.nlist, "nprobe": args.nprobe} if args.backend == "faiss-ivf" else {}
-    index, added = index_folder(load_model(args.checkpoint), args.images, args.out, backend=args.backend,
-                                batch_size=args.batch_size, workers=args.workers, checkpoint=args.checkpoint,
+    index, added = index_folder(open_engine(args), args.images, args.out, backend=args.backend,
+                                batch_size=args.batch_size, workers=args.workers,
                                 on_bad_image=args.on_bad_image, max_bad_images=args.max_bad_images, **options)
     print(f"index {args.out}: {added} images added, {len(index)} in all")
     return 0
@@ -159,12 +180,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     from trytry_reid.serving.answer import format_answer, index_calibration, search_answer, stale_copy_note
     from trytry_reid.serving.folder_images import embed_images
     from trytry_reid.serving.index import GalleryIndex, check_index_model, read_index_info
-    from trytry_reid.serving.inference import load_model
+    from trytry_reid.serving.runtimes import open_model, recorded_model
 
-    checkpoint = args.checkpoint or read_index_info(args.index).get("checkpoint")
+    engine, checkpoint = ("torch", args.checkpoint) if args.checkpoint else \
+        recorded_model(read_index_info(args.index)) or (None, None)
     if checkpoint is None:
         raise UsageError(f"index {args.index} records no checkpoint; pass --checkpoint")
-    index, loaded = GalleryIndex.load(args.index), load_model(checkpoint)
+    index, loaded = GalleryIndex.load(args.index), open_model(engine, checkpoint)
     check_index_model(index, args.index, checkpoint, loaded)
     note = stale_copy_note(index, loaded, checkpoint)
     if note is not None:
@@ -183,32 +205,44 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """The model is exported under a temporary name and moved to --out once complete (and, with
-    --check-images, checked): a failed check or a signal leaves nothing half-made at --out (an earlier file
-    there is kept)."""
-    from trytry_reid.serving.export import check_onnx, export_onnx
-    from trytry_reid.serving.folder_images import find_images
-    from trytry_reid.serving.inference import load_model
+    """The model is written under a temporary name and moved to --out once complete and, when there is one,
+    its check has passed (jobs/export.py, serving/export_formats.py): a failed check or a signal leaves nothing
+    half-made or unchecked at --out (an earlier file there is kept)."""
+    from trytry_reid.jobs.export import run_export
 
-    loaded = load_model(args.checkpoint)
-    images = [str(p) for p in find_images(args.check_images)][:256] if args.check_images is not None else None
-    target = args.out.with_name(f".{args.out.name}.unchecked")
-    try:
-        path = export_onnx(loaded, target)
-        if images is not None:
-            report = check_onnx(path, loaded, images)
-        path = path.replace(args.out)
-    finally:
-        target.unlink(missing_ok=True)
-    print(f"exported {path} (input: batch x 3 x {loaded.height} x {loaded.width}, RGB in [0, 1] "
-          f"normalised with mean {list(loaded.mean)} and std {list(loaded.std)}; output: L2-normalised features)")
-    if images is not None:
-        print(f"onnxruntime check on {len(images)} images: " + json.dumps(report, default=str))
+    check_export_flags(args)
+
+    def test_config() -> Config:
+        return load_config(args.check_config, []) if args.check_config is not None else \
+            checkpoint_config(args.checkpoint, [])
+
+    path, loaded, report = run_export(args.checkpoint, args.out, args.format, check_images=args.check_images,
+                                      int8=args.int8, calibration_images=args.calibration_images,
+                                      calibration_count=args.calibration_count, test_config=test_config,
+                                      max_map_drop=args.max_map_drop)
+    kind = "INT8" if args.int8 else "fp32"
+    print(f"exported {path} ({args.format}, {kind}; input: batch x 3 x {loaded.height} x {loaded.width}, RGB in "
+          f"[0, 1] normalised with mean {list(loaded.mean)} and std {list(loaded.std)}; output: L2-normalised "
+          f"features)")
+    if report is not None:
+        print("check: " + json.dumps(report, default=str))
     return 0
+
+
+def check_export_flags(args: argparse.Namespace) -> None:
+    int8_only = [flag for flag, value in (("--calibration-images", args.calibration_images),
+                                          ("--check-config", args.check_config)) if value is not None]
+    if int8_only and not args.int8:
+        raise UsageError(f"{' and '.join(int8_only)} apply to INT8 exports: add --int8, or leave them out")
+    if args.int8 and args.calibration_images is None:
+        raise UsageError("--int8 needs calibration crops: add --calibration-images DIR (a folder of a few hundred "
+                         "person crops like the ones the model will embed)")
+    if args.max_map_drop < 0:
+        raise UsageError(f"--max-map-drop {args.max_map_drop}: expected a number of mAP points >= 0")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from trytry_reid.serving.app import serve
 
-    serve(args.index, args.checkpoint, args.host, args.port, eval_run=args.eval_run)
+    serve(args.index, model_file(args), args.host, args.port, eval_run=args.eval_run, engine=args.engine)
     return 0

@@ -19,15 +19,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from trytry_reid.data.images import read_image
-from trytry_reid.errors import ReidError, UsageError
+from trytry_reid.errors import ReidError
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "embeddings"
 
 
-class OnnxParityError(ReidError, RuntimeError):
-    """The exported model disagrees with PyTorch beyond the tolerance."""
+class ExportCheckError(ReidError, RuntimeError):
+    """An exported model disagrees with PyTorch beyond what its check allows; nothing unchecked is kept."""
+
+
+OnnxParityError = ExportCheckError      # the name the ONNX check has always raised
 
 
 class _Embedder(nn.Module):
@@ -63,6 +65,14 @@ def calibration_metadata(calibration: dict | None) -> dict[str, str]:
             "calibration": json.dumps(calibration)}
 
 
+def identity_metadata(loaded_model, precision: str = "fp32") -> dict[str, str]:
+    """Which weights the file was made from (the hash an index compares) and its arithmetic: features of an
+    INT8 model are close to, but not interchangeable with, its fp32 model's."""
+    from trytry_reid.serving.index import weights_sha256
+
+    return {"precision": precision, "weights_sha256": weights_sha256(loaded_model.model)}
+
+
 def export_onnx(loaded_model, out_path: str | Path, opset: int = 17) -> Path:
     """Write ``loaded_model``'s embedding as ONNX (dynamic batch) with the preprocessing in its metadata."""
     import onnx
@@ -80,7 +90,7 @@ def export_onnx(loaded_model, out_path: str | Path, opset: int = 17) -> Path:
                           output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False,
                           dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
     proto = onnx.load(str(out_path))
-    onnx.helper.set_model_props(proto, {**preprocessing(loaded_model),
+    onnx.helper.set_model_props(proto, {**preprocessing(loaded_model), **identity_metadata(loaded_model),
                                         **calibration_metadata(loaded_model.calibration)})
     onnx.checker.check_model(proto)
     onnx.save(proto, str(out_path))
@@ -103,26 +113,6 @@ def read_preprocessing(onnx_path: str | Path) -> dict[str, str]:
         raise OnnxFileError(f"{onnx_path} is not an ONNX model (it does not parse as one: {error}); "
                             f"export one with `trytry-reid export`") from error
     return {prop.key: prop.value for prop in proto.metadata_props}
-
-
-def _image_batches(paths: Sequence[str | Path], transform, batch_size: int):
-    for start in range(0, len(paths), batch_size):
-        yield torch.stack([transform(read_image(str(p))) for p in paths[start:start + batch_size]])
-
-
-def embed_both(onnx_path: str | Path, loaded_model, paths: Sequence[str | Path],
-               batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """(PyTorch features, onnxruntime features), each [len(paths), D] float32, from the same input tensors."""
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    device = next(loaded_model.model.parameters()).device
-    torch_parts, onnx_parts = [], []
-    for batch in _image_batches(paths, loaded_model.transform(), batch_size):
-        with torch.inference_mode():
-            torch_parts.append(loaded_model.model.embed(batch.to(device)).float().cpu().numpy())
-        onnx_parts.append(session.run([OUTPUT_NAME], {INPUT_NAME: batch.numpy()})[0])
-    return np.concatenate(torch_parts), np.concatenate(onnx_parts)
 
 
 def ranking_agreement(reference_q: np.ndarray, reference_g: np.ndarray, other_q: np.ndarray,
@@ -152,31 +142,9 @@ def ranking_agreement(reference_q: np.ndarray, reference_g: np.ndarray, other_q:
 def check_onnx(onnx_path: str | Path, loaded_model, image_paths: Sequence[str | Path], *,
                gallery_paths: Sequence[str | Path] | None = None, tolerance: float = 1e-4,
                top_k: int = 10, batch_size: int = 32) -> dict:
-    """Run the ONNX file and PyTorch on real images; raise ``OnnxParityError`` when they disagree.
+    """``export_check.check_fp32`` of an ONNX file (onnxruntime) against PyTorch; raises ExportCheckError."""
+    from trytry_reid.serving.export_check import check_fp32
+    from trytry_reid.serving.runtimes import open_onnx
 
-    Checks: max |feature difference| <= ``tolerance``, and the same top-``top_k`` rankings (up to swaps
-    of scores closer than ``2 * tolerance``) of ``image_paths`` as queries against ``gallery_paths`` (or
-    against each other when no gallery is given). Returns the measurements and the preprocessing.
-    """
-    if len(image_paths) < 2 and gallery_paths is None:
-        raise UsageError(f"check_onnx needs at least 2 images to compare rankings, got {len(image_paths)}")
-    meta = read_preprocessing(onnx_path)
-    expected = preprocessing(loaded_model)
-    wrong = {key: (meta.get(key), value) for key, value in expected.items() if meta.get(key) != value}
-    if wrong:
-        raise OnnxParityError(f"'{onnx_path}' metadata does not match the model's preprocessing: "
-                              f"{{key: (file, model)}} = {wrong}")
-    torch_q, onnx_q = embed_both(onnx_path, loaded_model, image_paths, batch_size)
-    torch_g, onnx_g = (torch_q, onnx_q) if gallery_paths is None else \
-        embed_both(onnx_path, loaded_model, gallery_paths, batch_size)
-    max_diff = float(max(np.abs(torch_q - onnx_q).max(), np.abs(torch_g - onnx_g).max()))
-    if max_diff > tolerance:
-        raise OnnxParityError(f"'{onnx_path}': max |onnxruntime - PyTorch| = {max_diff:.3g} over "
-                              f"{len(image_paths)} images exceeds the tolerance {tolerance:g}")
-    ranking = ranking_agreement(torch_q, torch_g, onnx_q, onnx_g, top_k, 2 * tolerance, gallery_paths is None)
-    if ranking["equivalent"] < 1.0:
-        raise OnnxParityError(f"'{onnx_path}': top-{ranking['k']} rankings differ from PyTorch beyond near-ties "
-                              f"for {1 - ranking['equivalent']:.1%} of queries")
-    return {"max_abs_diff": max_diff, "tolerance": tolerance, "num_queries": len(torch_q),
-            "num_gallery": len(torch_g), f"top{ranking['k']}_identical": ranking["identical"],
-            f"top{ranking['k']}_equivalent": ranking["equivalent"], "preprocessing": meta}
+    return check_fp32(open_onnx(onnx_path), loaded_model, image_paths, gallery_paths=gallery_paths,
+                      tolerance=tolerance, top_k=top_k, batch_size=batch_size)

@@ -16,13 +16,15 @@ import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import torch
 
 from trytry_reid.catalog import lookup
 from trytry_reid.errors import ReidError
+
+if TYPE_CHECKING:
+    import torch
 
 # Metadata every exported model carries (values are strings; mean and std are JSON lists).
 CONTRACT_KEYS = ("input_name", "output_name", "height", "width", "mean", "std", "color", "layout", "feature_dim")
@@ -180,6 +182,8 @@ def _existing(path: str | Path, what: str) -> Path:
 def torch_model(loaded, path: str | Path | None = None, source: str = "") -> InferenceModel:
     """A loaded checkpoint (``inference.LoadedModel``, read from ``path``) as an engine: its inference copy
     (BatchNorm folded), on the device its weights are on."""
+    import torch
+
     from trytry_reid.models.inference_copy import inference_copy
 
     device = next(loaded.model.parameters()).device
