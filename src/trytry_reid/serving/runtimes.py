@@ -213,7 +213,10 @@ def open_onnx(path: str | Path) -> InferenceModel:
     from trytry_reid.serving.export import read_preprocessing
 
     path = _existing(path, "ONNX file")
-    meta = read_preprocessing(path)
+    try:
+        meta = read_preprocessing(path)
+    except Exception as error:      # protobuf's DecodeError and kin: not an ONNX file at all
+        raise ModelFileError(f"ONNX file {path} cannot be read as ONNX ({type(error).__name__}: {error})") from error
     contract = contract_from_metadata(meta, f"ONNX file {path}")
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
@@ -246,7 +249,10 @@ def open_openvino(path: str | Path) -> InferenceModel:
     if path.suffix != ".xml":
         raise ModelFileError(f"OpenVINO model {path}: expected the IR's .xml file (its weights in the .bin beside it)")
     core = openvino.Core()
-    model = core.read_model(str(path))
+    try:
+        model = core.read_model(str(path))
+    except RuntimeError as error:
+        raise ModelFileError(f"OpenVINO model {path} cannot be read: {str(error).strip().splitlines()[0]}") from error
     contract = contract_from_metadata(read_openvino_metadata(model), f"OpenVINO model {path}")
     compiled = compile_openvino(model, core)
     request, lock = compiled.create_infer_request(), threading.Lock()
