@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+import torch
 import torchvision.transforms as T
+from PIL import Image
 
 from trytry_reid.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
@@ -43,10 +46,30 @@ def build_train_transform(height: int, width: int, *, flip_p: float = 0.5, pad: 
     return T.Compose([*steps, T.PILToTensor()])
 
 
+class ToNormalizedTensor:
+    """PIL RGB image -> float32 [3, H, W], ``(pixel / 255 - mean) / std``: the values of torchvision's
+    ``ToTensor`` then ``Normalize``, bit for bit (the same operations in the same order), in one pass and
+    without their intermediate tensors; per crop at 128x64 it takes about two thirds of their time."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        check_stats(mean, std)
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        if not isinstance(image, Image.Image) or image.mode != "RGB":
+            raise TypeError(f"ToNormalizedTensor expects a PIL RGB image, got {getattr(image, 'mode', type(image))}")
+        pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+        return pixels.to(torch.float32).div_(255).sub_(self.mean).div_(self.std)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
+
+
 def build_test_transform(height: int, width: int, *, mean: Sequence[float] = IMAGENET_MEAN,
                          std: Sequence[float] = IMAGENET_STD) -> T.Compose:
     """Resize, to tensor, normalise: deterministic."""
     check_size(height, width)
     check_stats(mean, std)
     return T.Compose([T.Resize((height, width), interpolation=T.InterpolationMode.BILINEAR, antialias=True),
-                      T.ToTensor(), T.Normalize(mean=list(mean), std=list(std))])
+                      ToNormalizedTensor(mean, std)])

@@ -1,4 +1,5 @@
-"""The inference copy extraction runs: BatchNorm folded into the convolutions, the same features as the model."""
+"""The fast inference path: the inference copy (BatchNorm folded into the convolutions) and the one-pass
+normalisation of the test transform give the same features as the model and torchvision's transforms."""
 
 from __future__ import annotations
 
@@ -94,3 +95,23 @@ def test_extraction_matches_the_eager_model_on_real_crops():
         eager = model.embed(torch.stack([transform(read_image(str(p))) for p in crops])).numpy()
     ours = extract_features(model, records, transform, batch_size=7, progress=False)
     assert np.abs(ours - eager).max() <= 1e-4
+
+
+def test_the_test_transform_equals_torchvision_to_tensor_and_normalize_bit_for_bit():
+    import torchvision.transforms as T
+    from PIL import Image
+
+    from trytry_reid.data.images import read_image
+
+    crops = [read_image(str(p)) for p in sorted(require(MARKET_DEVSPLIT / "query").glob("*.jpg"))[:8]]
+    rng = np.random.default_rng(0)
+    crops.append(Image.fromarray(rng.integers(0, 256, (37, 23, 3), dtype=np.uint8)))     # odd sizes
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    for height, width in ((128, 64), (256, 128), (37, 23)):
+        ours = build_test_transform(height, width, mean=mean, std=std)
+        resize = T.Resize((height, width), interpolation=T.InterpolationMode.BILINEAR, antialias=True)
+        reference = T.Compose([resize, T.ToTensor(), T.Normalize(mean=list(mean), std=list(std))])
+        for crop in crops:
+            assert torch.equal(ours(crop), reference(crop))
+    with pytest.raises(TypeError, match="expects a PIL RGB image, got L"):
+        build_test_transform(8, 4)(crops[-1].convert("L"))
