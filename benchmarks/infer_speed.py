@@ -3,7 +3,7 @@ latency p50/p99, achieved GFLOP/s against a plain fp32 matmul measured in the sa
 extraction of a real folder; each engine as a ratio to PyTorch fp32 eager measured interleaved with it.
 
     .venv/bin/python benchmarks/infer_speed.py [--quick] [--models mobilenet_v2 resnet50]
-        [--images /path/to/market1501/bounding_box_test] [--record docs/results/infer_speed.jsonl]
+        [--images /path/to/market1501/bounding_box_test] [--record]
 
 Engines: PyTorch fp32 eager (``model.embed`` as trained), PyTorch fp32 with BatchNorm folded (the inference
 copy extraction runs; NCHW and channels_last), PyTorch under bf16 autocast (oneDNN bf16 kernels; CPUs with
@@ -12,7 +12,8 @@ with its CPU default bf16 inference precision (not fp32-exact: its ``max_abs_dif
 are untrained (speed does not depend on them); INT8 models are calibrated on 100 crops of ``--images``.
 Model-only inputs are real crops of ``--images``, decoded once. Blocks of calls of each engine alternate,
 round after round; crops/s is from the median call. One JSON line per (model, engine), after a header line
-naming the machine: CPU flags, threads, load average before and after.
+naming the machine: CPU flags, threads, load average before and after; ``--record`` appends them to
+docs/results/infer_speed.jsonl.
 """
 
 from __future__ import annotations
@@ -29,13 +30,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from infer_engines import build_engines, extract_speed, model_gflop
 
 from trytry_reid.data.images import read_image
 from trytry_reid.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from trytry_reid.models import build_reid_model
 from trytry_reid.serving.folder_images import find_images
 from trytry_reid.serving.inference import LoadedModel
+
+from common import REPO, result_header
+from infer_engines import build_engines, extract_speed, model_gflop
 
 SIZES = {"resnet50": (256, 128), "mobilenet_v2": (128, 64), "osnet_x0_25": (256, 128)}
 BATCHES = (1, 8, 32, 128)
@@ -144,11 +147,12 @@ def measure_model(backbone: str, images: list[Path], args, matmul_gflops: list[f
     return list(rows.values())
 
 
-def header(args) -> dict:
-    return {"benchmark": "infer_speed", "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpu": cpu_model(),
+def header(args, load_before: tuple[float, float, float]) -> dict:
+    config = {"quick": args.quick, "models": args.models, "images": str(args.images), "batches": list(args.batches),
+              "rounds": args.rounds, "block_seconds": args.block_seconds}
+    return {"benchmark": "infer_speed", **result_header(config, load_before), "cpu_model": cpu_model(),
             "cpu_flags": cpu_flags(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "versions": versions(), "load_average_start": list(os.getloadavg()),
-            "nice": os.nice(0), "quick": args.quick, "images": str(args.images), "batches": list(args.batches)}
+            "nice": os.nice(0), "versions": versions()}
 
 
 def versions() -> dict:
@@ -166,24 +170,25 @@ def main() -> None:
                         default=Path(os.environ.get("TRYTRY_REID_SHARED", "../shared"))
                         / "data/market1501-devsplit/bounding_box_test")
     parser.add_argument("--quick", action="store_true", help="a smoke run: batches 1 and 8, short blocks")
-    parser.add_argument("--record", type=Path, help="append the JSON lines to this file")
+    parser.add_argument("--record", action="store_true", help="append the lines to docs/results/infer_speed.jsonl")
     args = parser.parse_args()
     args.batches = (1, 8) if args.quick else BATCHES
     args.rounds, args.block_seconds = (2, 0.2) if args.quick else (3, 1.5)
     args.latency_calls = 20 if args.quick else 300
     args.extract_batch, args.extract_workers = (8, (0,)) if args.quick else (32, (0, 2))
     images = find_images(args.images)
-    lines = [header(args)]
+    load_before = os.getloadavg()
+    rows: list[dict] = []
     matmul_gflops: list[float] = []
     for backbone in args.models:
         args.extract_images = 64 if args.quick else (128 if backbone == "resnet50" else 1024)
-        lines += measure_model(backbone, images, args, matmul_gflops)
-    lines[0].update(load_average_end=list(os.getloadavg()), matmul_gflop_per_s=matmul_gflops,
-                    matmul_gflop_per_s_median=float(np.median(matmul_gflops)))
-    text = "\n".join(json.dumps(line) for line in lines)
+        rows += measure_model(backbone, images, args, matmul_gflops)
+    first = {**header(args, load_before), "matmul_gflop_per_s": matmul_gflops,
+             "matmul_gflop_per_s_median": float(np.median(matmul_gflops))}
+    text = "\n".join(json.dumps(line) for line in [first, *rows])
     print(text)
     if args.record:
-        with open(args.record, "a") as handle:
+        with open(REPO / "docs" / "results" / "infer_speed.jsonl", "a") as handle:
             handle.write(text + "\n")
 
 

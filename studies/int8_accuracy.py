@@ -1,13 +1,13 @@
 """INT8 against fp32 for one trained checkpoint: mAP, rank-1 and top-10 agreement per engine and test set.
 
-    python benchmarks/int8_accuracy.py --checkpoint runs/x/checkpoints/best.pt \\
-        --calibration-images /data/market1501/bounding_box_train [--record docs/results/int8_accuracy.jsonl]
+    python studies/int8_accuracy.py --checkpoint runs/x/checkpoints/best.pt [--shared DIR] [--record]
 
 For each format (onnx, openvino) the checkpoint is exported twice through the `export` job, as users run it:
-fp32 (checked for parity on ``--parity-images`` crops) and INT8 (calibrated on ``--calibration-count`` crops of
-``--calibration-images``, then measured on the checkpoint's own test sets, or ``--config``'s). One JSON line
-per (engine, test set): mAP and rank-1 with PyTorch fp32 and with the INT8 model, their change in points and
-the top-10 agreement; plus one per fp32 export with its parity figures. The checkpoint is only read.
+fp32 (checked for parity on 256 devsplit query crops) and INT8 (calibrated on ``--calibration-count`` crops of
+the devsplit's training split, then measured on the devsplit and VIPeR). One JSON line per (engine, test set):
+mAP and rank-1 with PyTorch fp32 and with the INT8 model, their change in points and the top-10 agreement;
+plus one per fp32 export with its parity figures. ``--record`` appends them to docs/results/int8_accuracy.jsonl.
+The checkpoint is only read.
 """
 
 from __future__ import annotations
@@ -15,17 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from trytry_reid.jobs.commands import checkpoint_config
+from trytry_reid.jobs.export import run_export
 
-from trytry_reid.jobs.commands import checkpoint_config  # noqa: E402
-from trytry_reid.jobs.config import load_config  # noqa: E402
-from trytry_reid.jobs.export import run_export  # noqa: E402
+from common import RESULTS, add_shared_argument, shared_overrides, shared_paths
 
 FORMATS = {"onnx": ".onnx", "openvino": ".xml"}
 
@@ -33,16 +30,18 @@ FORMATS = {"onnx": ".onnx", "openvino": ".xml"}
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
-    parser.add_argument("--calibration-images", type=Path, required=True)
     parser.add_argument("--calibration-count", type=int, default=300)
-    parser.add_argument("--parity-images", type=Path, help="crops for the fp32 parity check (first 256)")
-    parser.add_argument("--config", type=Path, help="test sets to measure on (default: the checkpoint's)")
     parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=list(FORMATS))
-    parser.add_argument("--record", type=Path, help="append the JSON lines to this file")
+    parser.add_argument("--record", action="store_true", help="append the lines to docs/results/int8_accuracy.jsonl")
+    add_shared_argument(parser)
     args = parser.parse_args()
-    config = (lambda: load_config(args.config, [])) if args.config else (lambda: checkpoint_config(args.checkpoint, []))
+    paths = shared_paths(args.shared)
+    devsplit = paths["devsplit"]
+    args.calibration_images, args.parity_images = devsplit / "bounding_box_train", devsplit / "query"
+    overrides = shared_overrides(args.shared)
+    config = lambda: checkpoint_config(args.checkpoint, overrides)  # noqa: E731
     common = {"study": "int8_accuracy", "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-              "checkpoint": str(args.checkpoint), "calibration_images": str(args.calibration_images),
+              "checkpoint": str(args.checkpoint), "calibration": "devsplit bounding_box_train",
               "calibration_count": args.calibration_count, "load_average": list(os.getloadavg())}
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -62,7 +61,7 @@ def main() -> None:
     text = "\n".join(json.dumps(line) for line in lines)
     print(text)
     if args.record:
-        with open(args.record, "a") as handle:
+        with open(RESULTS / "int8_accuracy.jsonl", "a") as handle:
             handle.write(text + "\n")
 
 
