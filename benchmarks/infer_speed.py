@@ -175,7 +175,7 @@ def main() -> None:
     args.batches = (1, 8) if args.quick else BATCHES
     args.rounds, args.block_seconds = (2, 0.2) if args.quick else (3, 1.5)
     args.latency_calls = 20 if args.quick else 300
-    args.extract_batch, args.extract_workers = (8, (0,)) if args.quick else (32, (0, 2))
+    args.extract_batch, args.extract_workers = (8, (0,)) if args.quick else (32, (0, 1, 2))
     images = find_images(args.images)
     load_before = os.getloadavg()
     rows: list[dict] = []

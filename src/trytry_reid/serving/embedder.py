@@ -72,7 +72,7 @@ class Embedder:
     @classmethod
     def from_onnx(cls, path: str | Path, batch_size: int = 64) -> "Embedder":
         """From an ONNX file written by ``export`` (onnxruntime, CPU); preprocessing and threshold come from its
-        metadata (docs/DEPLOY.md, 'ONNX contract')."""
+        metadata (docs/DEPLOY.md, 'Model contract')."""
         from trytry_reid.serving.runtimes import open_onnx
 
         return cls.from_model(open_onnx(path), batch_size)
