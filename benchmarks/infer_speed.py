@@ -5,13 +5,14 @@ extraction of a real folder; each engine as a ratio to PyTorch fp32 eager measur
     .venv/bin/python benchmarks/infer_speed.py [--quick] [--models mobilenet_v2 resnet50]
         [--images /path/to/market1501/bounding_box_test] [--record]
 
-Engines: PyTorch fp32 eager (``model.embed`` as trained), PyTorch fp32 with BatchNorm folded (the inference
-copy extraction runs; NCHW and channels_last), PyTorch under bf16 autocast (oneDNN bf16 kernels; CPUs with
-avx512_bf16 or AMX), onnxruntime fp32 / INT8 and OpenVINO fp32 / INT8 (the files ``export`` writes) and OpenVINO
-with its CPU default bf16 inference precision (not fp32-exact: its ``max_abs_diff`` says by how much). Weights
-are untrained (speed does not depend on them); INT8 models are calibrated on 100 crops of ``--images``.
-Model-only inputs are real crops of ``--images``, decoded once. Blocks of calls of each engine alternate,
-round after round; crops/s is from the median call. One JSON line per (model, engine), after a header line
+Engines: PyTorch fp32 eager (``model.embed`` as trained), with BatchNorm folded (NCHW), optimised (folded +
+channels_last: the torch engine extraction runs), TorchScript-frozen (headroom, not shipped), the optimised
+copy under bf16 autocast (oneDNN bf16 kernels; CPUs with avx512_bf16 or AMX), onnxruntime fp32 / INT8 and
+OpenVINO fp32 / INT8 (the files ``export`` writes), and OpenVINO with its CPU default bf16 inference precision
+(not fp32-exact: its ``max_abs_diff_vs_eager`` says by how much). Weights are untrained (speed does not depend
+on them); INT8 models are calibrated on 100 crops of ``--images``. Model-only inputs are real crops of
+``--images``, decoded once. Blocks of calls of each engine alternate, round after round; crops/s is from the
+median call (``crops_per_s_best_*``: the fastest call). One JSON line per (model, engine), after a header line
 naming the machine: CPU flags, threads, load average before and after; ``--record`` appends them to
 docs/results/infer_speed.jsonl.
 """
@@ -42,6 +43,8 @@ from infer_engines import build_engines, extract_speed, model_gflop
 
 SIZES = {"resnet50": (256, 128), "mobilenet_v2": (128, 64), "osnet_x0_25": (256, 128)}
 BATCHES = (1, 8, 32, 128)
+END_TO_END = ("pytorch_fp32_eager", "pytorch_fp32_optimised", "onnx_fp32", "onnx_int8", "openvino_fp32",
+              "openvino_int8")    # the engines measured end to end: the reference and what `extract` runs
 MATMUL_N = 2048
 
 
@@ -82,16 +85,20 @@ def matmul_run():
     return lambda: torch.mm(a, b)
 
 
-def timed_calls(run, inputs, min_seconds: float, min_calls: int) -> list[float]:
+def timed_calls(run, inputs, min_seconds: float, min_calls: int, max_seconds: float) -> list[float]:
+    """Per-call seconds of at least ``min_calls`` calls (unless that would take over ``max_seconds``) lasting
+    at least ``min_seconds`` together."""
     times, start = [], time.perf_counter()
-    while len(times) < min_calls or time.perf_counter() - start < min_seconds:
+    while (len(times) < min_calls and time.perf_counter() - start < max_seconds) or \
+            time.perf_counter() - start < min_seconds or not times:
         begin = time.perf_counter()
         run(inputs)
         times.append(time.perf_counter() - begin)
     return times
 
 
-def interleaved(runs: dict, inputs, rounds: int, min_seconds: float, min_calls: int = 1) -> dict[str, list[float]]:
+def interleaved(runs: dict, inputs, rounds: int, min_seconds: float, min_calls: int = 1,
+                max_seconds: float = 10.0) -> dict[str, list[float]]:
     """Per-call seconds of each run, blocks of calls alternating over ``rounds`` rounds (after one warm-up
     call each); a short pause between blocks lets other runtimes' spinning threads go idle."""
     for run in runs.values():
@@ -100,7 +107,7 @@ def interleaved(runs: dict, inputs, rounds: int, min_seconds: float, min_calls: 
     for _ in range(rounds):
         for name, run in runs.items():
             time.sleep(0.05)
-            times[name] += timed_calls(run, inputs, min_seconds, min_calls)
+            times[name] += timed_calls(run, inputs, min_seconds, min_calls, max_seconds)
     return times
 
 
@@ -109,7 +116,7 @@ def measure_model(backbone: str, images: list[Path], args, matmul_gflops: list[f
     gflop = model_gflop(loaded)
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        engines = build_engines(loaded, images, Path(tmp), calibration_count=100)
+        engines = build_engines(loaded, images, Path(tmp), calibration_count=100, threads=args.threads)
         reference = real_batch(loaded, images, 32)
         with torch.inference_mode():
             eager_out = loaded.model.embed(reference).numpy()
@@ -138,7 +145,8 @@ def measure_model(backbone: str, images: list[Path], args, matmul_gflops: list[f
                     rows[name]["latency_ms_p99_b1"] = 1e3 * float(np.percentile(calls, 99))
                     rows[name]["latency_calls_b1"] = len(calls)
         if args.extract_images:
-            for name, row in extract_speed(engines, images[:args.extract_images], args.extract_batch,
+            usable = {name: engines[name] for name in END_TO_END if name in engines}
+            for name, row in extract_speed(usable, images[:args.extract_images], args.extract_batch,
                                            args.extract_workers, Path(tmp)).items():
                 rows[name].update(row)
                 model_only = rows[name].get(f"crops_per_s_b{args.extract_batch}")
@@ -148,8 +156,8 @@ def measure_model(backbone: str, images: list[Path], args, matmul_gflops: list[f
 
 
 def header(args, load_before: tuple[float, float, float]) -> dict:
-    config = {"quick": args.quick, "models": args.models, "images": str(args.images), "batches": list(args.batches),
-              "rounds": args.rounds, "block_seconds": args.block_seconds}
+    config = {"quick": args.quick, "threads": args.threads, "models": args.models, "images": str(args.images),
+              "batches": list(args.batches), "rounds": args.rounds, "block_seconds": args.block_seconds}
     return {"benchmark": "infer_speed", **result_header(config, load_before), "cpu_model": cpu_model(),
             "cpu_flags": cpu_flags(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "nice": os.nice(0), "versions": versions()}
@@ -170,8 +178,13 @@ def main() -> None:
                         default=Path(os.environ.get("TRYTRY_REID_SHARED", "../shared"))
                         / "data/market1501-devsplit/bounding_box_test")
     parser.add_argument("--quick", action="store_true", help="a smoke run: batches 1 and 8, short blocks")
+    parser.add_argument("--threads", type=int, help="threads of every engine and of the matmul (default: "
+                        "each engine's own, one per core); 1 compares engines on one core, which a loaded "
+                        "machine disturbs least")
     parser.add_argument("--record", action="store_true", help="append the lines to docs/results/infer_speed.jsonl")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.batches = (1, 8) if args.quick else BATCHES
     args.rounds, args.block_seconds = (2, 0.2) if args.quick else (3, 1.5)
     args.latency_calls = 20 if args.quick else 300
@@ -181,7 +194,7 @@ def main() -> None:
     rows: list[dict] = []
     matmul_gflops: list[float] = []
     for backbone in args.models:
-        args.extract_images = 64 if args.quick else (128 if backbone == "resnet50" else 1024)
+        args.extract_images = 64 if args.quick else (96 if backbone == "resnet50" else 1024)
         rows += measure_model(backbone, images, args, matmul_gflops)
     first = {**header(args, load_before), "matmul_gflop_per_s": matmul_gflops,
              "matmul_gflop_per_s_median": float(np.median(matmul_gflops))}

@@ -54,6 +54,7 @@ def test_the_inference_copy_has_no_batchnorm_left_and_the_same_features(backbone
     before = {name: value.clone() for name, value in model.state_dict().items()}
     fast = inference_copy(model)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.trunk.modules())
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in fast.trunk.parameters() if p.dim() == 4)
     assert model.training, "the original model keeps its mode"
     assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
     x = torch.randn(3, 3, 64, 32)

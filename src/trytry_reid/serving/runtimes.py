@@ -206,8 +206,9 @@ def open_checkpoint(path: str | Path, device: str = "cpu") -> InferenceModel:
     return torch_model(load_model(_existing(path, "checkpoint"), device), path)
 
 
-def open_onnx(path: str | Path) -> InferenceModel:
-    """An ONNX file written by ``export`` (onnxruntime, CPU)."""
+def open_onnx(path: str | Path, threads: int | None = None) -> InferenceModel:
+    """An ONNX file written by ``export`` (onnxruntime, CPU; ``threads``: its intra-op threads, default one
+    per physical core)."""
     require_package("onnx", "export", "the onnx engine")
     onnxruntime = require_package("onnxruntime", "export", "the onnx engine")
     from trytry_reid.serving.export import read_preprocessing
@@ -218,7 +219,10 @@ def open_onnx(path: str | Path) -> InferenceModel:
     except Exception as error:      # protobuf's DecodeError and kin: not an ONNX file at all
         raise ModelFileError(f"ONNX file {path} cannot be read as ONNX ({type(error).__name__}: {error})") from error
     contract = contract_from_metadata(meta, f"ONNX file {path}")
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def run(batch: torch.Tensor) -> np.ndarray:
         return session.run([meta["output_name"]], {meta["input_name"]: batch.numpy()})[0]
@@ -233,17 +237,21 @@ def read_openvino_metadata(model) -> dict[str, str]:
     return {key: value.astype(str) for key, value in model.get_rt_info()[OPENVINO_NAMESPACE].items()}
 
 
-def compile_openvino(model, core=None):
+def compile_openvino(model, core=None, threads: int | None = None):
     """Compile for CPU in fp32 arithmetic: OpenVINO's CPU default on bf16-capable CPUs is bf16, whose features
     differ from PyTorch's by about 1e-3; an INT8 model's remaining float layers also stay fp32."""
     import openvino
 
     core = core or openvino.Core()
-    return core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"})
+    config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+    if threads is not None:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return core.compile_model(model, "CPU", config)
 
 
-def open_openvino(path: str | Path) -> InferenceModel:
-    """An OpenVINO IR (.xml with its .bin) written by ``export --format openvino``."""
+def open_openvino(path: str | Path, threads: int | None = None) -> InferenceModel:
+    """An OpenVINO IR (.xml with its .bin) written by ``export --format openvino`` (``threads``: its inference
+    threads, default OpenVINO's choice)."""
     openvino = require_package("openvino", "openvino", "the openvino engine")
     path = _existing(path, "OpenVINO model")
     if path.suffix != ".xml":
@@ -254,7 +262,7 @@ def open_openvino(path: str | Path) -> InferenceModel:
     except RuntimeError as error:
         raise ModelFileError(f"OpenVINO model {path} cannot be read: {str(error).strip().splitlines()[0]}") from error
     contract = contract_from_metadata(read_openvino_metadata(model), f"OpenVINO model {path}")
-    compiled = compile_openvino(model, core)
+    compiled = compile_openvino(model, core, threads)
     request, lock = compiled.create_infer_request(), threading.Lock()
 
     def run(batch: torch.Tensor) -> np.ndarray:
