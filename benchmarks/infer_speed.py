@@ -12,9 +12,10 @@ OpenVINO fp32 / INT8 (the files ``export`` writes), and OpenVINO with its CPU de
 (not fp32-exact: its ``max_abs_diff_vs_eager`` says by how much). Weights are untrained (speed does not depend
 on them); INT8 models are calibrated on 100 crops of ``--images``. Model-only inputs are real crops of
 ``--images``, decoded once. Blocks of calls of each engine alternate, round after round; crops/s is from the
-median call (``crops_per_s_best_*``: the fastest call). One JSON line per (model, engine), after a header line
-naming the machine: CPU flags, threads, load average before and after; ``--record`` appends them to
-docs/results/infer_speed.jsonl.
+median call (``crops_per_s_best_*``: the fastest call). A header line names the machine (CPU flags, threads,
+load average); then one JSON line per (model, engine), printed as soon as its model is measured, with the
+matmul's GFLOP/s of each batch size's rounds and the load average; an end line closes the run. ``--record``
+appends the lines to docs/results/infer_speed.jsonl as they come.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def interleaved(runs: dict, inputs, rounds: int, min_seconds: float, min_calls: 
     return times
 
 
-def measure_model(backbone: str, images: list[Path], args, matmul_gflops: list[float]) -> list[dict]:
+def measure_model(backbone: str, images: list[Path], args) -> list[dict]:
     loaded = untrained(backbone)
     gflop = model_gflop(loaded)
     rows: dict[str, dict] = {}
@@ -131,7 +132,7 @@ def measure_model(backbone: str, images: list[Path], args, matmul_gflops: list[f
             runs["matmul"] = lambda _inputs: mm()
             seconds = interleaved(runs, inputs, args.rounds, args.block_seconds,
                                   min_calls=args.latency_calls // args.rounds if batch == 1 else 1)
-            matmul_gflops.append(2 * MATMUL_N ** 3 / np.median(seconds.pop("matmul")) / 1e9)
+            matmul = 2 * MATMUL_N ** 3 / np.median(seconds.pop("matmul")) / 1e9
             eager = batch / np.median(seconds["pytorch_fp32_eager"])
             for name, calls in seconds.items():
                 speed = batch / np.median(calls)
@@ -139,7 +140,8 @@ def measure_model(backbone: str, images: list[Path], args, matmul_gflops: list[f
                 rows[name][f"crops_per_s_best_b{batch}"] = batch / min(calls)
                 rows[name][f"ratio_vs_eager_b{batch}"] = speed / eager
                 rows[name][f"gflop_per_s_b{batch}"] = speed * gflop
-                rows[name][f"fraction_of_matmul_b{batch}"] = speed * gflop / matmul_gflops[-1]
+                rows[name][f"matmul_gflop_per_s_b{batch}"] = matmul
+                rows[name][f"fraction_of_matmul_b{batch}"] = speed * gflop / matmul
                 if batch == 1:
                     rows[name]["latency_ms_p50_b1"] = 1e3 * float(np.percentile(calls, 50))
                     rows[name]["latency_ms_p99_b1"] = 1e3 * float(np.percentile(calls, 99))
@@ -152,13 +154,16 @@ def measure_model(backbone: str, images: list[Path], args, matmul_gflops: list[f
                 model_only = rows[name].get(f"crops_per_s_b{args.extract_batch}")
                 if model_only:
                     rows[name]["extract_over_model_only"] = row["extract_crops_per_s"] / model_only
-    return list(rows.values())
+    load = list(os.getloadavg())
+    return [{**row, "load_average": load} for row in rows.values()]
 
 
 def header(args, load_before: tuple[float, float, float]) -> dict:
     config = {"quick": args.quick, "threads": args.threads, "models": args.models, "images": str(args.images),
               "batches": list(args.batches), "rounds": args.rounds, "block_seconds": args.block_seconds}
-    return {"benchmark": "infer_speed", **result_header(config, load_before), "cpu_model": cpu_model(),
+    shared = result_header(config, load_before)
+    shared.pop("load_average_after")       # written by the end line
+    return {"benchmark": "infer_speed", **shared, "cpu_model": cpu_model(),
             "cpu_flags": cpu_flags(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "nice": os.nice(0), "versions": versions()}
 
@@ -191,15 +196,19 @@ def main() -> None:
     args.extract_batch, args.extract_workers = (8, (0,)) if args.quick else (32, (0, 1, 2))
     images = find_images(args.images)
     load_before = os.getloadavg()
-    rows: list[dict] = []
-    matmul_gflops: list[float] = []
+    emit(args, {**header(args, load_before), "state": "start"})
     for backbone in args.models:
         args.extract_images = 64 if args.quick else (96 if backbone == "resnet50" else 1024)
-        rows += measure_model(backbone, images, args, matmul_gflops)
-    first = {**header(args, load_before), "matmul_gflop_per_s": matmul_gflops,
-             "matmul_gflop_per_s_median": float(np.median(matmul_gflops))}
-    text = "\n".join(json.dumps(line) for line in [first, *rows])
-    print(text)
+        for row in measure_model(backbone, images, args):
+            emit(args, row)
+    emit(args, {"benchmark": "infer_speed", "state": "end", "load_average_after": list(os.getloadavg())})
+
+
+def emit(args, line: dict) -> None:
+    """Print one JSON line as soon as it is measured (and append it with --record): a run cut short keeps
+    what it measured."""
+    text = json.dumps(line)
+    print(text, flush=True)
     if args.record:
         with open(REPO / "docs" / "results" / "infer_speed.jsonl", "a") as handle:
             handle.write(text + "\n")

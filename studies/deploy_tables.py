@@ -8,17 +8,18 @@ MODEL_NAMES = {"mobilenet_v2": "MobileNetV2 128x64", "resnet50": "ResNet-50 256x
 SET_NAMES = {"market1501-devsplit": "devsplit", "viper": "VIPeR"}
 
 
-def latest_speed_run(entries: list[dict]) -> tuple[dict, list[dict]]:
-    """(header, engine rows) of the last run in infer_speed.jsonl."""
-    starts = [i for i, e in enumerate(entries) if e.get("benchmark") == "infer_speed"]
+def latest_speed_run(entries: list[dict]) -> tuple[dict, list[dict], dict]:
+    """(start line, engine rows, end line or {}) of the last run in infer_speed.jsonl."""
+    starts = [i for i, e in enumerate(entries) if e.get("state") == "start"]
     if not starts:
         raise SystemExit("results_table: docs/results/infer_speed.jsonl holds no run")
-    rows = []
+    rows, end = [], {}
     for e in entries[starts[-1] + 1:]:
         if e.get("benchmark") == "infer_speed":
+            end = e if e.get("state") == "end" else {}
             break
         rows.append(e)
-    return entries[starts[-1]], rows
+    return entries[starts[-1]], rows, end
 
 
 def _ratio(value: float | None, ratio: float | None) -> str:
@@ -26,11 +27,14 @@ def _ratio(value: float | None, ratio: float | None) -> str:
 
 
 def infer_speed_table(entries: list[dict]) -> list[str]:
-    header, rows = latest_speed_run(entries)
-    lines = [f"Run of {header['date'][:16].replace('T', ' ')}, {header.get('cpu_model', header['cpu'])} "
-             f"({', '.join(header['cpu_flags'])}), {header['cpu_count']} cores, load average "
-             f"{header['load_average_before'][0]:.1f} before and {header['load_average_after'][0]:.1f} after; "
-             f"a 2048² fp32 matmul ran at {header['matmul_gflop_per_s_median']:.0f} GFLOP/s.", "",
+    start, rows, end = latest_speed_run(entries)
+    threads = start["config"].get("threads") or start["torch_threads"]
+    after = f" and {end['load_average_after'][0]:.1f} after" if end else ""
+    matmul = sorted({round(r["matmul_gflop_per_s_b32"]) for r in rows if "matmul_gflop_per_s_b32" in r})
+    lines = [f"Run of {start['date'][:16].replace('T', ' ')}: {start.get('cpu_model', start['cpu'])} "
+             f"({', '.join(start['cpu_flags'])}), {threads} thread(s) per engine, load average "
+             f"{start['load_average_before'][0]:.1f} before{after}; a 2048² fp32 matmul on as many threads ran at "
+             f"{' and '.join(map(str, matmul))} GFLOP/s.", "",
              "| model | engine | crops/s, batch 32 (x eager) | batch 1: p50 / p99 ms | of the matmul's GFLOP/s | "
              "extract end to end, crops/s (x model only) | max diff to eager |", "|" + "---|" * 7]
     for r in rows:

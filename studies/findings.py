@@ -30,7 +30,8 @@ class Question:
     title: str
     sentence: str
     rows: list[Row] = field(default_factory=list)
-    kind: str = "rows"  # rows | peers | weight_average | calibration | precision_speed | augment_speed
+    kind: str = "rows"  # rows | peers | weight_average | calibration | precision_speed | augment_speed |
+    #                     infer_speed | int8_accuracy
     labels: tuple[tuple[str, str], ...] = ()  # weight-average rows shown, in order: (label there, shown as)
 
 

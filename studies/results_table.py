@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from common import RESULTS, ROOT, read_lines
+from deploy_tables import infer_speed_table, int8_accuracy_table
 from findings import CONTEXT, CURRENT_PAIR, FIGURES, PEERS_SENTENCE, QUESTIONS, RECIPE, Question
 
 TEST_SETS = ("market1501-devsplit", "viper")
@@ -170,6 +171,10 @@ def question_table(question: Question, entries: dict[str, list[dict]]) -> list[s
                               for e in entries["weight_average"] if e["row"] == label])
     if question.kind == "calibration":
         return small_calibration_table(entries["calibration"])
+    if question.kind == "infer_speed":
+        return infer_speed_table(entries["infer_speed"])
+    if question.kind == "int8_accuracy":
+        return int8_accuracy_table(entries["int8_accuracy"])
     if question.kind == "precision_speed":
         return speed_table(entries["precision_speed"], "images_per_s", "one training step, images/s (ratio)")
     return speed_table(entries["augment_speed"], "cpu_ms_per_batch", "CPU ms per 64-image batch (speed-up)")
@@ -193,7 +198,7 @@ def peers_section(entries: list[dict]) -> str:
 
 def render() -> str:
     names = ["peers", "recipe_val", "study_12", "ablation", "selectors", "init", "weight_average", "calibration",
-             "precision_speed", "augment_speed"]
+             "precision_speed", "augment_speed", "infer_speed", "int8_accuracy"]
     entries = {name: read_lines(RESULTS / f"{name}.jsonl") for name in names}
     parts = ["# Results: the CPU recipe and how it was chosen\n", CONTEXT + "\n", "## The recipe\n",
              RECIPE + "\n", peers_section(entries["peers"])]
