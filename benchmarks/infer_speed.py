@@ -159,7 +159,8 @@ def measure_model(backbone: str, images: list[Path], args) -> list[dict]:
 
 
 def header(args, load_before: tuple[float, float, float]) -> dict:
-    config = {"quick": args.quick, "threads": args.threads, "models": args.models, "images": str(args.images),
+    config = {"quick": args.quick, "threads": args.threads, "models": args.models,
+              "images": f"{args.images.parent.name}/{args.images.name}",
               "batches": list(args.batches), "rounds": args.rounds, "block_seconds": args.block_seconds}
     shared = result_header(config, load_before)
     shared.pop("load_average_after")       # written by the end line

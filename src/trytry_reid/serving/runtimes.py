@@ -214,10 +214,7 @@ def open_onnx(path: str | Path, threads: int | None = None) -> InferenceModel:
     from trytry_reid.serving.export import read_preprocessing
 
     path = _existing(path, "ONNX file")
-    try:
-        meta = read_preprocessing(path)
-    except Exception as error:      # protobuf's DecodeError and kin: not an ONNX file at all
-        raise ModelFileError(f"ONNX file {path} cannot be read as ONNX ({type(error).__name__}: {error})") from error
+    meta = read_preprocessing(path)         # OnnxFileError when the file is not an ONNX model
     contract = contract_from_metadata(meta, f"ONNX file {path}")
     options = onnxruntime.SessionOptions()
     if threads is not None:
