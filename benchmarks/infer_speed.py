@@ -35,14 +35,14 @@ import torch
 
 from trytry_reid.data.images import read_image
 from trytry_reid.imagenet import IMAGENET_MEAN, IMAGENET_STD
-from trytry_reid.models import build_reid_model
+from trytry_reid.models import BACKBONES, build_reid_model
 from trytry_reid.serving.folder_images import find_images
 from trytry_reid.serving.inference import LoadedModel
 
 from common import REPO, result_header
 from infer_engines import build_engines, extract_speed, model_gflop
 
-SIZES = {"resnet50": (256, 128), "mobilenet_v2": (128, 64), "osnet_x0_25": (256, 128)}
+SIZES = {"resnet50": (256, 128), "mobilenet_v2": (128, 64), "osnet_x0_25": (256, 128)}  # those BACKBONES has
 BATCHES = (1, 8, 32, 128)
 END_TO_END = ("pytorch_fp32_eager", "pytorch_fp32_optimised", "onnx_fp32", "onnx_int8", "openvino_fp32",
               "openvino_int8")    # the engines measured end to end: the reference and what `extract` runs
@@ -179,7 +179,8 @@ def versions() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["mobilenet_v2", "resnet50"], choices=sorted(SIZES))
+    parser.add_argument("--models", nargs="+", default=["mobilenet_v2", "resnet50"],
+                        choices=[name for name in SIZES if name in BACKBONES])
     parser.add_argument("--images", type=Path,
                         default=Path(os.environ.get("TRYTRY_REID_SHARED", "../shared"))
                         / "data/market1501-devsplit/bounding_box_test")
