@@ -42,6 +42,7 @@ class DataConfig:
     pad: int = 10
     random_erasing: float = 0.0
     color_jitter: float = 0.0
+    interpolation: str = "bilinear"  # data/transforms.INTERPOLATIONS: the resize filter (fast-reid's models: bicubic)
     mean: list[float] | None = None  # None: what the backbone's pretrained weights expect (models/backbones.py)
     std: list[float] | None = None
     on_bad_image: str = "error"  # data/validate.POLICIES: error | skip
@@ -55,6 +56,7 @@ class ModelConfig:
     pretrained: str = "imagenet"  # imagenet (downloaded once) | none | a weights file or trytry-reid checkpoint
     last_stride: int = 1
     embedding_dim: int = 0  # 0: no embedding layer
+    embedding_bn_relu: bool = False  # the embedding is Linear + BatchNorm1d + ReLU (torchreid's fc block)
     bnneck: bool = True
     pooling: str = "avg"  # a name in models/pooling.POOLINGS
     retrieval_feature: str = "bn_features"  # what retrieval uses: bn_features (after BNNeck) or features (before)

@@ -22,6 +22,7 @@ def choices() -> dict[str, Iterable[str]]:
     """Config key -> its valid names, read from the catalogs of the code that uses the key."""
     from trytry_reid.data.datasets import DATASETS
     from trytry_reid.data.sampler import BALANCES
+    from trytry_reid.data.transforms import INTERPOLATIONS
     from trytry_reid.data.validate import POLICIES
     from trytry_reid.engine.distributed import DEVICES
     from trytry_reid.engine.optimizers import OPTIMIZERS
@@ -35,6 +36,7 @@ def choices() -> dict[str, Iterable[str]]:
     from trytry_reid.models.reid_model import RETRIEVAL_FEATURES
 
     return {"data.name": DATASETS, "data.on_bad_image": POLICIES, "data.balance": BALANCES,
+            "data.interpolation": INTERPOLATIONS,
             "model.backbone": BACKBONES, "model.pooling": POOLINGS, "model.retrieval_feature": RETRIEVAL_FEATURES,
             "loss.triplet.selector": SELECTORS, "loss.triplet.metric": DISTANCES,
             "train.optimizer": OPTIMIZERS, "train.schedule": SCHEDULES, "train.device": DEVICES,
@@ -163,6 +165,9 @@ def check_model(config: "Config") -> None:
         fail("model.last_stride", model.last_stride, "1 or 2")
     if model.embedding_dim < 0:
         fail("model.embedding_dim", model.embedding_dim, "0 (no embedding layer) or a positive size")
+    if model.embedding_bn_relu and model.embedding_dim == 0:
+        fail("model.embedding_bn_relu", model.embedding_bn_relu, "false unless model.embedding_dim > 0 (it "
+             "normalises the embedding layer's output)")
     if not model.classifier_std > 0:
         fail("model.classifier_std", model.classifier_std, "a positive std for the classifier's normal init")
 
