@@ -19,9 +19,8 @@ from trytry_reid.serving.inference import load_model
 
 import zoo_peers
 from conftest import MARKET_DEVSPLIT, require
+from zoo_peers import FASTREID_CASES, FULL, SMALL, TORCHREID_CASES
 
-SMALL = (64, 32)   # exactness does not depend on the size: most architectures run small
-FULL = (256, 128)
 CROPS = 4
 
 
@@ -50,21 +49,6 @@ def assert_parity(peer: torch.Tensor, checkpoint: Path, paths: list[Path]) -> No
     assert relative.max().item() <= 1e-4
 
 
-TORCHREID_CASES = [  # (model name, torchreid's file form, input size)
-    ("osnet_x0_25", "checkpoint", FULL),
-    ("osnet_ain_x1_0", "checkpoint", FULL),
-    ("osnet_x1_0", "state_dict", SMALL),
-    ("osnet_x0_75", "parallel", SMALL),
-    ("osnet_x0_5", "checkpoint", SMALL),
-    ("osnet_ibn_x1_0", "checkpoint", SMALL),
-    ("osnet_ain_x0_75", "state_dict", SMALL),
-    ("osnet_ain_x0_5", "checkpoint", SMALL),
-    ("osnet_ain_x0_25", "checkpoint", SMALL),
-    ("resnet50_ibn_a", "checkpoint", SMALL),
-    ("resnet50", "checkpoint", SMALL),
-    ("resnet50_fc512", "parallel", SMALL),
-    ("resnet101", "state_dict", SMALL),
-]
 
 
 @pytest.mark.parametrize("name,form,size", TORCHREID_CASES, ids=[case[0] for case in TORCHREID_CASES])
@@ -80,16 +64,6 @@ def test_torchreid_models_import_with_their_features(name, form, size, tmp_path)
     assert_parity(zoo_peers.torchreid_features(model, paths, *size), tmp_path / "imported.pt", paths)
 
 
-FASTREID_CASES = [  # (id, published config, depth, IBN, extra cfg keys, input size, expected backbone)
-    ("bot_R50-ibn", "bot", "50x", True, {}, FULL, "fastreid_r50_ibn"),
-    ("bot_R50", "bot", "50x", False, {}, SMALL, "fastreid_r50"),
-    ("sbs_R50", "sbs", "50x", False, {}, SMALL, "fastreid_r50_nl"),
-    ("sbs_R50-ibn", "sbs", "50x", True, {}, SMALL, "fastreid_r50_ibn_nl"),
-    ("agw_R50", "agw", "50x", False, {}, SMALL, "fastreid_r50_nl"),
-    ("bot_R101-ibn", "bot", "101x", True, {}, SMALL, "fastreid_r101_ibn"),
-    ("sbs_R101-ibn", "sbs", "101x", True, {}, SMALL, "fastreid_r101_ibn_nl"),
-    ("bot_R50_embedding256", "bot", "50x", False, {"MODEL.HEADS.EMBEDDING_DIM": 256}, SMALL, "fastreid_r50"),
-]
 
 
 @pytest.mark.parametrize("case", FASTREID_CASES, ids=[case[0] for case in FASTREID_CASES])

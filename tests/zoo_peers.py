@@ -17,6 +17,36 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 PEERS = Path(os.environ.get("TRYTRY_REID_PEERS", REPO / ".bench-peers"))
 
+SMALL = (64, 32)   # exactness does not depend on the size: most parity cases run small
+FULL = (256, 128)
+
+TORCHREID_CASES = [  # (model name, torchreid's file form, input size)
+    ("osnet_x0_25", "checkpoint", FULL),
+    ("osnet_ain_x1_0", "checkpoint", FULL),
+    ("osnet_x1_0", "state_dict", SMALL),
+    ("osnet_x0_75", "parallel", SMALL),
+    ("osnet_x0_5", "checkpoint", SMALL),
+    ("osnet_ibn_x1_0", "checkpoint", SMALL),
+    ("osnet_ain_x0_75", "state_dict", SMALL),
+    ("osnet_ain_x0_5", "checkpoint", SMALL),
+    ("osnet_ain_x0_25", "checkpoint", SMALL),
+    ("resnet50_ibn_a", "checkpoint", SMALL),
+    ("resnet50", "checkpoint", SMALL),
+    ("resnet50_fc512", "parallel", SMALL),
+    ("resnet101", "state_dict", SMALL),
+]
+
+FASTREID_CASES = [  # (id, published config, depth, IBN, extra cfg keys, input size, expected backbone)
+    ("bot_R50-ibn", "bot", "50x", True, {}, FULL, "fastreid_r50_ibn"),
+    ("bot_R50", "bot", "50x", False, {}, SMALL, "fastreid_r50"),
+    ("sbs_R50", "sbs", "50x", False, {}, SMALL, "fastreid_r50_nl"),
+    ("sbs_R50-ibn", "sbs", "50x", True, {}, SMALL, "fastreid_r50_ibn_nl"),
+    ("agw_R50", "agw", "50x", False, {}, SMALL, "fastreid_r50_nl"),
+    ("bot_R101-ibn", "bot", "101x", True, {}, SMALL, "fastreid_r101_ibn"),
+    ("sbs_R101-ibn", "sbs", "101x", True, {}, SMALL, "fastreid_r101_ibn_nl"),
+    ("bot_R50_embedding256", "bot", "50x", False, {"MODEL.HEADS.EMBEDDING_DIM": 256}, SMALL, "fastreid_r50"),
+]
+
 # fast-reid's published configs (configs/Base-bagtricks.yml, Base-AGW.yml, Base-SBS.yml at
 # github.com/JDAI-CV/fast-reid), as get_cfg() overrides: the keys that shape the model.
 FASTREID_CONFIGS = {
