@@ -302,3 +302,16 @@ def test_an_imported_trunk_fine_tunes_in_our_loop(imported, tmp_path):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0], losses
+
+
+def test_instance_normalised_imports_export_to_onnx_within_tolerance(tmp_path):
+    """OSNet-AIN and IBN trunks hold InstanceNorms (always normalising by the input's own statistics): the
+    exported graph keeps that, within the export check's 1e-4."""
+    from trytry_reid.serving.export import check_onnx, export_onnx
+
+    checkpoint = tmp_path / "ain.pt"
+    run_import("torchreid", save_torchreid_file(tmp_path / "ain.pth", "osnet_ain_x0_25"), checkpoint, SMALL)
+    loaded = load_model(checkpoint)
+    images = write_images(tmp_path / "crops", 6, seed=5, size=(60, 130))
+    report = check_onnx(export_onnx(loaded, tmp_path / "ain.onnx"), loaded, images)
+    assert report["max_abs_diff"] <= 1e-4
