@@ -78,6 +78,9 @@ def export_onnx(loaded_model, out_path: str | Path, opset: int = 17) -> Path:
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         # The TorchScript-based exporter: the torch.export-based one needs the extra onnxscript package.
         warnings.simplefilter("ignore", category=DeprecationWarning)
+        # InstanceNorm (IBN / AIN trunks) normalises by each input's own statistics in eval mode too; the
+        # exporter warns that it exports it "with train=True", which is exactly that.
+        warnings.filterwarnings("ignore", message=".*'instance_norm' is set to train=True", category=UserWarning)
         # The wrapper must be in eval mode too: the exporter restores the wrapper's mode recursively afterwards.
         torch.onnx.export(_Embedder(model).eval(), (dummy,), str(out_path), input_names=[INPUT_NAME],
                           output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False,
