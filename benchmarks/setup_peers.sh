@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the peer toolkits into .bench-peers/, with --no-deps so nothing in .venv changes: torchreid 0.2.5
-# (benchmarks/peer_torchreid.py trains it; the import parity tests build its models) and fast-reid 1.4.0 (the
-# import parity tests). The benchmark and tests/zoo_peers.py put that folder on sys.path themselves
+# (studies/peer_torchreid.py trains it; the import parity tests build its models) and fast-reid 1.4.0 (the
+# import parity tests). The study and tests/zoo_peers.py put that folder on sys.path themselves
 # (TRYTRY_REID_PEERS=FOLDER points the tests at another one).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -31,13 +31,12 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from train_step import print_and_record, result_header  # noqa: E402
-
 from trytry_reid.data.images import read_image  # noqa: E402
 from trytry_reid.jobs.zoo_import import run_import  # noqa: E402
 from trytry_reid.serving.inference import load_model  # noqa: E402
 
 import zoo_peers  # noqa: E402
+from common import print_and_record, result_header  # noqa: E402
 
 RESULTS = ROOT / "docs" / "results" / "zoo_preprocessing.jsonl"
 SHARED = Path(os.environ.get("TRYTRY_REID_SHARED", ROOT.parent / "shared"))

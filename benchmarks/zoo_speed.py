@@ -30,12 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from train_step import print_and_record, result_header  # noqa: E402
-
 from trytry_reid.imagenet import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from trytry_reid.models.reid_model import build_reid_model  # noqa: E402
 from trytry_reid.serving.export import INPUT_NAME, OUTPUT_NAME, export_onnx  # noqa: E402
 from trytry_reid.serving.inference import LoadedModel  # noqa: E402
+
+from common import print_and_record, result_header  # noqa: E402
 
 RESULTS = ROOT / "docs" / "results" / "zoo_speed.jsonl"
 TORCHREID_FC = {"last_stride": 2, "embedding_dim": 512, "embedding_bn_relu": True, "bnneck": False, "pooling": "avg"}

@@ -137,3 +137,25 @@ def test_the_resize_filter_is_the_configured_one():
     with pytest.raises(ConfigError, match="data.interpolation"):
         load_config(None, ["data.name=digits", "model.backbone=small_cnn", "model.pretrained=none",
                            "data.interpolation=lanczos"])
+
+
+def test_fastreid_non_local_trunks_take_imagenet_weights_with_identity_blocks(tmp_path, monkeypatch):
+    """No ImageNet file holds non-local blocks: the ResNet's file (here a local stand-in at the hub cache path,
+    no network) fills the trunk and the blocks start as identities, so the pretrained trunk's output is the
+    plain ResNet's."""
+    import torchvision
+
+    from trytry_reid.models.backbones import BACKBONES
+    from trytry_reid.models.downloads import hub_cache_path
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    reference = torchvision.models.resnet50().eval()
+    path = hub_cache_path(BACKBONES["fastreid_r50_nl"].imagenet_url)
+    path.parent.mkdir(parents=True)
+    torch.save(reference.state_dict(), path)
+    with_nl, _ = build_backbone("fastreid_r50_nl", last_stride=2, pretrained="imagenet")
+    plain, _ = build_backbone("fastreid_r50", last_stride=2, pretrained="imagenet")
+    assert torch.equal(with_nl.layer3[5].conv2.weight, reference.layer3[5].conv2.weight)
+    x = torch.randn(1, 3, 64, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(with_nl.eval()(x), plain.eval()(x))

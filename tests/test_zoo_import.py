@@ -16,7 +16,7 @@ import torch
 from trytry_reid.engine.checkpoint import file_sha256, load_checkpoint
 from trytry_reid.errors import UsageError
 from trytry_reid.jobs.cli import main as cli_main
-from trytry_reid.jobs.config import resolve_config
+from trytry_reid.jobs.config import load_config, resolve_config
 from trytry_reid.jobs.zoo_import import PEERS, run_import
 from trytry_reid.models.reid_model import build_reid_model
 from trytry_reid.models.zoo_file import ImportOptions, ZooImportError, fit_state_dict
@@ -274,18 +274,22 @@ def test_a_bicubic_model_resizes_bicubically_everywhere(imported, tmp_path):
     assert np.abs(Embedder.from_checkpoint(tmp_path / "bicubic.pt").embed(image) - bilinear).max() > 1e-4
 
 
-def test_an_imported_trunk_fine_tunes_in_our_loop(imported, tmp_path):
-    """The imported trunk weights as model.pretrained for training on new data: the model starts from them and
-    a few steps on one batch lower CE + triplet (the architecture trains: pooling, the fc embedding, losses)."""
+def test_an_imported_checkpoint_fine_tunes_in_our_loop(imported, tmp_path):
+    """The imported checkpoint as model.pretrained for training on new data: the trunk starts from its weights,
+    the input settings follow it (a fast-reid import's bicubic resize too), and a few steps on one batch lower
+    CE + triplet (the architecture trains: pooling, the fc embedding, the losses)."""
     from trytry_reid.data.datasets import build_dataset
     from trytry_reid.jobs import builders
 
     checkpoint, market, _ = imported
     stored = load_checkpoint(checkpoint)
-    trunk = {key[len("trunk."):]: value for key, value in stored["model"].items() if key.startswith("trunk.")}
-    torch.save(trunk, tmp_path / "trunk.pth")
-    config = resolve_config(stored["config"], [f"data.root={market}", f"model.pretrained={tmp_path / 'trunk.pth'}",
-                                               "data.batch_p=2", "data.batch_k=2", "data.workers=0"])
+    stored["config"]["data"].update(interpolation="bicubic", mean=[0.5, 0.5, 0.5])
+    torch.save(stored, tmp_path / "bicubic.pt")
+    config = load_config(None, ["data.name=market1501", f"data.root={market}", "model.backbone=osnet_x0_25",
+                                f"model.pretrained={tmp_path / 'bicubic.pt'}", "model.embedding_dim=512",
+                                "model.embedding_bn_relu=true", "model.bnneck=false", "data.height=64",
+                                "data.width=32", "data.batch_p=2", "data.batch_k=2", "data.workers=0"])
+    assert config.data.interpolation == "bicubic" and config.data.mean == [0.5, 0.5, 0.5]
     train = builders.build_train_data(config, build_dataset("market1501", str(market)))
     images, labels = next(iter(train.loaders(0, 0)))[:2]
     torch.manual_seed(0)

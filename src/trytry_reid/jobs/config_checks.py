@@ -22,7 +22,6 @@ def choices() -> dict[str, Iterable[str]]:
     """Config key -> its valid names, read from the catalogs of the code that uses the key."""
     from trytry_reid.data.datasets import DATASETS
     from trytry_reid.data.sampler import BALANCES
-    from trytry_reid.data.transforms import INTERPOLATIONS
     from trytry_reid.data.validate import POLICIES
     from trytry_reid.engine.distributed import DEVICES
     from trytry_reid.engine.optimizers import OPTIMIZERS
@@ -36,7 +35,6 @@ def choices() -> dict[str, Iterable[str]]:
     from trytry_reid.models.reid_model import RETRIEVAL_FEATURES
 
     return {"data.name": DATASETS, "data.on_bad_image": POLICIES, "data.balance": BALANCES,
-            "data.interpolation": INTERPOLATIONS,
             "model.backbone": BACKBONES, "model.pooling": POOLINGS, "model.retrieval_feature": RETRIEVAL_FEATURES,
             "loss.triplet.selector": SELECTORS, "loss.triplet.metric": DISTANCES,
             "train.optimizer": OPTIMIZERS, "train.schedule": SCHEDULES, "train.device": DEVICES,
@@ -132,7 +130,11 @@ def check_root(key: str, name: str, root: str | None) -> None:
 
 @collected
 def check_data(config: "Config") -> None:
+    from trytry_reid.data.transforms import INTERPOLATIONS
+
     data = config.data
+    if data.interpolation is not None:       # None: the pretrained checkpoint's, else bilinear
+        check_choice("data.interpolation", data.interpolation, INTERPOLATIONS)
     for key in ("height", "width", "batch_p", "batch_k"):
         if get(config, f"data.{key}") < 1:
             fail(f"data.{key}", get(config, f"data.{key}"), "a positive integer")

@@ -141,3 +141,11 @@ def resnet_factory(depth: int, *, ibn: bool, stem: str = "pad",
 
     build.__name__ = f"resnet{depth}{'_ibn_a' if ibn else ''}{'_' + stem}{'_nl' if non_local else ''}"
     return build
+
+
+def non_local_start(depth: int) -> dict[str, torch.Tensor]:
+    """The non-local blocks' tensors of a new fast-reid trunk (``NL_2.*``, ``NL_3.*``): what an ImageNet file,
+    which has none, is completed with. Their ``W`` BatchNorm starts at zero scale: each block is the identity
+    until training moves it."""
+    trunk = ResNetTrunk(depth, non_local=True)
+    return {key: value for key, value in trunk.state_dict().items() if key.startswith("NL_")}

@@ -43,4 +43,4 @@ def load_model(checkpoint: str | Path, device: str = "cpu") -> LoadedModel:
     return LoadedModel(model=model, height=int(data["height"]), width=int(data["width"]),
                        mean=tuple(data["mean"]), std=tuple(data["std"]), config=config,
                        calibration=read_from_checkpoint(state, f"checkpoint {checkpoint}"),
-                       interpolation=data.get("interpolation", "bilinear"))
+                       interpolation=data.get("interpolation") or "bilinear")

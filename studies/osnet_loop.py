@@ -1,12 +1,12 @@
 """OSNet trained in this project's loop from random init, beside the CPU recipe's MobileNetV2 from ImageNet, on the
 validation split at the recipe's 12-epoch budget (issue 26 item 7; docs/MODEL_ZOO.md, "Training OSNet here").
 
-    python benchmarks/osnet_loop.py --data /path/to/market1501-devsplit --imagenet /path/to/mobilenet_v2.pth
+    python studies/osnet_loop.py --data /path/to/market1501-devsplit --imagenet /path/to/mobilenet_v2.pth
         [--rows mobilenet_v2 osnet_x0_25 osnet_x1_0] [--record]
 
 Every row is config/mobilenet_market_cpu.yml (the shipped recipe: 128x64, 12 epochs, lr 1e-3, last stride 1,
 colour jitter 0.2, oneDNN bf16, the mean of the last 8 epochs' weights) with the validation overrides of the
-recipe study (benchmarks/accuracy_rows.py VALIDATION: 401 training ids, 100 held out, no test sets) and one
+recipe study (studies/accuracy_rows.py VALIDATION: 401 training ids, 100 held out, no test sets) and one
 change: the backbone (OSNet trunks have no ImageNet weights here, so they start from random init). Each row is
 one `main.py` run in a subprocess; one JSON line per row (wall time, training images/s, validation metrics,
 the resolved config) goes to docs/results/osnet_loop.jsonl with --record.
