@@ -1,10 +1,13 @@
-"""The peer toolkits (torchreid 0.2.5, fast-reid 1.4.0) for the import parity tests: where they are, their own
-models and preprocessing, random weights, their own file formats. Never a dependency of trytry-reid:
+"""The peer toolkits (torchreid 0.2.5, fast-reid 1.4.0) for the import tests: where they are, their own models
+and preprocessing, random weights, their own file formats; and, for tests without the peers, files with the
+peers' key layouts (tests/zoo_keys.json.gz) and random values. Never a dependency of trytry-reid:
 ``bash benchmarks/setup_peers.sh`` installs them into <repo>/.bench-peers, or TRYTRY_REID_PEERS names a folder
 that holds them."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import sys
 import types
@@ -217,3 +220,43 @@ def fastreid_features(model, cfg, paths) -> torch.Tensor:
     batch = torch.stack([transform(read_image(str(p))) for p in paths])
     with torch.no_grad():
         return model.eval()(batch)
+
+
+# The peers' key names and shapes (tests/make_zoo_keys.py writes them from the peers): the key tables' test
+# data where the peers are not installed.
+KEYS = json.loads(gzip.open(REPO / "tests" / "zoo_keys.json.gz", "rt").read())
+
+
+def fake_weights(layout: list, seed: int = 0, classes: int | None = None) -> dict[str, torch.Tensor]:
+    """Random tensors with a peer's key names and shapes: He-scaled weights, normalisation scales near 1 and
+    shifts near 0.1, running statistics 0 / 1 (a network whose features still tell colours apart)."""
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in layout:
+        if classes is not None and key in ("classifier.weight", "classifier.bias", "heads.weight"):
+            shape = [classes, *shape[1:]]
+        if key.endswith("num_batches_tracked"):
+            state[key] = torch.tensor(3)
+        elif key.endswith(("running_var", ".p")):
+            state[key] = torch.ones(shape) * (3.0 if key.endswith(".p") else 1.0)
+        elif key.endswith("running_mean"):
+            state[key] = torch.zeros(shape)
+        elif len(shape) == 1 and key.endswith("weight"):
+            state[key] = torch.rand(shape, generator=generator) * 0.5 + 0.75
+        elif len(shape) <= 1:
+            state[key] = torch.randn(shape, generator=generator) * 0.05 + 0.1
+        else:
+            fan_in = int(np.prod(shape[1:]))
+            state[key] = torch.randn(shape, generator=generator) * (2.0 / fan_in) ** 0.5
+    return state
+
+
+def save_torchreid_file(path: Path, arch: str = "osnet_x0_25", **kwargs) -> Path:
+    state = fake_weights(KEYS["torchreid"][arch], **kwargs)
+    torch.save({"state_dict": state, "epoch": 60, "rank1": np.float64(0.9)}, path)
+    return path
+
+
+def save_fastreid_file(path: Path, case: str = "bot_R50-ibn") -> Path:
+    torch.save({"model": fake_weights(KEYS["fastreid"][case]), "iteration": 100}, path)
+    return path
