@@ -69,6 +69,10 @@ def test_flag_choices_are_the_code_catalogs():
     assert choices("rank", "--queries") == list(QUERY_STRATEGIES)
     assert choices("index", "--backend") == list(BACKENDS)
     assert choices("index", "--on-bad-image") == list(POLICIES) == choices("extract", "--on-bad-image")
+    from trytry_reid.jobs.zoo_import import PEERS
+    from trytry_reid.models.zoo_fastreid import POOLINGS
+
+    assert choices("import", "--from") == list(PEERS) and choices("import", "--pooling") == list(POOLINGS)
 
 
 def test_an_error_raised_in_a_loader_worker_is_one_line():

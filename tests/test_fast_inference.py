@@ -116,3 +116,14 @@ def test_the_test_transform_equals_torchvision_to_tensor_and_normalize_bit_for_b
             assert torch.equal(ours(crop), reference(crop))
     with pytest.raises(TypeError, match="expects a PIL RGB image, got L"):
         build_test_transform(8, 4)(crops[-1].convert("L"))
+
+
+@pytest.mark.parametrize("backbone", ["osnet_x0_25", "osnet_ain_x0_25", "resnet50_ibn_a", "fastreid_r50_ibn_nl"])
+def test_the_inference_copy_of_the_zoo_trunks_gives_the_same_features(backbone):
+    """Instance normalisation, IBN's split BatchNorm and non-local blocks: what folds folds, the rest runs as is."""
+    torch.manual_seed(0)
+    model = randomise_batchnorms(build_reid_model(backbone, num_classes=5, last_stride=1)).eval()
+    fast = inference_copy(model)
+    x = torch.randn(2, 3, 64, 32)
+    with torch.inference_mode():
+        assert (fast.embed(x) - model.embed(x)).abs().max() <= 1e-5

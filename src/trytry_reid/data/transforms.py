@@ -1,5 +1,9 @@
 """Per-image transforms (torchvision): test, PIL RGB image -> normalised float [3, height, width]; train, its
-geometric half -> uint8 [3, height, width] (the photometric half is data/batch_augment.py)."""
+geometric half -> uint8 [3, height, width] (the photometric half is data/batch_augment.py).
+
+Both resize the PIL image with Pillow's filter named by ``interpolation`` (INTERPOLATIONS: "bilinear", the
+default and torchreid's; "bicubic", fast-reid's). Pillow's resize is antialiased: when it shrinks, each output
+pixel averages all the input pixels its filter covers."""
 
 from __future__ import annotations
 
@@ -11,6 +15,14 @@ import torchvision.transforms as T
 from PIL import Image
 
 from trytry_reid.imagenet import IMAGENET_MEAN, IMAGENET_STD
+
+INTERPOLATIONS = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC}
+
+
+def resize(height: int, width: int, interpolation: str) -> T.Resize:
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"transform interpolation={interpolation!r}: expected one of {', '.join(INTERPOLATIONS)}")
+    return T.Resize((height, width), interpolation=INTERPOLATIONS[interpolation], antialias=True)
 
 
 def check_size(height: int, width: int) -> None:
@@ -29,7 +41,8 @@ def check_stats(mean: Sequence[float], std: Sequence[float]) -> None:
         raise ValueError(f"transform mean={tuple(mean)} std={tuple(std)}: expected 3 values each, std > 0")
 
 
-def build_train_transform(height: int, width: int, *, flip_p: float = 0.5, pad: int = 10) -> T.Compose:
+def build_train_transform(height: int, width: int, *, flip_p: float = 0.5, pad: int = 10,
+                          interpolation: str = "bilinear") -> T.Compose:
     """The geometric half of training augmentation, per image: resize, flip, pad + random crop back to size,
     as uint8 [3, height, width]. Colour jitter, normalisation and random erasing follow on the whole batch
     (data/batch_augment.BatchPhotometric), so a training batch is normalised like the test transform's images.
@@ -38,7 +51,7 @@ def build_train_transform(height: int, width: int, *, flip_p: float = 0.5, pad: 
     check_probability("flip_p", flip_p)
     if pad < 0:
         raise ValueError(f"transform pad={pad}: expected a value >= 0")
-    steps: list = [T.Resize((height, width), interpolation=T.InterpolationMode.BILINEAR, antialias=True)]
+    steps: list = [resize(height, width, interpolation)]
     if flip_p > 0:
         steps.append(T.RandomHorizontalFlip(flip_p))
     if pad > 0:
@@ -67,9 +80,9 @@ class ToNormalizedTensor:
 
 
 def build_test_transform(height: int, width: int, *, mean: Sequence[float] = IMAGENET_MEAN,
-                         std: Sequence[float] = IMAGENET_STD) -> T.Compose:
+                         std: Sequence[float] = IMAGENET_STD, interpolation: str = "bilinear") -> T.Compose:
     """Resize, to tensor, normalise: deterministic."""
     check_size(height, width)
     check_stats(mean, std)
-    return T.Compose([T.Resize((height, width), interpolation=T.InterpolationMode.BILINEAR, antialias=True),
+    return T.Compose([resize(height, width, interpolation),
                       ToNormalizedTensor(mean, std)])

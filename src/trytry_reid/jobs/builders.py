@@ -54,13 +54,14 @@ def build_train_splits(config: Config) -> Splits:
 
 def test_transform(config: Config):
     data = config.data
-    return build_test_transform(data.height, data.width, mean=tuple(data.mean), std=tuple(data.std))
+    return build_test_transform(data.height, data.width, mean=tuple(data.mean), std=tuple(data.std),
+                                interpolation=data.interpolation)
 
 
 def train_transform(config: Config):
     """Per image (in the loader workers): resize, flip, pad + crop, as uint8."""
     return build_train_transform(config.data.height, config.data.width, flip_p=config.data.flip_p,
-                                 pad=config.data.pad)
+                                 pad=config.data.pad, interpolation=config.data.interpolation)
 
 
 def train_batch_transform(config: Config) -> BatchPhotometric:

@@ -165,6 +165,20 @@ def serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-run", type=Path, help="a ranking JSON (from rank/evaluate --rank) to browse")
 
 
+def import_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--from", dest="peer", required=True, choices=["torchreid", "fastreid"],
+                   help="the toolkit that wrote FILE")
+    p.add_argument("file", type=Path, metavar="FILE", help="its model file (.pth, .pth.tar)")
+    p.add_argument("--out", type=Path, required=True, help="the checkpoint to write (.pt)")
+    p.add_argument("--arch", help="the architecture (default: read from the file's keys); docs/MODEL_ZOO.md")
+    p.add_argument("--height", type=int, help="input height the model was trained at (default: the peer's)")
+    p.add_argument("--width", type=int, help="input width (default: the peer's)")
+    p.add_argument("--pooling", choices=["avg", "gem", "max"],
+                   help="fast-reid: the pooling, when the file holds no GeM p (default: its zoo's convention)")
+    p.add_argument("--last-stride", type=int, choices=[1, 2], help="default: the peer's for this architecture")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+
+
 class Command(NamedTuple):
     help: str
     arguments: Callable[[argparse.ArgumentParser], None]  # adds the command's flags
@@ -191,6 +205,8 @@ COMMANDS: dict[str, Command] = {
     "export": Command("export the embedding model (ONNX) and check it with onnxruntime", export_arguments,
                       commands.cmd_export),
     "serve": Command("web page + HTTP API to search a gallery index", serve_arguments, commands.cmd_serve),
+    "import": Command("a torchreid or fast-reid model file -> a checkpoint of this project", import_arguments,
+                      commands.cmd_import),
 }
 
 

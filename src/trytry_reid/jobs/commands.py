@@ -246,3 +246,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     serve(args.index, model_file(args), args.host, args.port, eval_run=args.eval_run, engine=args.engine)
     return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from trytry_reid.jobs.zoo_import import format_summary, run_import
+    from trytry_reid.models.zoo_file import ImportOptions
+
+    options = ImportOptions(arch=args.arch, height=args.height, width=args.width, pooling=args.pooling,
+                            last_stride=args.last_stride)
+    print(format_summary(run_import(args.peer, args.file, args.out, options, overwrite=args.overwrite)))
+    return 0

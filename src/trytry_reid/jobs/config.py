@@ -42,6 +42,7 @@ class DataConfig:
     pad: int = 10
     random_erasing: float = 0.0
     color_jitter: float = 0.0
+    interpolation: str | None = None  # data/transforms.INTERPOLATIONS; None: a pretrained checkpoint's, else bilinear
     mean: list[float] | None = None  # None: what the backbone's pretrained weights expect (models/backbones.py)
     std: list[float] | None = None
     on_bad_image: str = "error"  # data/validate.POLICIES: error | skip
@@ -55,6 +56,7 @@ class ModelConfig:
     pretrained: str = "imagenet"  # imagenet (downloaded once) | none | a weights file or trytry-reid checkpoint
     last_stride: int = 1
     embedding_dim: int = 0  # 0: no embedding layer
+    embedding_bn_relu: bool = False  # the embedding is Linear + BatchNorm1d + ReLU (torchreid's fc block)
     bnneck: bool = True
     pooling: str = "avg"  # a name in models/pooling.POOLINGS
     retrieval_feature: str = "bn_features"  # what retrieval uses: bn_features (after BNNeck) or features (before)
@@ -185,18 +187,22 @@ def resolve_config(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] =
 
 
 def resolve_normalisation(config: Config) -> None:
-    """Fill ``data.mean`` / ``data.std`` left unset with what the starting weights expect: those a trytry-reid
-    checkpoint in ``model.pretrained`` was trained with, else the backbone's own (checkpoints store the values)."""
+    """Fill ``data.mean`` / ``data.std`` / ``data.interpolation`` left unset with what the starting weights
+    expect: those a trytry-reid checkpoint in ``model.pretrained`` was trained with (an imported fast-reid
+    model: bicubic), else the backbone's own and bilinear (checkpoints store the values)."""
     from trytry_reid.models.backbones import backbone_entry
     from trytry_reid.models.weights_file import reid_checkpoint_config
 
     backbone = backbone_entry(config.model.backbone)
-    mean, std = backbone.mean, backbone.std
-    if (config.data.mean is None or config.data.std is None) and config.model.pretrained not in ("imagenet", "none"):
+    mean, std, interpolation = backbone.mean, backbone.std, "bilinear"
+    unset = None in (config.data.mean, config.data.std, config.data.interpolation)
+    if unset and config.model.pretrained not in ("imagenet", "none"):
         trained = (reid_checkpoint_config(Path(config.model.pretrained).expanduser()) or {}).get("data") or {}
         mean, std = trained.get("mean", mean), trained.get("std", std)
+        interpolation = trained.get("interpolation", interpolation)
     config.data.mean = list(config.data.mean if config.data.mean is not None else mean)
     config.data.std = list(config.data.std if config.data.std is not None else std)
+    config.data.interpolation = config.data.interpolation or interpolation
 
 
 BASE_KEY = "_base_"

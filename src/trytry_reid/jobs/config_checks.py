@@ -130,7 +130,11 @@ def check_root(key: str, name: str, root: str | None) -> None:
 
 @collected
 def check_data(config: "Config") -> None:
+    from trytry_reid.data.transforms import INTERPOLATIONS
+
     data = config.data
+    if data.interpolation is not None:       # None: the pretrained checkpoint's, else bilinear
+        check_choice("data.interpolation", data.interpolation, INTERPOLATIONS)
     for key in ("height", "width", "batch_p", "batch_k"):
         if get(config, f"data.{key}") < 1:
             fail(f"data.{key}", get(config, f"data.{key}"), "a positive integer")
@@ -163,6 +167,9 @@ def check_model(config: "Config") -> None:
         fail("model.last_stride", model.last_stride, "1 or 2")
     if model.embedding_dim < 0:
         fail("model.embedding_dim", model.embedding_dim, "0 (no embedding layer) or a positive size")
+    if model.embedding_bn_relu and model.embedding_dim == 0:
+        fail("model.embedding_bn_relu", model.embedding_bn_relu, "false unless model.embedding_dim > 0 (it "
+             "normalises the embedding layer's output)")
     if not model.classifier_std > 0:
         fail("model.classifier_std", model.classifier_std, "a positive std for the classifier's normal init")
 

@@ -29,6 +29,8 @@ from torch import nn
 from trytry_reid.catalog import lookup
 from trytry_reid.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from trytry_reid.models.downloads import cached_download
+from trytry_reid.models.osnet import osnet_factory
+from trytry_reid.models.resnet_ibn import non_local_start, resnet_factory
 from trytry_reid.models.small_cnn import small_cnn
 from trytry_reid.models.weights_file import Weights, WeightsError, load_fitting, read_weights_file
 
@@ -104,6 +106,22 @@ class Backbone:
         return self.imagenet_url is not None or self.imagenet_state is not None
 
 
+# IBN-Net's ImageNet releases (github.com/XingangPan/IBN-Net, release v1.0), hash-named as torch hub expects.
+IBN_R50 = "https://github.com/XingangPan/IBN-Net/releases/download/v1.0/resnet50_ibn_a-d9d0bb7b.pth"
+IBN_R101 = "https://github.com/XingangPan/IBN-Net/releases/download/v1.0/resnet101_ibn_a-59ea0ac6.pth"
+RESNET50_URL = torchvision.models.ResNet50_Weights.IMAGENET1K_V1.url
+
+
+def _imagenet_with_non_local(url: str, depth: int) -> Callable[[], dict[str, torch.Tensor]]:
+    """ImageNet weights for a fast-reid non-local trunk: the ResNet's file (downloaded into the hub cache)
+    completed with new non-local blocks, which start as identities (fast-reid does the same)."""
+    def state() -> dict[str, torch.Tensor]:
+        weights = read_weights_file(cached_download(url, f"the ImageNet weights of ResNet-{depth}"))
+        return {**weights.state, **non_local_start(depth)}
+
+    return state
+
+
 # torchvision's IMAGENET1K_V1 weights: the ones the ReID literature trained from.
 BACKBONES: dict[str, Backbone] = {
     "resnet18": Backbone(_resnet_factory("resnet18"), torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url),
@@ -112,6 +130,29 @@ BACKBONES: dict[str, Backbone] = {
     "resnet101": Backbone(_resnet_factory("resnet101"), torchvision.models.ResNet101_Weights.IMAGENET1K_V1.url),
     "mobilenet_v2": Backbone(_mobilenet_v2_trunk, torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.url),
     "small_cnn": Backbone(_small_cnn_trunk),
+    # OSNet (models/osnet.py): torchreid's ImageNet files are on Google Drive without a checksum; none here.
+    "osnet_x1_0": Backbone(osnet_factory("osnet_x1_0")),
+    "osnet_x0_75": Backbone(osnet_factory("osnet_x0_75")),
+    "osnet_x0_5": Backbone(osnet_factory("osnet_x0_5")),
+    "osnet_x0_25": Backbone(osnet_factory("osnet_x0_25")),
+    "osnet_ibn_x1_0": Backbone(osnet_factory("osnet_ibn_x1_0")),
+    "osnet_ain_x1_0": Backbone(osnet_factory("osnet_ain_x1_0")),
+    "osnet_ain_x0_75": Backbone(osnet_factory("osnet_ain_x0_75")),
+    "osnet_ain_x0_5": Backbone(osnet_factory("osnet_ain_x0_5")),
+    "osnet_ain_x0_25": Backbone(osnet_factory("osnet_ain_x0_25")),
+    # IBN-a ResNets (models/resnet_ibn.py) with IBN-Net's ImageNet files.
+    "resnet50_ibn_a": Backbone(resnet_factory(50, ibn=True), imagenet_url=IBN_R50),
+    "resnet101_ibn_a": Backbone(resnet_factory(101, ibn=True), imagenet_url=IBN_R101),
+    # fast-reid's ResNets (its max-pool stem; _nl: its non-local blocks, AGW and SBS), for its model zoo files.
+    "fastreid_r50": Backbone(resnet_factory(50, ibn=False, stem="ceil"), imagenet_url=RESNET50_URL),
+    "fastreid_r50_ibn": Backbone(resnet_factory(50, ibn=True, stem="ceil"), imagenet_url=IBN_R50),
+    "fastreid_r101_ibn": Backbone(resnet_factory(101, ibn=True, stem="ceil"), imagenet_url=IBN_R101),
+    "fastreid_r50_nl": Backbone(resnet_factory(50, ibn=False, stem="ceil", non_local=True), imagenet_url=RESNET50_URL,
+                                imagenet_state=_imagenet_with_non_local(RESNET50_URL, 50)),
+    "fastreid_r50_ibn_nl": Backbone(resnet_factory(50, ibn=True, stem="ceil", non_local=True), imagenet_url=IBN_R50,
+                                    imagenet_state=_imagenet_with_non_local(IBN_R50, 50)),
+    "fastreid_r101_ibn_nl": Backbone(resnet_factory(101, ibn=True, stem="ceil", non_local=True), imagenet_url=IBN_R101,
+                                     imagenet_state=_imagenet_with_non_local(IBN_R101, 101)),
 }
 
 

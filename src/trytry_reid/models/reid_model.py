@@ -37,6 +37,8 @@ class ReidModel(nn.Module):
         num_classes: training identities; 0 builds no classifier (``logits`` is None).
         embedding_dim: > 0 adds ``Linear(feature_dim, embedding_dim)`` after pooling;
             0 uses the pooled feature directly. ``D`` is ``embedding_dim or feature_dim``.
+        embedding_bn_relu: follow the embedding's Linear with BatchNorm1d and ReLU (``embedding_bn``), as
+            torchreid's "fc" block (OSNet's 512-d feature); needs ``embedding_dim > 0``.
         bnneck: add the BNNeck BatchNorm1d (bias frozen at 0).
         pooling: a name in ``POOLINGS`` ("avg", "max", "gem").
         retrieval_feature: the ``ReidOutput`` field :meth:`embed` returns: ``"bn_features"`` (after BNNeck,
@@ -59,6 +61,7 @@ class ReidModel(nn.Module):
         feature_dim: int,
         num_classes: int,
         embedding_dim: int = 0,
+        embedding_bn_relu: bool = False,
         bnneck: bool = True,
         pooling: str = "avg",
         retrieval_feature: str = "bn_features",
@@ -74,6 +77,8 @@ class ReidModel(nn.Module):
                 raise ValueError(f"ReidModel {name} must be a non-negative int, got {value!r}")
         if feature_dim == 0:
             raise ValueError("ReidModel feature_dim must be > 0")
+        if embedding_bn_relu and embedding_dim == 0:
+            raise ValueError("ReidModel embedding_bn_relu needs an embedding layer (embedding_dim > 0)")
         if not classifier_std > 0:
             raise ValueError(f"ReidModel classifier_std must be > 0, got {classifier_std!r}")
         if retrieval_feature not in RETRIEVAL_FEATURES:
@@ -83,6 +88,7 @@ class ReidModel(nn.Module):
         self.trunk = trunk
         self.pool = lookup(POOLINGS, pooling, "pooling")()
         self.embedding = nn.Linear(feature_dim, embedding_dim) if embedding_dim > 0 else None
+        self.embedding_bn = nn.BatchNorm1d(embedding_dim) if embedding_bn_relu else None
         self.output_dim = embedding_dim or feature_dim
         self.bnneck = _frozen_bias_batchnorm(self.output_dim) if bnneck else None
         self.classifier = None
@@ -116,19 +122,22 @@ class ReidModel(nn.Module):
         features = self.pool(self.trunk(x))
         if self.embedding is not None:
             features = self.embedding(features)
+        if self.embedding_bn is not None:
+            features = F.relu(self.embedding_bn(features))
         bn_features = self.bnneck(features) if self.bnneck is not None else features
         return features, bn_features
 
 
 def build_reid_model(backbone: str, num_classes: int, *, last_stride: int = 2, embedding_dim: int = 0,
-                     bnneck: bool = True, pooling: str = "avg", retrieval_feature: str = "bn_features",
-                     classifier_std: float = 0.001, classifier_bias: bool = False,
-                     frozen_layers: Sequence[str] = (), frozen_batchnorm: bool = True,
+                     embedding_bn_relu: bool = False, bnneck: bool = True, pooling: str = "avg",
+                     retrieval_feature: str = "bn_features", classifier_std: float = 0.001,
+                     classifier_bias: bool = False, frozen_layers: Sequence[str] = (), frozen_batchnorm: bool = True,
                      pretrained: str = "none") -> ReidModel:
     """A ReidModel from a config's ``model`` section (its keys are these arguments): the one way to build
     the model, for training (``pretrained`` from the config) and for loading a checkpoint ("none")."""
     trunk, feature_dim = build_backbone(backbone, last_stride=last_stride, pretrained=pretrained)
-    return ReidModel(trunk, feature_dim, num_classes, embedding_dim=embedding_dim, bnneck=bnneck, pooling=pooling,
+    return ReidModel(trunk, feature_dim, num_classes, embedding_dim=embedding_dim,
+                     embedding_bn_relu=embedding_bn_relu, bnneck=bnneck, pooling=pooling,
                      retrieval_feature=retrieval_feature, classifier_std=classifier_std,
                      classifier_bias=classifier_bias, frozen_layers=frozen_layers,
                      frozen_batchnorm=frozen_batchnorm)

@@ -29,7 +29,7 @@ from trytry_reid.errors import ReidError
 log = logging.getLogger("trytry_reid")
 
 TRUNK_PREFIX = "trunk."  # a ReidModel keeps its backbone here
-REID_HEAD_PREFIXES = ("embedding.", "bnneck.", "classifier.")  # the rest of a ReidModel
+REID_HEAD_PREFIXES = ("pool.", "embedding.", "embedding_bn.", "bnneck.", "classifier.")  # the rest of a ReidModel
 WRAPPER_KEYS = ("state_dict", "model")  # where training scripts nest a state dict
 PARALLEL_PREFIX = "module."
 COUNTER_SUFFIX = "num_batches_tracked"

@@ -6,11 +6,12 @@
     embedder.distance(features[0], features[1])                    # cosine distance, 1 - cos, in [0, 2]
     embedder.same_person(features[0], features[1])                 # distance <= the calibrated threshold
 
-Images go through the model's own test transform (RGB, bilinear resize with antialias to the training
-size, [0, 1], mean/std), the same one ``extract`` and ``evaluate`` use, so the three back-ends agree. Numpy
-images must be H x W x 3 uint8, RGB, or BGR with ``bgr=True`` (what OpenCV gives); paths and PIL images are
-read upright as 8-bit RGB (data/image_modes.py: 16-bit, CMYK, transparency). Crops below 8 pixels a side
-are refused (data/crop_size.py); ``embed_boxes(..., on_small="nan")`` gives such boxes NaN rows instead.
+Images go through the model's own test transform (RGB, antialiased resize to the training size with the
+model's filter, bilinear or bicubic, [0, 1], mean/std), the same one ``extract`` and ``evaluate`` use, so the
+three back-ends agree. Numpy images must be H x W x 3 uint8, RGB, or BGR with ``bgr=True`` (what OpenCV
+gives); paths and PIL images are read upright as 8-bit RGB (data/image_modes.py: 16-bit, CMYK, transparency).
+Crops below 8 pixels a side are refused (data/crop_size.py); ``embed_boxes(..., on_small="nan")`` gives such
+boxes NaN rows instead.
 """
 
 from __future__ import annotations
@@ -38,11 +39,11 @@ class Embedder:
 
     def __init__(self, forward: Forward, *, height: int, width: int, mean: Sequence[float], std: Sequence[float],
                  dim: int, calibration: dict[str, Any] | None = None, batch_size: int = 64,
-                 source: str = "") -> None:
+                 source: str = "", interpolation: str = "bilinear") -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self._forward = forward
-        self.transform = build_test_transform(height, width, mean=mean, std=std)
+        self.transform = build_test_transform(height, width, mean=mean, std=std, interpolation=interpolation)
         self.height, self.width, self.dim = int(height), int(width), int(dim)
         self.calibration = None if calibration is None else check_entry(calibration, source or "embedder")
         self.batch_size = batch_size
@@ -53,7 +54,8 @@ class Embedder:
         """From any engine's ``trytry_reid.serving.runtimes.InferenceModel`` (its contract and threshold)."""
         c = model.contract
         return cls(model.run, height=c.height, width=c.width, mean=c.mean, std=c.std, dim=c.feature_dim,
-                   calibration=c.calibration, batch_size=batch_size, source=model.source)
+                   calibration=c.calibration, batch_size=batch_size, source=model.source,
+                   interpolation=c.interpolation)
 
     @classmethod
     def from_loaded(cls, loaded, batch_size: int = 64, source: str = "") -> "Embedder":

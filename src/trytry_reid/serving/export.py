@@ -2,10 +2,11 @@
 
 The exported graph maps ``images`` [N, 3, height, width] float32 (dynamic N) to ``embeddings`` [N, D], the
 L2-normalised ``ReidModel.embed`` output. Preprocessing is not inside the graph; it is written into the
-model's ``metadata_props`` (and returned by ``preprocessing``): RGB, resize to (height, width) bilinear with
-antialias, scale pixels to [0, 1], subtract ``mean`` and divide by ``std`` per channel, NCHW layout; the
-feature dimension is ``feature_dim``. A calibrated model also carries its operating point (``threshold``,
-``threshold_metric``, ``threshold_rule`` and the whole entry as JSON in ``calibration``; operating_point.py).
+model's ``metadata_props`` (and returned by ``preprocessing``): RGB, resize to (height, width) with Pillow's
+antialiased ``interpolation`` filter (bilinear, or bicubic for fast-reid's models), scale pixels to [0, 1],
+subtract ``mean`` and divide by ``std`` per channel, NCHW layout; the feature dimension is ``feature_dim``.
+A calibrated model also carries its operating point (``threshold``, ``threshold_metric``, ``threshold_rule`` and
+the whole entry as JSON in ``calibration``; operating_point.py).
 """
 
 from __future__ import annotations
@@ -45,10 +46,12 @@ class _Embedder(nn.Module):
 
 def preprocessing(loaded_model) -> dict[str, str]:
     """The input contract as string key/values (ONNX metadata holds strings); lists are JSON."""
+    interpolation = getattr(loaded_model, "interpolation", "bilinear")
     return {
         "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "layout": "NCHW", "color": "RGB",
         "height": str(loaded_model.height), "width": str(loaded_model.width),
-        "resize": "bilinear, antialias, to (height, width)", "scale": "pixel / 255",
+        "resize": f"{interpolation}, antialias, to (height, width)", "interpolation": interpolation,
+        "scale": "pixel / 255",
         "mean": json.dumps([float(m) for m in loaded_model.mean]),
         "std": json.dumps([float(s) for s in loaded_model.std]),
         "output": "L2-normalised embedding [N, D]; cosine distance = 1 - dot product",
@@ -85,6 +88,9 @@ def export_onnx(loaded_model, out_path: str | Path, opset: int = 17) -> Path:
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         # The TorchScript-based exporter: the torch.export-based one needs the extra onnxscript package.
         warnings.simplefilter("ignore", category=DeprecationWarning)
+        # InstanceNorm (IBN / AIN trunks) normalises by each input's own statistics in eval mode too; the
+        # exporter warns that it exports it "with train=True", which is exactly that.
+        warnings.filterwarnings("ignore", message=".*'instance_norm' is set to train=True", category=UserWarning)
         # The wrapper must be in eval mode too: the exporter restores the wrapper's mode recursively afterwards.
         torch.onnx.export(_Embedder(model).eval(), (dummy,), str(out_path), input_names=[INPUT_NAME],
                           output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False,

@@ -21,10 +21,12 @@ class LoadedModel:
     std: tuple[float, float, float]
     config: dict[str, Any]
     calibration: dict[str, Any] | None = None  # the stored operating point (operating_point.py), if calibrated
+    interpolation: str = "bilinear"  # the resize filter (data/transforms.INTERPOLATIONS)
 
     def transform(self) -> Callable:
         """The test-time transform the model was trained for (resize, to tensor, normalize)."""
-        return build_test_transform(self.height, self.width, mean=self.mean, std=self.std)
+        return build_test_transform(self.height, self.width, mean=self.mean, std=self.std,
+                                    interpolation=self.interpolation)
 
 
 def load_model(checkpoint: str | Path, device: str = "cpu") -> LoadedModel:
@@ -40,4 +42,5 @@ def load_model(checkpoint: str | Path, device: str = "cpu") -> LoadedModel:
     data = config["data"]
     return LoadedModel(model=model, height=int(data["height"]), width=int(data["width"]),
                        mean=tuple(data["mean"]), std=tuple(data["std"]), config=config,
-                       calibration=read_from_checkpoint(state, f"checkpoint {checkpoint}"))
+                       calibration=read_from_checkpoint(state, f"checkpoint {checkpoint}"),
+                       interpolation=data.get("interpolation") or "bilinear")

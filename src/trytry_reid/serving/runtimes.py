@@ -60,12 +60,14 @@ class ModelContract:
     calibration: dict[str, Any] | None = None   # the operating point (operating_point.py), if calibrated
     precision: str = "fp32"                     # "fp32" or "int8": features of the two are not interchangeable
     weights_sha256: str | None = None           # of the checkpoint weights the model was made from
+    interpolation: str = "bilinear"             # the resize filter (data/transforms.INTERPOLATIONS)
 
     def transform(self) -> Callable:
         """The test transform that makes one input row from a PIL RGB image."""
         from trytry_reid.data.transforms import build_test_transform
 
-        return build_test_transform(self.height, self.width, mean=self.mean, std=self.std)
+        return build_test_transform(self.height, self.width, mean=self.mean, std=self.std,
+                                    interpolation=self.interpolation)
 
 
 @dataclass
@@ -164,7 +166,8 @@ def contract_from_metadata(meta: dict[str, str], source: str) -> ModelContract:
         calibration = json.loads(meta["calibration"]) if "calibration" in meta else None
         contract = ModelContract(int(meta["height"]), int(meta["width"]), tuple(float(m) for m in mean),
                                  tuple(float(s) for s in std), int(meta["feature_dim"]), calibration,
-                                 meta.get("precision", "fp32"), meta.get("weights_sha256"))
+                                 meta.get("precision", "fp32"), meta.get("weights_sha256"),
+                                 meta.get("interpolation", "bilinear"))
     except (ValueError, TypeError) as error:
         raise ModelFileError(f"{source}: malformed metadata ({error}): export it again") from error
     if len(contract.mean) != 3 or len(contract.std) != 3:
@@ -194,7 +197,8 @@ def torch_model(loaded, path: str | Path | None = None, source: str = "") -> Inf
             return fast.embed(batch.to(device)).float().cpu().numpy()
 
     contract = ModelContract(loaded.height, loaded.width, tuple(loaded.mean), tuple(loaded.std),
-                             int(loaded.model.output_dim), loaded.calibration)
+                             int(loaded.model.output_dim), loaded.calibration,
+                             interpolation=loaded.interpolation)
     return InferenceModel("torch", None if path is None else Path(path), contract, run,
                           source or (f"checkpoint {path}" if path is not None else "a model in memory"), loaded)
 
