@@ -47,6 +47,8 @@ class DataConfig:
     on_bad_image: str = "error"  # data/validate.POLICIES: error | skip
     max_bad_images: int = 100  # with skip: abort when more images than this are bad
     validation_ids: int = 0  # > 0: hold out this many training ids as query/gallery (data/holdout.py)
+    validation_cameras: list[int] = field(default_factory=list)  # e.g. [5, 6]: train without these cameras,
+    # rank the held-out ids within them too (a camera shift; needs validation_ids; data/holdout.py)
 
 
 @dataclass
