@@ -15,7 +15,7 @@ from conftest import MOBILENET_WEIGHTS, require
 
 # name -> (feature channels, total stride with last_stride 2)
 EXPECTED = {"resnet18": (512, 32), "resnet34": (512, 32), "resnet50": (2048, 32), "resnet101": (2048, 32),
-            "mobilenet_v2": (1280, 32), "small_cnn": (128, 4)}
+            "mobilenet_v2": (1280, 32), "mobilenet_v2_ibn": (1280, 32), "small_cnn": (128, 4)}
 
 
 @pytest.fixture

@@ -66,10 +66,11 @@ def train_transform(config: Config):
 
 
 def train_batch_transform(config: Config) -> BatchPhotometric:
-    """Per batch (in the loader workers): colour jitter, normalisation, random erasing."""
+    """Per batch (in the loader workers): AugMix-like mixing, colour jitter, grayscale, normalisation, erasing."""
     data = config.data
     return BatchPhotometric(color_jitter=data.color_jitter, random_erasing_p=data.random_erasing,
-                            mean=tuple(data.mean), std=tuple(data.std))
+                            grayscale_p=data.grayscale, augmix_p=data.augmix, mean=tuple(data.mean),
+                            std=tuple(data.std))
 
 
 def checked_train_records(config: Config, splits: Splits) -> list[Record]:

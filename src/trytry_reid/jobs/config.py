@@ -42,6 +42,8 @@ class DataConfig:
     pad: int = 10
     random_erasing: float = 0.0
     color_jitter: float = 0.0
+    grayscale: float = 0.0  # probability of a training image turned grey (data/batch_augment.py)
+    augmix: float = 0.0  # probability of a training image mixed with tone/colour-changed copies (data/augmix.py)
     mean: list[float] | None = None  # None: what the backbone's pretrained weights expect (models/backbones.py)
     std: list[float] | None = None
     on_bad_image: str = "error"  # data/validate.POLICIES: error | skip

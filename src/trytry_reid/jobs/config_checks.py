@@ -97,7 +97,7 @@ def check_data(config: "Config") -> None:
     if data.validation_ids < 0:
         fail("data.validation_ids", data.validation_ids, "0 (no validation split) or a number of identities")
     check_validation(config)
-    for key in ("flip_p", "random_erasing"):
+    for key in ("flip_p", "random_erasing", "grayscale", "augmix"):
         if not 0.0 <= get(config, f"data.{key}") <= 1.0:
             fail(f"data.{key}", get(config, f"data.{key}"), "a probability in [0, 1]")
     for key in ("mean", "std"):
