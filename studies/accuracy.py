@@ -87,7 +87,7 @@ def run_table(table: str, seed: int, dry_run: bool, only: list[str] | None = Non
             continue
         entry = known_runs().get(key)
         entry = dict(entry, row=label, config=key[0]) if entry else run_row(
-            table, index, label, overrides, seed, shared_overrides(shared))
+            table, index, label, overrides, seed, shared_overrides(shared, TABLES[table].test_sets))
         RESULTS.mkdir(parents=True, exist_ok=True)
         with path.open("a") as handle:
             handle.write(json.dumps(entry) + "\n")

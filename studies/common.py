@@ -54,11 +54,17 @@ def shared_paths(shared: Path) -> dict[str, Path]:
     return paths
 
 
-def shared_overrides(shared: Path, test_sets: bool = True) -> list[str]:
-    """Training data, ImageNet weights and (with ``test_sets``) the devsplit + VIPeR test sets as overrides."""
+# test sets -> the VIPeR dataset ranked with them (data/identity_halves.py) and whether the devsplit's test split is
+TEST_SETS = {"test": ("viper", True),  # the devsplit test split and all of VIPeR
+             "test_half": ("viper_test", True),  # the devsplit test split and VIPeR's test half
+             "validation": ("viper_val", False)}  # VIPeR's validation half alone (a validation run's own split first)
+
+
+def shared_overrides(shared: Path, test_sets: str = "test") -> list[str]:
+    """Training data, ImageNet weights and the ``test_sets`` (a key of TEST_SETS) as overrides."""
     paths = shared_paths(shared)
-    overrides = [f"data.root={paths['devsplit']}", f"model.pretrained={paths['weights']}"]
-    if test_sets:
-        overrides.append(f"test.datasets=[{{name: market1501, root: {paths['devsplit']}, label: {IN_DOMAIN}}}, "
-                         f"{{name: viper, root: {paths['viper']}}}]")
-    return overrides
+    viper, devsplit = TEST_SETS[test_sets]
+    datasets = [f"{{name: market1501, root: {paths['devsplit']}, label: {IN_DOMAIN}}}"] if devsplit else []
+    datasets.append(f"{{name: {viper}, root: {paths['viper']}}}")
+    return [f"data.root={paths['devsplit']}", f"model.pretrained={paths['weights']}",
+            f"test.datasets=[{', '.join(datasets)}]"]

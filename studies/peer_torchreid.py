@@ -8,6 +8,9 @@ on the same machine in the same run, both models scored by trytry-reid's evaluat
                                                    # timed from a recorded pair (schedule and average scaled)
     .venv/bin/python studies/peer_torchreid.py --config C train.epochs=4 'train.milestones=[3]' --seeds 0
                                                    # overrides (both systems) go before --seeds
+    .venv/bin/python studies/peer_torchreid.py --config config/mobilenet_market_cpu.yml --test-sets test_half \
+        --seeds 0 1 2 --equal-wall                 # the devsplit test split and VIPeR's test half, the half no
+                                                   # recipe was chosen on (data/identity_halves.py)
 
 What both systems get, from the project config with the training data, the ImageNet weights and the test sets
 (devsplit and VIPeR) of ``--shared`` passed as overrides before the command line's own (only the command
@@ -50,7 +53,7 @@ from trytry_reid.jobs.train import run_train
 from trytry_reid.models.backbones import build_backbone
 
 from common import RESULTS as RESULTS_FOLDER
-from common import ROOT, add_shared_argument, read_lines, shared_overrides
+from common import ROOT, TEST_SETS, add_shared_argument, read_lines, shared_overrides
 
 sys.path.insert(1, str(ROOT / ".bench-peers"))  # benchmarks/setup_peers.sh installs torchreid there
 RESULTS = RESULTS_FOLDER / "peers.jsonl"
@@ -180,8 +183,8 @@ def record(system: str, label: str, pair: str, seed: int, args, result: dict) ->
     line = {"system": system, "label": label, "pair": pair, "seed": seed, "config": str(args.config),
             "overrides": args.overrides, "threads": torch.get_num_threads(), "cpu": platform.processor() or
             platform.machine(), "date": datetime.now().isoformat(timespec="seconds"), **result}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a") as handle:
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    with args.results.open("a") as handle:
         handle.write(json.dumps(line) + "\n")
     print(f"[peers] {system} ({label}) seed {seed}: {json.dumps(result)}", flush=True)
     return line
@@ -211,14 +214,17 @@ def main() -> None:
                         help="also train ours (first seed) for as many epochs as fit in torchreid's training time")
     parser.add_argument("--equal-wall-of", metavar="PAIR",
                         help="only the equal-wall run, from that pair's first-seed lines in docs/results/peers.jsonl")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON-lines file appended to")
+    parser.add_argument("--test-sets", choices=sorted(TEST_SETS), default="test",
+                        help="test: the devsplit test split and all of VIPeR; test_half: and VIPeR's test half")
     parser.add_argument("overrides", nargs="*", help="config overrides applied to both systems")
     add_shared_argument(parser)
     args = parser.parse_args()
-    args.inputs = shared_overrides(args.shared)
+    args.inputs = shared_overrides(args.shared, args.test_sets)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.equal_wall_of:
-        peer, ours = recorded_pair(args.equal_wall_of, args.seeds[0])
+        peer, ours = recorded_pair(args.equal_wall_of, args.seeds[0], args.results)
         run_equal_wall(args, args.equal_wall_of, peer, ours)
         return
     pair = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -237,13 +243,13 @@ def run_equal_wall(args, pair: str, peer: dict, ours: dict) -> None:
     record(OURS, f"equal wall time ({epochs} epochs)", pair, args.seeds[0], args, result)
 
 
-def recorded_pair(pair: str, seed: int) -> tuple[dict, dict]:
+def recorded_pair(pair: str, seed: int, results: Path = RESULTS) -> tuple[dict, dict]:
     """(torchreid's, ours) "same epochs" lines of ``pair`` at ``seed`` from the results file."""
-    lines = read_lines(RESULTS)
+    lines = read_lines(results)
     found = {line["system"]: line for line in lines
              if line["pair"] == pair and line["seed"] == seed and line["label"] == "same epochs"}
     if set(found) != {TORCHREID, OURS}:
-        sys.exit(f"peer_torchreid: {RESULTS} has no complete pair {pair} at seed {seed} (found {sorted(found)})")
+        sys.exit(f"peer_torchreid: {results} has no complete pair {pair} at seed {seed} (found {sorted(found)})")
     return found[TORCHREID], found[OURS]
 
 

@@ -15,7 +15,7 @@ from conftest import MOBILENET_WEIGHTS, require
 
 # name -> (feature channels, total stride with last_stride 2)
 EXPECTED = {"resnet18": (512, 32), "resnet34": (512, 32), "resnet50": (2048, 32), "resnet101": (2048, 32),
-            "mobilenet_v2": (1280, 32), "small_cnn": (128, 4)}
+            "mobilenet_v2": (1280, 32), "mobilenet_v2_ibn": (1280, 32), "small_cnn": (128, 4)}
 # OSNet (stride 16: its last stage keeps its input size), the IBN-a ResNets and fast-reid's ResNets
 EXPECTED |= {name: ({"x1_0": 512, "x0_75": 384, "x0_5": 256, "x0_25": 128}[name[-5:].lstrip("_")], 16)
              for name in BACKBONES if name.startswith("osnet_")}

@@ -91,8 +91,8 @@ def test_unknown_dataset_lists_valid_names():
     with pytest.raises(UnknownNameError, match="market1501") as info:
         build_dataset("market1051", "x")
     assert "Did you mean 'market1501'" in str(info.value)
-    assert set(DATASETS) == {"market1501", "dukemtmcreid", "msmt17", "cuhk03np", "viper", "folder",
-                             "mnist", "digits"}
+    assert set(DATASETS) == {"market1501", "dukemtmcreid", "msmt17", "cuhk03np", "viper", "viper_val",
+                             "viper_test", "folder", "mnist", "digits"}
 
 
 def test_cuhk03np_accepts_parent_or_subfolder(tmp_path):

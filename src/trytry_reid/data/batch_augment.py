@@ -1,5 +1,6 @@
 """The photometric half of training augmentation, on a whole batch at once: uint8 images [B, 3, H, W] ->
-colour jitter -> normalise -> random erasing, every image with its own random draws.
+AugMix-like mixing (data/augmix.py) -> colour jitter -> random grayscale -> normalise -> random erasing, every
+image with its own random draws; an augmentation that is off draws nothing, so the others' draws stay the same.
 
 Per image, torchvision's PIL ColorJitter, ToTensor and Normalize cost about 45 ms of one core per 64-image
 batch at 128x64 (benchmarks/augment_speed.py); the same arithmetic as a few tensor operations over the batch
@@ -14,20 +15,14 @@ from typing import Sequence
 
 import torch
 
+from trytry_reid.data.augmix import augmix, augmix_plan
+from trytry_reid.data.colour import grayscale
 from trytry_reid.data.transforms import check_probability, check_stats
 from trytry_reid.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
-GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
 ERASE_SCALE = (0.02, 0.33)  # erased fraction of the image area (Zhong et al. 2020; torchvision's defaults)
 ERASE_RATIO = (0.3, 3.3)  # erased box's height / width
 ERASE_ATTEMPTS = 10  # box draws per image; none that fits inside the image: the image is left as it is
-
-
-def grayscale(images: torch.Tensor) -> torch.Tensor:
-    """[B, 3, H, W] -> [B, 1, H, W] luma."""
-    red, green, blue = GRAY_WEIGHTS
-    gray = images[:, 0:1].mul(red)
-    return gray.add_(images[:, 1:2], alpha=green).add_(images[:, 2:3], alpha=blue)
 
 
 def jitter_factors(batch: int, strength: float, generator: torch.Generator) -> torch.Tensor:
@@ -80,18 +75,29 @@ def erase(images: torch.Tensor, boxes: torch.Tensor, value: float = 0.0) -> torc
     return images.masked_fill(inside.unsqueeze(1), value)
 
 
-class BatchPhotometric:
-    """uint8 images [B, 3, H, W] -> normalised float32 [B, 3, H, W]: colour jitter of strength
-    ``color_jitter`` (brightness, contrast, saturation; 0 = off), normalisation by ``mean``/``std``, then
-    random erasing with probability ``random_erasing_p`` filling with 0 (the dataset mean colour)."""
+def random_grayscale(images: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Each image of [B, 3, H, W] replaced by its luma in all three channels with probability ``p``."""
+    chosen = (torch.rand(len(images), generator=generator) < p).view(-1, 1, 1, 1)
+    return torch.where(chosen, grayscale(images).expand_as(images), images)
 
-    def __init__(self, *, color_jitter: float = 0.0, random_erasing_p: float = 0.0,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+
+class BatchPhotometric:
+    """uint8 images [B, 3, H, W] -> normalised float32 [B, 3, H, W]: AugMix-like mixing of probability
+    ``augmix_p``, colour jitter of strength ``color_jitter`` (brightness, contrast, saturation; 0 = off),
+    grayscale with probability ``grayscale_p``, normalisation by ``mean``/``std``, then random erasing with
+    probability ``random_erasing_p`` filling with 0 (the dataset mean colour)."""
+
+    def __init__(self, *, color_jitter: float = 0.0, random_erasing_p: float = 0.0, grayscale_p: float = 0.0,
+                 augmix_p: float = 0.0, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD) -> None:
         if color_jitter < 0:
             raise ValueError(f"transform color_jitter={color_jitter}: expected a value >= 0")
-        check_probability("random_erasing_p", random_erasing_p)
+        for name, p in (("random_erasing_p", random_erasing_p), ("grayscale_p", grayscale_p),
+                        ("augmix_p", augmix_p)):
+            check_probability(name, p)
         check_stats(mean, std)
         self.color_jitter, self.random_erasing_p = float(color_jitter), float(random_erasing_p)
+        self.grayscale_p, self.augmix_p = float(grayscale_p), float(augmix_p)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
 
@@ -100,8 +106,12 @@ class BatchPhotometric:
             raise ValueError(f"BatchPhotometric: expected uint8 images [B, 3, H, W], got {images.dtype} "
                              f"{tuple(images.shape)}")
         out = images.float().div_(255.0)
+        if self.augmix_p > 0:
+            out = augmix(out, augmix_plan(len(out), self.augmix_p, generator))
         if self.color_jitter > 0:
             out = color_jitter(out, jitter_factors(len(out), self.color_jitter, generator))
+        if self.grayscale_p > 0:
+            out = random_grayscale(out, self.grayscale_p, generator)
         out = out.sub_(self.mean).div_(self.std)
         if self.random_erasing_p > 0:
             boxes = erase_boxes(len(out), out.shape[-2], out.shape[-1], self.random_erasing_p, generator)

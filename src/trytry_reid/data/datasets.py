@@ -23,6 +23,7 @@ from typing import Callable, NamedTuple
 
 from trytry_reid.catalog import lookup
 from trytry_reid.data import digits as digit_sets
+from trytry_reid.data.identity_halves import keep_half
 from trytry_reid.errors import ReidError
 
 log = logging.getLogger("trytry_reid.data")
@@ -236,6 +237,22 @@ def viper(root: str | None) -> Splits:
     return Splits("viper", [], query, gallery)
 
 
+def viper_half(root: str | None, half: str) -> Splits:
+    """One of VIPeR's two fixed identity halves (data/identity_halves.py), query cam_a against gallery cam_b."""
+    full = viper(root)
+    return Splits(f"viper_{half}", [], *keep_half(full.query, full.gallery, half))
+
+
+def viper_val(root: str | None) -> Splits:
+    """VIPeR's validation half: 316 of its 632 identities, for choosing recipes."""
+    return viper_half(root, "val")
+
+
+def viper_test(root: str | None) -> Splits:
+    """VIPeR's test half: the other 316 identities, scored once for the chosen recipe."""
+    return viper_half(root, "test")
+
+
 FOLDER_LAYOUT = """{root}/
     train/    <pid>/<any name>.jpg      (pid: digits, or any other folder name; 0 = distractors, gallery only;
                                         train/ may be left out in a test set: evaluate, calibrate)
@@ -352,10 +369,16 @@ DATASETS: dict[str, Callable[[str | None], Splits]] = {
     "msmt17": msmt17,
     "cuhk03np": cuhk03np,
     "viper": viper,
+    "viper_val": viper_val,
+    "viper_test": viper_test,
     "folder": folder,
     "mnist": mnist,
     "digits": digits,
 }
+
+
+# The test-only datasets a validation run (data.validation_ids) may score: halves kept for choosing.
+VALIDATION_DATASETS = ("viper_val",)
 
 
 def summary_table(splits: Splits) -> str:

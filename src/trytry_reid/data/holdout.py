@@ -9,6 +9,12 @@ the sorted pids (no random draw), so the split depends on the dataset only, neve
 Only identities that can be evaluated are eligible: seen by at least two cameras, with more images than
 cameras, so that the gallery keeps at least one image of the identity. A query whose only gallery matches
 share its camera is left out by the Market protocol (same-camera matches are ignored), as in Market itself.
+
+``camera_shift(splits, num_ids, cameras)`` adds a shift of cameras to that split: training keeps only the
+images of the other cameras (of the training identities), the held-out identities are ranked twice, once
+within the training cameras (``<dataset>-val``: new people, seen cameras) and once within ``cameras``
+(``<dataset>-val-cams-5-6`` for cameras 5 and 6: new people, unseen cameras). Images of the training
+identities taken by ``cameras`` are used nowhere. Cameras are numbered as in Market's file names (c1 = 1).
 """
 
 from __future__ import annotations
@@ -58,3 +64,42 @@ def carve_validation(splits: Splits, num_ids: int) -> Splits:
     train = [r for r in splits.train if r.pid not in held]
     query, gallery = query_gallery([r for r in splits.train if r.pid in held])
     return Splits(f"{splits.name}-val", train, query, gallery)
+
+
+def camera_label(name: str, cameras: list[int]) -> str:
+    """``market1501-val-cams-5-6``: the test-set label of the held-out identities seen by ``cameras``."""
+    return f"{name}-val-cams-" + "-".join(str(c) for c in sorted(cameras))
+
+
+def camera_shift(splits: Splits, num_ids: int, cameras: list[int]) -> tuple[Splits, Splits]:
+    """(training split without ``cameras`` + its in-domain validation, the held-out ids within ``cameras``).
+
+    ``cameras`` are 1-based camera numbers, at least two (the Market protocol ignores same-camera matches);
+    see the module docstring."""
+    if not splits.train:
+        raise DatasetError(f"data.validation_ids: dataset '{splits.name}' has no training split to carve from")
+    held_cams = {c - 1 for c in cameras}
+    present = {r.camid for r in splits.train}
+    if len(held_cams) < 2 or not held_cams < present:
+        raise DatasetError(f"data.validation_cameras={sorted(cameras)}: expected two or more, but not all, of the "
+                           f"cameras of the '{splits.name}' training split "
+                           f"({', '.join(str(c + 1) for c in sorted(present))})")
+    held_ids = held_out_identities(splits.train, num_ids)
+    held = [r for r in splits.train if r.pid in held_ids]
+    parts = {"seen": [r for r in held if r.camid not in held_cams],
+             "shifted": [r for r in held if r.camid in held_cams]}
+    for part, records in parts.items():
+        if not cross_camera_identities(records):
+            raise DatasetError(f"data.validation_cameras={sorted(cameras)}: no held-out identity of '{splits.name}' "
+                               f"is seen by two of the {part} cameras, so there is nothing to rank")
+    train = [r for r in splits.train if r.pid not in held_ids and r.camid not in held_cams]
+    return (Splits(f"{splits.name}-val", train, *query_gallery(parts["seen"])),
+            Splits(camera_label(splits.name, cameras), [], *query_gallery(parts["shifted"])))
+
+
+def cross_camera_identities(records: list[Record]) -> set[int]:
+    """The pids seen by two or more cameras in ``records``."""
+    cameras: dict[int, set[int]] = defaultdict(set)
+    for record in records:
+        cameras[record.pid].add(record.camid)
+    return {pid for pid, cams in cameras.items() if len(cams) >= 2}

@@ -12,7 +12,7 @@ import torch
 
 from trytry_reid.data.batch_augment import BatchPhotometric
 from trytry_reid.data.datasets import DatasetError, Record, Splits, build_dataset
-from trytry_reid.data.holdout import carve_validation
+from trytry_reid.data.holdout import camera_shift, carve_validation
 from trytry_reid.data.images import ImageDataset, relabel
 from trytry_reid.data.sampler import PKSampler, pass_batches
 from trytry_reid.data.transforms import build_test_transform, build_train_transform
@@ -44,7 +44,9 @@ class TrainData:
 def build_train_splits(config: Config) -> Splits:
     """The training dataset; with ``data.validation_ids`` its query/gallery are the held-out training ids."""
     splits = build_dataset(config.data.name, config.data.root)
-    if config.data.validation_ids > 0:
+    if config.data.validation_cameras:
+        splits = camera_shift(splits, config.data.validation_ids, config.data.validation_cameras)[0]
+    elif config.data.validation_ids > 0:
         splits = carve_validation(splits, config.data.validation_ids)
         log.info("validation split: training on %d ids, ranking %d held-out ids (%d queries, %d gallery)",
                  len({r.pid for r in splits.train}), len({r.pid for r in splits.query}), len(splits.query),
@@ -65,10 +67,11 @@ def train_transform(config: Config):
 
 
 def train_batch_transform(config: Config) -> BatchPhotometric:
-    """Per batch (in the loader workers): colour jitter, normalisation, random erasing."""
+    """Per batch (in the loader workers): AugMix-like mixing, colour jitter, grayscale, normalisation, erasing."""
     data = config.data
     return BatchPhotometric(color_jitter=data.color_jitter, random_erasing_p=data.random_erasing,
-                            mean=tuple(data.mean), std=tuple(data.std))
+                            grayscale_p=data.grayscale, augmix_p=data.augmix, mean=tuple(data.mean),
+                            std=tuple(data.std))
 
 
 def checked_train_records(config: Config, splits: Splits) -> list[Record]:
@@ -172,11 +175,23 @@ def retrieval_options(config: Config, device: str) -> dict:
 
 
 def build_test_sets(config: Config, train_splits: Splits | None) -> list[tuple[str, Splits]]:
-    """(label, splits) for each configured test set; none configured = the training dataset itself."""
-    if not config.test.datasets:
+    """(label, splits) for each configured test set; none configured = the training dataset itself. A
+    validation run (data.validation_ids) ranks its held-out training ids first (and, with
+    data.validation_cameras, those ids within the held-out cameras), then the validation halves it names."""
+    configured = [(item.label or item.name, build_dataset(item.name, item.root)) for item in config.test.datasets]
+    if config.data.validation_ids > 0 or not configured:
         splits = train_splits or build_train_splits(config)
-        return [(splits.name, splits)]
-    return [(item.label or item.name, build_dataset(item.name, item.root)) for item in config.test.datasets]
+        return [(splits.name, splits), *camera_shift_set(config), *configured]
+    return configured
+
+
+def camera_shift_set(config: Config) -> list[tuple[str, Splits]]:
+    """[(label, the held-out ids within data.validation_cameras)], or [] without validation cameras."""
+    d = config.data
+    if not d.validation_cameras:
+        return []
+    shifted = camera_shift(build_dataset(d.name, d.root), d.validation_ids, d.validation_cameras)[1]
+    return [(shifted.name, shifted)]
 
 
 def build_weight_average(config: Config, model: ReidModel,

@@ -43,11 +43,15 @@ class DataConfig:
     random_erasing: float = 0.0
     color_jitter: float = 0.0
     interpolation: str | None = None  # data/transforms.INTERPOLATIONS; None: a pretrained checkpoint's, else bilinear
+    grayscale: float = 0.0  # probability of a training image turned grey (data/batch_augment.py)
+    augmix: float = 0.0  # probability of a training image mixed with tone/colour-changed copies (data/augmix.py)
     mean: list[float] | None = None  # None: what the backbone's pretrained weights expect (models/backbones.py)
     std: list[float] | None = None
     on_bad_image: str = "error"  # data/validate.POLICIES: error | skip
     max_bad_images: int = 100  # with skip: abort when more images than this are bad
     validation_ids: int = 0  # > 0: hold out this many training ids as query/gallery (data/holdout.py)
+    validation_cameras: list[int] = field(default_factory=list)  # e.g. [5, 6]: train without these cameras,
+    # rank the held-out ids within them too (a camera shift; needs validation_ids; data/holdout.py)
 
 
 @dataclass

@@ -146,10 +146,8 @@ def check_data(config: "Config") -> None:
         fail("data.workers", data.workers, "0 or more")
     if data.validation_ids < 0:
         fail("data.validation_ids", data.validation_ids, "0 (no validation split) or a number of identities")
-    if data.validation_ids > 0 and config.test.datasets:
-        fail("data.validation_ids", data.validation_ids, "0 while test.datasets is set: a run that chooses a recipe "
-             "on held-out training ids must not score the test sets (set test.datasets=[])")
-    for key in ("flip_p", "random_erasing"):
+    check_validation(config)
+    for key in ("flip_p", "random_erasing", "grayscale", "augmix"):
         if not 0.0 <= get(config, f"data.{key}") <= 1.0:
             fail(f"data.{key}", get(config, f"data.{key}"), "a probability in [0, 1]")
     for key in ("mean", "std"):
@@ -158,6 +156,24 @@ def check_data(config: "Config") -> None:
             fail(f"data.{key}", value, "three numbers (R, G, B), or null for the backbone's own")
     if data.std is not None and min(data.std) <= 0:
         fail("data.std", data.std, "positive numbers")
+
+
+@collected
+def check_validation(config: "Config") -> None:
+    """A validation run (data.validation_ids) scores held-out data only: no test set but the validation halves."""
+    from trytry_reid.data.datasets import VALIDATION_DATASETS
+
+    data = config.data
+    test_sets = [item.name for item in config.test.datasets if item.name not in VALIDATION_DATASETS]
+    if data.validation_ids > 0 and test_sets:
+        fail("data.validation_ids", data.validation_ids, "0 while test.datasets is set: a run that chooses a recipe "
+             f"on held-out training ids must not score the test sets ({', '.join(test_sets)}); only "
+             f"{', '.join(VALIDATION_DATASETS)} may be scored alongside it")
+    cameras = data.validation_cameras
+    if cameras and (data.validation_ids == 0 or len(set(cameras)) < 2 or min(cameras) < 1
+                    or len(set(cameras)) != len(cameras)):
+        fail("data.validation_cameras", cameras, "two or more distinct camera numbers (c1 = 1), with "
+             "data.validation_ids > 0 (the held-out ids are ranked within those cameras)")
 
 
 @collected

@@ -29,6 +29,7 @@ from torch import nn
 from trytry_reid.catalog import lookup
 from trytry_reid.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from trytry_reid.models.downloads import cached_download
+from trytry_reid.models.mobilenet_ibn import ibn_a
 from trytry_reid.models.osnet import osnet_factory
 from trytry_reid.models.resnet_ibn import non_local_start, resnet_factory
 from trytry_reid.models.small_cnn import small_cnn
@@ -129,6 +130,7 @@ BACKBONES: dict[str, Backbone] = {
     "resnet50": Backbone(_resnet_factory("resnet50"), torchvision.models.ResNet50_Weights.IMAGENET1K_V1.url),
     "resnet101": Backbone(_resnet_factory("resnet101"), torchvision.models.ResNet101_Weights.IMAGENET1K_V1.url),
     "mobilenet_v2": Backbone(_mobilenet_v2_trunk, torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.url),
+    "mobilenet_v2_ibn": Backbone(ibn_a(_mobilenet_v2_trunk), torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.url),
     "small_cnn": Backbone(_small_cnn_trunk),
     # OSNet (models/osnet.py): torchreid's ImageNet files are on Google Drive without a checksum; none here.
     "osnet_x1_0": Backbone(osnet_factory("osnet_x1_0")),
