@@ -20,7 +20,9 @@ from deploy_tables import infer_speed_table, int8_accuracy_table
 from findings import CONTEXT, CURRENT_PAIR, FIGURES, PEERS_SENTENCE, QUESTIONS, RECIPE, Question
 
 TEST_SETS = ("market1501-devsplit", "viper")
-SHOWN_NAMES = {"market1501-devsplit": "devsplit", "viper": "VIPeR", "market1501-val": "validation"}
+VALIDATION_SETS = ("market1501-val", "market1501-val-cams-5-6", "viper_val")
+SHOWN_NAMES = {"market1501-devsplit": "devsplit", "viper": "VIPeR", "market1501-val": "validation",
+               "market1501-val-cams-5-6": "validation, cameras 5-6", "viper_val": "VIPeR validation half"}
 
 
 def pct(value: float | None) -> str:
@@ -122,7 +124,8 @@ def rows_table(question: Question, entries: dict[str, list[dict]]) -> list[str]:
     missing = [row.label for row in question.rows if not found[row.shown]]
     if missing:
         raise SystemExit(f"results_table: no recorded run for {missing} ({question.title})")
-    sets = [t for t in (*TEST_SETS, "market1501-val") if all(t in r["metrics"] for r in found[question.rows[0].shown])]
+    first_runs = found[question.rows[0].shown]
+    sets = [t for t in (*TEST_SETS, *VALIDATION_SETS) if all(t in r["metrics"] for r in first_runs)]
     head = " | ".join(f"{SHOWN_NAMES.get(t, t)} {k}" for t in sets for k in ("R1", "mAP"))
     lines = [f"| | {head} | mAP vs base | seeds |", "|" + "---|" * (2 * len(sets) + 3)]
     first = question.rows[0].shown
@@ -175,6 +178,8 @@ def question_table(question: Question, entries: dict[str, list[dict]]) -> list[s
         return infer_speed_table(entries["infer_speed"])
     if question.kind == "int8_accuracy":
         return int8_accuracy_table(entries["int8_accuracy"])
+    if question.kind == "osnet_loop":
+        return table(entries["osnet_loop"])
     if question.kind == "precision_speed":
         return speed_table(entries["precision_speed"], "images_per_s", "one training step, images/s (ratio)")
     return speed_table(entries["augment_speed"], "cpu_ms_per_batch", "CPU ms per 64-image batch (speed-up)")
@@ -198,7 +203,8 @@ def peers_section(entries: list[dict]) -> str:
 
 def render() -> str:
     names = ["peers", "recipe_val", "study_12", "ablation", "selectors", "init", "weight_average", "calibration",
-             "precision_speed", "augment_speed", "infer_speed", "int8_accuracy"]
+             "precision_speed", "augment_speed", "infer_speed", "int8_accuracy", "osnet_loop", "cross_domain_val",
+             "cross_domain_ranked"]
     entries = {name: read_lines(RESULTS / f"{name}.jsonl") for name in names}
     parts = ["# Results: the CPU recipe and how it was chosen\n", CONTEXT + "\n", "## The recipe\n",
              RECIPE + "\n", peers_section(entries["peers"])]

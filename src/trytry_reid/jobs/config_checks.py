@@ -191,7 +191,7 @@ def check_model(config: "Config") -> None:
 
 
 def is_timm_name(backbone: str) -> bool:
-    from trytry_reid.models.backbones import TIMM_PREFIX
+    from trytry_reid.models.backbone_entry import TIMM_PREFIX
 
     return backbone.startswith(TIMM_PREFIX)
 
@@ -200,7 +200,7 @@ def is_timm_name(backbone: str) -> bool:
 def check_backbone(config: "Config") -> None:
     """A timm/<name> backbone: timm installed, a known CNN, runs at the config's input size and last stride."""
     from trytry_reid.errors import ReidError
-    from trytry_reid.models.backbones import TIMM_PREFIX
+    from trytry_reid.models.backbone_entry import TIMM_PREFIX
 
     name = config.model.backbone
     if is_timm_name(name):

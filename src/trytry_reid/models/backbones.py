@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -27,17 +26,13 @@ import torchvision
 from torch import nn
 
 from trytry_reid.catalog import lookup
-from trytry_reid.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from trytry_reid.models.backbone_entry import TIMM_PREFIX, Backbone
 from trytry_reid.models.downloads import cached_download
 from trytry_reid.models.mobilenet_ibn import ibn_a
 from trytry_reid.models.osnet import osnet_factory
 from trytry_reid.models.resnet_ibn import non_local_start, resnet_factory
 from trytry_reid.models.small_cnn import small_cnn
 from trytry_reid.models.weights_file import Weights, WeightsError, load_fitting, read_weights_file
-
-# Key prefixes of the ImageNet classifier in torchvision's full models: present in weight files, never in a trunk.
-CLASSIFIER_PREFIXES = ("fc.", "classifier.")
-TIMM_PREFIX = "timm/"  # model.backbone: timm/<name> names a timm CNN
 
 
 def _check_last_stride(last_stride: int) -> None:
@@ -86,25 +81,6 @@ def _resnet_factory(arch: str) -> Callable[[int], tuple[nn.Module, int]]:
 
     factory.__name__ = arch
     return factory
-
-
-@dataclass(frozen=True)
-class Backbone:
-    """A catalog entry: ``build(last_stride) -> (trunk, feature_dim)``, where its ImageNet weights come from
-    (``imagenet_url``: a file for torch's hub cache; ``imagenet_state``: a library that fetches them itself, as
-    timm; neither: there are none), the input normalisation they expect (the default of ``data.mean`` /
-    ``data.std``), and ``head_prefixes``: the classifier head a weights file may carry beyond the trunk."""
-
-    build: Callable[[int], tuple[nn.Module, int]]
-    imagenet_url: str | None = None
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    head_prefixes: tuple[str, ...] = CLASSIFIER_PREFIXES
-    imagenet_state: Callable[[], dict[str, torch.Tensor]] | None = None
-
-    @property
-    def has_imagenet_weights(self) -> bool:
-        return self.imagenet_url is not None or self.imagenet_state is not None
 
 
 # IBN-Net's ImageNet releases (github.com/XingangPan/IBN-Net, release v1.0), hash-named as torch hub expects.

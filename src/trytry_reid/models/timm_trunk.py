@@ -29,7 +29,7 @@ from torch import nn
 
 from trytry_reid.errors import ReidError
 from trytry_reid.imagenet import IMAGENET_MEAN, IMAGENET_STD
-from trytry_reid.models.backbones import TIMM_PREFIX, Backbone
+from trytry_reid.models.backbone_entry import TIMM_PREFIX, Backbone
 from trytry_reid.models.downloads import WeightsDownloadError, one_line
 
 log = logging.getLogger("trytry_reid")
