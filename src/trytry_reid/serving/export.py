@@ -11,24 +11,27 @@ the whole entry as JSON in ``calibration``; operating_point.py).
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
-from trytry_reid.errors import ReidError
+from trytry_reid.serving.export_check import ExportCheckError, ranking_agreement
+from trytry_reid.serving.model_metadata import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    OnnxFileError,
+    calibration_metadata,
+    identity_metadata,
+    preprocessing,
+    read_preprocessing,
+)
 
-INPUT_NAME = "images"
-OUTPUT_NAME = "embeddings"
-
-
-class ExportCheckError(ReidError, RuntimeError):
-    """An exported model disagrees with PyTorch beyond what its check allows; nothing unchecked is kept."""
-
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "ExportCheckError", "OnnxFileError", "OnnxParityError", "calibration_metadata",
+           "check_onnx", "export_onnx", "identity_metadata", "preprocessing", "ranking_agreement",
+           "read_preprocessing"]
 
 OnnxParityError = ExportCheckError      # the name the ONNX check has always raised
 
@@ -42,38 +45,6 @@ class _Embedder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.embed(images)
-
-
-def preprocessing(loaded_model) -> dict[str, str]:
-    """The input contract as string key/values (ONNX metadata holds strings); lists are JSON."""
-    interpolation = getattr(loaded_model, "interpolation", "bilinear")
-    return {
-        "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "layout": "NCHW", "color": "RGB",
-        "height": str(loaded_model.height), "width": str(loaded_model.width),
-        "resize": f"{interpolation}, antialias, to (height, width)", "interpolation": interpolation,
-        "scale": "pixel / 255",
-        "mean": json.dumps([float(m) for m in loaded_model.mean]),
-        "std": json.dumps([float(s) for s in loaded_model.std]),
-        "output": "L2-normalised embedding [N, D]; cosine distance = 1 - dot product",
-        "feature_dim": str(int(loaded_model.model.output_dim)),
-    }
-
-
-def calibration_metadata(calibration: dict | None) -> dict[str, str]:
-    """The operating point as ONNX metadata strings (nothing for an uncalibrated model)."""
-    if calibration is None:
-        return {}
-    return {"threshold": repr(float(calibration["threshold"])), "threshold_metric": calibration["metric"],
-            "threshold_rule": "same person iff cosine distance (1 - dot product) <= threshold",
-            "calibration": json.dumps(calibration)}
-
-
-def identity_metadata(loaded_model, precision: str = "fp32") -> dict[str, str]:
-    """Which weights the file was made from (the hash an index compares) and its arithmetic: features of an
-    INT8 model are close to, but not interchangeable with, its fp32 model's."""
-    from trytry_reid.serving.index import weights_sha256
-
-    return {"precision": precision, "weights_sha256": weights_sha256(loaded_model.model)}
 
 
 def export_onnx(loaded_model, out_path: str | Path, opset: int = 17) -> Path:
@@ -101,48 +72,6 @@ def export_onnx(loaded_model, out_path: str | Path, opset: int = 17) -> Path:
     onnx.checker.check_model(proto)
     onnx.save(proto, str(out_path))
     return out_path
-
-
-class OnnxFileError(ReidError, ValueError):
-    """A file that is not an ONNX model; the message names it."""
-
-
-def read_preprocessing(onnx_path: str | Path) -> dict[str, str]:
-    """The metadata written by ``export_onnx`` (``metadata_props`` as a dict); OnnxFileError for a file that
-    does not parse as an ONNX model (a checkpoint, an image, a damaged file)."""
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    try:
-        proto = onnx.load(str(onnx_path), load_external_data=False)
-    except DecodeError as error:
-        raise OnnxFileError(f"{onnx_path} is not an ONNX model (it does not parse as one: {error}); "
-                            f"export one with `trytry-reid export`") from error
-    return {prop.key: prop.value for prop in proto.metadata_props}
-
-
-def ranking_agreement(reference_q: np.ndarray, reference_g: np.ndarray, other_q: np.ndarray,
-                      other_g: np.ndarray, k: int, tie_tolerance: float, same_set: bool) -> dict:
-    """Compare the top-k gallery lists of two feature sets.
-
-    ``identical``: fraction of queries with exactly the same top-k list. ``equivalent``: fraction whose
-    other-list, scored with the reference features, is a reference top-k up to score differences below
-    ``tie_tolerance`` (swaps between near-equal scores are allowed). With ``same_set`` a query never
-    ranks itself.
-    """
-    ref_scores = reference_q @ reference_g.T                          # [Q, G]
-    oth_scores = other_q @ other_g.T
-    if same_set:
-        np.fill_diagonal(ref_scores, -np.inf)
-        np.fill_diagonal(oth_scores, -np.inf)
-    k = min(k, ref_scores.shape[1] - int(same_set))
-    ref_top = np.argsort(-ref_scores, axis=1, kind="stable")[:, :k]
-    oth_top = np.argsort(-oth_scores, axis=1, kind="stable")[:, :k]
-    best = np.take_along_axis(ref_scores, ref_top, 1)
-    achieved = np.take_along_axis(ref_scores, oth_top, 1)
-    equivalent = (np.abs(best - achieved) <= tie_tolerance).all(axis=1)
-    return {"k": int(k), "identical": float((ref_top == oth_top).all(axis=1).mean()),
-            "equivalent": float(equivalent.mean())}
 
 
 def check_onnx(onnx_path: str | Path, loaded_model, image_paths: Sequence[str | Path], *,

@@ -14,8 +14,36 @@ import numpy as np
 import torch
 
 from trytry_reid.data.images import read_image
-from trytry_reid.errors import UsageError
-from trytry_reid.serving.export import ExportCheckError, preprocessing, ranking_agreement
+from trytry_reid.errors import ReidError, UsageError
+from trytry_reid.serving.model_metadata import preprocessing
+
+
+class ExportCheckError(ReidError, RuntimeError):
+    """An exported model disagrees with PyTorch beyond what its check allows; nothing unchecked is kept."""
+
+
+def ranking_agreement(reference_q: np.ndarray, reference_g: np.ndarray, other_q: np.ndarray,
+                      other_g: np.ndarray, k: int, tie_tolerance: float, same_set: bool) -> dict:
+    """Compare the top-k gallery lists of two feature sets.
+
+    ``identical``: fraction of queries with exactly the same top-k list. ``equivalent``: fraction whose
+    other-list, scored with the reference features, is a reference top-k up to score differences below
+    ``tie_tolerance`` (swaps between near-equal scores are allowed). With ``same_set`` a query never
+    ranks itself.
+    """
+    ref_scores = reference_q @ reference_g.T                          # [Q, G]
+    oth_scores = other_q @ other_g.T
+    if same_set:
+        np.fill_diagonal(ref_scores, -np.inf)
+        np.fill_diagonal(oth_scores, -np.inf)
+    k = min(k, ref_scores.shape[1] - int(same_set))
+    ref_top = np.argsort(-ref_scores, axis=1, kind="stable")[:, :k]
+    oth_top = np.argsort(-oth_scores, axis=1, kind="stable")[:, :k]
+    best = np.take_along_axis(ref_scores, ref_top, 1)
+    achieved = np.take_along_axis(ref_scores, oth_top, 1)
+    equivalent = (np.abs(best - achieved) <= tie_tolerance).all(axis=1)
+    return {"k": int(k), "identical": float((ref_top == oth_top).all(axis=1).mean()),
+            "equivalent": float(equivalent.mean())}
 
 
 def check_metadata(model, loaded_model) -> None:

@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from trytry_reid.atomic import atomic_file
+from trytry_reid.engine.checkpoint import weights_sha256  # noqa: F401  (the hash an index records)
 from trytry_reid.errors import ReidError
 from trytry_reid.serving import search
 from trytry_reid.serving.search import build_backend
@@ -233,19 +234,6 @@ def index_folder(loaded_model, images_dir: str | Path, index_dir: str | Path, *,
         index.info.pop("calibration", None)
     index.save(index_dir)
     return index, len(new_records)
-
-
-def weights_sha256(model) -> str:
-    """SHA-256 of a model's state dict (names, dtypes, shapes and bytes, in order), on any device."""
-    import hashlib
-
-    import torch
-
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def check_index_model(index: "GalleryIndex", index_dir: str | Path, checkpoint: str | Path | None,

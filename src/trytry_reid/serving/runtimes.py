@@ -104,8 +104,7 @@ def torch_provenance(loaded, checkpoint: str | Path | None) -> dict[str, Any]:
     rewrites a checkpoint's file, never its weights); {} without a checkpoint path."""
     if checkpoint is None:
         return {}
-    from trytry_reid.engine.checkpoint import file_sha256
-    from trytry_reid.serving.index import weights_sha256
+    from trytry_reid.engine.checkpoint import file_sha256, weights_sha256
 
     return {"checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": file_sha256(checkpoint),
             "weights_sha256": weights_sha256(loaded.model)}
@@ -215,7 +214,7 @@ def open_onnx(path: str | Path, threads: int | None = None) -> InferenceModel:
     per physical core)."""
     require_package("onnx", "export", "the onnx engine")
     onnxruntime = require_package("onnxruntime", "export", "the onnx engine")
-    from trytry_reid.serving.export import read_preprocessing
+    from trytry_reid.serving.model_metadata import read_preprocessing
 
     path = _existing(path, "ONNX file")
     meta = read_preprocessing(path)         # OnnxFileError when the file is not an ONNX model
