@@ -167,6 +167,15 @@ def test_serve(place, capsys, args, message):
     run_bad(place, capsys, "serve", args, message)
 
 
+@cases((["--from", "torchreid", "{missing}", "--out", "{empty}/m.pt"], "model file not found"),
+       (["--from", "torchreid", "{text}", "--out", "{empty}/m.pt"], "with torch.load(weights_only=True)"),
+       (["--from", "caffe", "{text}", "--out", "{empty}/m.pt"], "invalid choice: 'caffe'"),
+       (["--from", "torchreid", "{ckpt}", "--out", "{empty}/m.pt"], "not a torchreid model this project can import"),
+       (["--from", "fastreid", "{ckpt}", "--height", "0", "--out", "{empty}/m.pt"], "expected a positive number"))
+def test_import(place, capsys, args, message):
+    run_bad(place, capsys, "import", args, message)
+
+
 def test_every_command_has_bad_input_cases():
     tested = {name.removeprefix("test_") for name, value in globals().items()
               if name.startswith("test_") and hasattr(value, "pytestmark")}

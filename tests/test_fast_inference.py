@@ -82,6 +82,20 @@ def test_a_trunk_fx_cannot_trace_runs_unfolded():
         torch.testing.assert_close(folded(x), module.eval()(x))
 
 
+def test_a_folded_trunk_keeps_the_hooks_that_shape_its_output():
+    """A trunk whose forward hook picks its output (as timm's feature extractors' last map) keeps that hook."""
+    trunk = randomise_batchnorms(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)))
+    trunk.register_forward_pre_hook(lambda module, inputs: (inputs[0] * 2,))
+    trunk.register_forward_hook(lambda module, inputs, output: [output, output + 1][-1])
+    folded = fold_batchnorms(trunk)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    x = torch.rand(2, 3, 8, 8)
+    with torch.inference_mode():
+        expected = trunk.eval()(x)
+        torch.testing.assert_close(folded(x), expected)
+        torch.testing.assert_close(expected, trunk[1](trunk[0](2 * x)) + 1)
+
+
 def test_extraction_matches_the_eager_model_on_real_crops():
     """extract_features (the inference copy) against eager ``model.embed`` of the same decoded crops: a
     MobileNetV2 with ImageNet weights (real BatchNorm statistics) at the CPU recipe's 128x64."""

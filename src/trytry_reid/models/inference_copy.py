@@ -70,8 +70,18 @@ def fold_batchnorms(module: nn.Module, copy_first: bool = True) -> nn.Module:
     graph.graph.lint()
     graph.delete_all_unused_submodules()
     graph.recompile()
+    keep_hooks(module, graph)
     log.debug("folded %d BatchNorm layers of %s", folded, type(module).__name__)
     return graph
+
+
+def keep_hooks(module: nn.Module, traced: nn.Module) -> None:
+    """Give ``traced`` the forward (pre-)hooks of ``module``: fx traces ``forward`` alone, and a hook may shape
+    the output (timm's feature extractors return a list; the trunk's hook returns its last map)."""
+    for hook in module._forward_pre_hooks.values():
+        traced.register_forward_pre_hook(hook)
+    for hook in module._forward_hooks.values():
+        traced.register_forward_hook(hook)
 
 
 class ChannelsLast(nn.Module):
