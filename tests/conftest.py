@@ -19,6 +19,20 @@ MNIST5K = SHARED / "data" / "mnist5k"
 MOBILENET_WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet_features.pth"
 
 
+def losses_on_one_batch(model, criterion, images, labels, steps: int, lr: float) -> list[float]:
+    """The total loss at each of ``steps`` Adam steps on one batch: a model that trains lowers it."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        terms, _ = criterion(model(images), labels)
+        loss = sum(terms.values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
 def require(path: Path) -> Path:
     """Skip the calling test cleanly when an optional shared file or folder is absent."""
     if not path.exists():

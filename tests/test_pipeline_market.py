@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from trytry_reid.data.datasets import build_dataset
 from trytry_reid.engine.checkpoint import load_checkpoint
@@ -15,7 +14,7 @@ from trytry_reid.jobs import builders
 from trytry_reid.jobs.cli import main as cli_main
 from trytry_reid.jobs.config import load_config
 
-from conftest import MARKET_DEVSPLIT, MOBILENET_WEIGHTS, VIPER, require
+from conftest import MARKET_DEVSPLIT, MOBILENET_WEIGHTS, VIPER, losses_on_one_batch, require
 from data_fixtures import corrupt_name, make_market_tree
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,15 +120,7 @@ def test_devsplit_steps_lower_the_loss_on_a_fixed_batch():
     images, labels = next(iter(train.loaders(0, 0)))[:2]
     model = builders.build_model(config, train.num_classes)
     criterion = builders.build_criterion(config, train.num_classes, model.output_dim)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3.5e-4)
-    losses = []
-    for _ in range(6):
-        terms, _ = criterion(model(images), labels)
-        loss = sum(terms.values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = losses_on_one_batch(model, criterion, images, labels, steps=6, lr=3.5e-4)
     assert losses[-1] < losses[0], losses
 
 

@@ -17,6 +17,7 @@ from trytry_reid.jobs.zoo_import import run_import
 from trytry_reid.models.zoo_file import ImportOptions
 from trytry_reid.serving.inference import load_model
 
+from conftest import losses_on_one_batch
 from data_fixtures import make_market_tree
 from test_export import write_images
 from zoo_peers import save_torchreid_file
@@ -127,15 +128,7 @@ def test_an_imported_checkpoint_fine_tunes_in_our_loop(imported, tmp_path):
     model = builders.build_model(config, train.num_classes)
     assert torch.equal(model.trunk.conv1.conv.weight, stored["model"]["trunk.conv1.conv.weight"])
     criterion = builders.build_criterion(config, train.num_classes, model.output_dim)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(5):
-        terms, _ = criterion(model(images), labels)
-        loss = sum(terms.values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = losses_on_one_batch(model, criterion, images, labels, steps=5, lr=1e-3)
     assert losses[-1] < losses[0], losses
 
 
