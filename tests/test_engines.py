@@ -143,6 +143,34 @@ def test_an_index_built_with_onnx_is_searched_with_it_and_keeps_int8_out(exporte
     assert "(fp32 features, not int8)" in capsys.readouterr().err
 
 
+def test_an_int8_index_is_extended_by_its_own_file_only(exported, tmp_path, capsys):
+    """Two INT8 files of the same weights (another engine, other calibration crops) quantize differently:
+    only the file an INT8 index was built with may extend it."""
+    import onnx
+
+    folder = str(exported["images"][0].parent)
+    for name, calibrated_on in (("a.onnx", "crops A"), ("b.onnx", "crops B")):
+        proto = onnx.load(str(exported["onnx"]))
+        onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, "precision": "int8",
+                                            "calibrated_on": calibrated_on})
+        onnx.save(proto, str(tmp_path / name))
+    index = ["--images", folder, "--out", str(tmp_path / "idx"), "--workers", "0"]
+    assert cli_main(["index", "--engine", "onnx", "--model", str(tmp_path / "a.onnx"), *index]) == 0
+    assert cli_main(["index", "--engine", "onnx", "--model", str(tmp_path / "a.onnx"), *index]) == 0
+    capsys.readouterr()
+    assert cli_main(["index", "--engine", "onnx", "--model", str(tmp_path / "b.onnx"), *index]) == 2
+    assert "another INT8 file" in capsys.readouterr().err
+
+
+def test_serve_with_an_engine_but_no_model_is_refused(exported, tmp_path, capsys):
+    from trytry_reid.serving.index import index_folder
+
+    index_folder(open_openvino(exported["openvino"]), exported["images"][0].parent, tmp_path / "idx",
+                 progress=False)
+    assert cli_main(["serve", "--index", str(tmp_path / "idx"), "--engine", "onnx"]) == 2
+    assert "--engine onnx needs --model" in capsys.readouterr().err
+
+
 def test_the_app_serves_an_exported_model(exported, tmp_path):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
@@ -158,3 +186,35 @@ def test_the_app_serves_an_exported_model(exported, tmp_path):
                          data={"k": "3"}).json()
     assert answer["results"][0]["name"] == query.name and answer["results"][0]["distance"] < 1e-4
     assert answer["threshold"]["threshold"] == pytest.approx(exported["loaded"].calibration["threshold"])
+
+
+def test_a_file_whose_metadata_names_another_resize_filter_fails_its_check(exported):
+    """The check compares the file's contract with the checkpoint's, resize filter included: a bicubic file
+    of a bilinear model would embed other pixels in the Embedder and serve while passing on pre-sized inputs."""
+    from dataclasses import replace
+
+    from trytry_reid.serving.export_check import ExportCheckError, check_metadata
+    from trytry_reid.serving.model_metadata import preprocessing
+    from trytry_reid.serving.runtimes import contract_from_metadata
+
+    model = open_onnx(exported["onnx"])
+    check_metadata(model, exported["loaded"])
+    model.contract = replace(model.contract, interpolation="bicubic")
+    with pytest.raises(ExportCheckError, match="interpolation"):
+        check_metadata(model, exported["loaded"])
+    meta = {**preprocessing(exported["loaded"]), "interpolation": "nearest"}
+    with pytest.raises(ModelFileError, match="interpolation 'nearest'"):
+        contract_from_metadata(meta, "file m.onnx")
+
+
+def test_the_int8_accuracy_gate_fails_when_there_is_no_map(monkeypatch):
+    """A test set without a query that has a match gives mAP NaN: the gate must fail, not pass (NaN > bound
+    is False)."""
+    from types import SimpleNamespace
+
+    from trytry_reid.serving import export_check
+
+    row = {"test_set": "mini", "mAP": float("nan"), "mAP_pytorch": float("nan"), "mAP_change_points": float("nan")}
+    monkeypatch.setattr(export_check, "accuracy_change", lambda *args, **kwargs: row)
+    with pytest.raises(export_check.ExportCheckError, match="no mAP on mini"):
+        export_check.check_accuracy(SimpleNamespace(source="m.onnx"), None, [("mini", [], [])], 1.0)

@@ -141,3 +141,13 @@ def test_the_inference_copy_of_the_zoo_trunks_gives_the_same_features(backbone):
     x = torch.randn(2, 3, 64, 32)
     with torch.inference_mode():
         assert (fast.embed(x) - model.embed(x)).abs().max() <= 1e-5
+
+
+def test_a_batchnorm_without_running_statistics_stays_unfolded():
+    """Batch statistics in eval mode too (track_running_stats=False): nothing to fold, the copy still runs."""
+    trunk = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False))
+    folded = fold_batchnorms(trunk)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    x = torch.rand(2, 3, 8, 8)
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(x), trunk.eval()(x))

@@ -61,7 +61,7 @@ def fold_batchnorms(module: nn.Module, copy_first: bool = True) -> nn.Module:
         conv_node = node.args[0] if node.op == "call_module" and node.args else None
         if not (isinstance(modules.get(node.target), _BATCHNORMS) and isinstance(conv_node, fx.Node)
                 and conv_node.op == "call_module" and isinstance(modules.get(conv_node.target), _CONVOLUTIONS)
-                and len(conv_node.users) == 1):
+                and len(conv_node.users) == 1 and modules[node.target].running_mean is not None):
             continue
         fold_into_conv(modules[conv_node.target], modules[node.target])
         node.replace_all_uses_with(conv_node)

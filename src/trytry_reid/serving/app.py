@@ -235,6 +235,8 @@ def serve(index_dir: str | Path, checkpoint: str | Path | None = None, host: str
     recorded in the index's ``info``, with its engine."""
     import uvicorn
 
+    if checkpoint is None and engine != "torch":
+        raise UsageError(f"--engine {engine} needs --model: the file `trytry-reid export --format {engine}` wrote")
     if checkpoint is None:
         recorded = recorded_model(read_index_info(index_dir))
         if recorded is None:

@@ -8,6 +8,7 @@ drops by more than the bound the user sets.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -47,13 +48,14 @@ def ranking_agreement(reference_q: np.ndarray, reference_g: np.ndarray, other_q:
 
 
 def check_metadata(model, loaded_model) -> None:
-    """The file's input contract must be the checkpoint's (size, normalisation, feature size)."""
+    """The file's input contract must be the checkpoint's (size, resize filter, normalisation, feature size)."""
     expected = preprocessing(loaded_model)
     c = model.contract
     found = {"height": str(c.height), "width": str(c.width), "feature_dim": str(c.feature_dim),
-             "mean": [float(m) for m in c.mean], "std": [float(s) for s in c.std]}
+             "mean": [float(m) for m in c.mean], "std": [float(s) for s in c.std], "interpolation": c.interpolation}
     wanted = {"height": expected["height"], "width": expected["width"], "feature_dim": expected["feature_dim"],
-              "mean": [float(m) for m in loaded_model.mean], "std": [float(s) for s in loaded_model.std]}
+              "mean": [float(m) for m in loaded_model.mean], "std": [float(s) for s in loaded_model.std],
+              "interpolation": expected["interpolation"]}
     wrong = {key: (found[key], wanted[key]) for key in wanted if found[key] != wanted[key]}
     if wrong:
         raise ExportCheckError(f"{model.source}: metadata does not match the model's preprocessing: "
@@ -169,6 +171,9 @@ def check_accuracy(model, loaded_model, test_sets: Sequence[tuple[str, list, lis
     rows = [accuracy_change(model, loaded_model, label, query, gallery, **options)
             for label, query, gallery in test_sets]
     for row in rows:
+        if not math.isfinite(row["mAP_change_points"]):
+            raise ExportCheckError(f"{model.source}: no mAP on {row['test_set']} (PyTorch {row['mAP_pytorch']}, "
+                                   f"it {row['mAP']}): the accuracy check needs queries with a match")
         if -row["mAP_change_points"] > max_map_drop:
             raise ExportCheckError(
                 f"{model.source}: mAP on {row['test_set']} drops by {-row['mAP_change_points']:.2f} points "

@@ -250,9 +250,9 @@ def check_index_model(index: "GalleryIndex", index_dir: str | Path, checkpoint: 
 def _check_same_checkpoint(info: dict, provenance: dict, index_dir: Path,
                            remedy: str = "its features would not be comparable; build a new index (--out another "
                                          "folder), or pass the same checkpoint") -> None:
-    """Refuse to add features of one model to an index of another: same weights (any file, engine or
-    calibration) and the same precision (fp32 or INT8) = same model. An index or model that records no weights
-    hash is compared by its file's contents, or its path."""
+    """Refuse to add features of one model to an index of another: fp32 models of the same weights (any file,
+    engine or calibration) are the same model; an INT8 model is only itself (the same file). An index or model
+    that records no weights hash is compared by its file's contents, or its path."""
     from trytry_reid.serving.runtimes import describe_recorded, files_sha256, model_files, recorded_model
 
     recorded = recorded_model(info)
@@ -261,6 +261,8 @@ def _check_same_checkpoint(info: dict, provenance: dict, index_dir: Path,
     theirs, ours = info.get("precision", "fp32"), provenance.get("precision", "fp32")
     if theirs != ours:
         reason, same = f"{theirs} features, not {ours}", False
+    elif ours == "int8":    # quantization is the file's own (engine, calibration crops): only that file matches
+        reason, same = "another INT8 file", info.get("model_sha256") == provenance.get("model_sha256")
     elif "weights_sha256" in info and "weights_sha256" in provenance:
         reason, same = "other weights", info["weights_sha256"] == provenance["weights_sha256"]
     else:

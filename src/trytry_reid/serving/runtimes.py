@@ -171,6 +171,11 @@ def contract_from_metadata(meta: dict[str, str], source: str) -> ModelContract:
         raise ModelFileError(f"{source}: malformed metadata ({error}): export it again") from error
     if len(contract.mean) != 3 or len(contract.std) != 3:
         raise ModelFileError(f"{source}: metadata mean/std must hold 3 values each, got {mean} and {std}")
+    from trytry_reid.data.transforms import INTERPOLATIONS
+
+    if contract.interpolation not in INTERPOLATIONS:
+        raise ModelFileError(f"{source}: metadata interpolation {contract.interpolation!r} is not one of "
+                             f"{', '.join(INTERPOLATIONS)}: export it again")
     return contract
 
 
