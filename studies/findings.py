@@ -191,7 +191,9 @@ QUESTIONS = [
     Question("How fast does a model run on a CPU?",
              "On two quiet cores INT8 is the fast path: OpenVINO INT8 runs ResNet-50 11.7x and MobileNetV2 6.5x "
              "as fast as PyTorch eager at batch 32 (ONNX INT8 10.7x and 5.6x), within 1 mAP of fp32 (next "
-             "section). In fp32, ONNX and OpenVINO reach 3.0-3.1x for ResNet-50 but 2.6-2.7x for MobileNetV2, "
+             "section); OSNet x0.25 (random weights) is the exception: ONNX fp32 5.7x, ONNX INT8 only "
+             "3.1x, OpenVINO INT8 8.5x. In fp32, ONNX and OpenVINO reach 3.0-3.1x for ResNet-50 but 2.6-2.7x for "
+             "MobileNetV2, "
              "and the PyTorch copy `extract` runs (BatchNorm folded, channels_last) 1.8x and 2.6x with features "
              "within 1e-7. At batch 1, MobileNetV2 with OpenVINO INT8 answers in 0.9 ms at p99: over 1,000 crops/s "
              "one at a time, against the 600 a tracker with 20 people at 30 frames/s needs. End to end, `extract` "
