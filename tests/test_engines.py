@@ -218,3 +218,13 @@ def test_the_int8_accuracy_gate_fails_when_there_is_no_map(monkeypatch):
     monkeypatch.setattr(export_check, "accuracy_change", lambda *args, **kwargs: row)
     with pytest.raises(export_check.ExportCheckError, match="no mAP on mini"):
         export_check.check_accuracy(SimpleNamespace(source="m.onnx"), None, [("mini", [], [])], 1.0)
+
+
+def test_the_embedder_takes_a_thread_count_for_the_exported_engines(exported):
+    """A tracker sharing the CPU sets the engines' threads; the features do not change, a bad count is refused."""
+    image = exported["images"][0]
+    reference = Embedder.from_onnx(exported["onnx"]).embed([image])
+    for make, path in ((Embedder.from_onnx, exported["onnx"]), (Embedder.from_openvino, exported["openvino"])):
+        assert np.abs(make(path, threads=1).embed([image]) - reference).max() <= PARITY
+        with pytest.raises(ValueError, match="threads=0"):
+            make(path, threads=0)

@@ -72,20 +72,21 @@ class Embedder:
         return cls.from_model(open_checkpoint(path, device), batch_size)
 
     @classmethod
-    def from_onnx(cls, path: str | Path, batch_size: int = 64) -> "Embedder":
-        """From an ONNX file written by ``export`` (onnxruntime, CPU); preprocessing and threshold come from its
-        metadata (docs/DEPLOY.md, 'Model contract')."""
+    def from_onnx(cls, path: str | Path, batch_size: int = 64, threads: int | None = None) -> "Embedder":
+        """From an ONNX file written by ``export`` (onnxruntime, CPU; ``threads``: its intra-op threads, default
+        one per core); preprocessing and threshold come from its metadata (docs/DEPLOY.md, 'Model contract')."""
         from trytry_reid.serving.runtimes import open_onnx
 
-        return cls.from_model(open_onnx(path), batch_size)
+        return cls.from_model(open_onnx(path, threads), batch_size)
 
     @classmethod
-    def from_openvino(cls, path: str | Path, batch_size: int = 64) -> "Embedder":
-        """From an OpenVINO IR (.xml + .bin) written by ``export --format openvino`` (CPU, fp32 arithmetic);
-        the same metadata contract as ONNX, in the model's rt_info."""
+    def from_openvino(cls, path: str | Path, batch_size: int = 64, threads: int | None = None) -> "Embedder":
+        """From an OpenVINO IR (.xml + .bin) written by ``export --format openvino`` (CPU, fp32 arithmetic;
+        ``threads``: its inference threads, default OpenVINO's choice); the same metadata contract as ONNX, in
+        the model's rt_info."""
         from trytry_reid.serving.runtimes import open_openvino
 
-        return cls.from_model(open_openvino(path), batch_size)
+        return cls.from_model(open_openvino(path, threads), batch_size)
 
     @property
     def threshold(self) -> float | None:

@@ -214,6 +214,11 @@ def open_checkpoint(path: str | Path, device: str = "cpu") -> InferenceModel:
     return torch_model(load_model(_existing(path, "checkpoint"), device), path)
 
 
+def check_threads(threads: int | None) -> None:
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads={threads!r}: expected a number of threads >= 1, or None for the engine's own")
+
+
 def open_onnx(path: str | Path, threads: int | None = None) -> InferenceModel:
     """An ONNX file written by ``export`` (onnxruntime, CPU; ``threads``: its intra-op threads, default one
     per physical core)."""
@@ -224,6 +229,7 @@ def open_onnx(path: str | Path, threads: int | None = None) -> InferenceModel:
     path = _existing(path, "ONNX file")
     meta = read_preprocessing(path)         # OnnxFileError when the file is not an ONNX model
     contract = contract_from_metadata(meta, f"ONNX file {path}")
+    check_threads(threads)
     options = onnxruntime.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = threads
@@ -257,6 +263,7 @@ def compile_openvino(model, core=None, threads: int | None = None):
 def open_openvino(path: str | Path, threads: int | None = None) -> InferenceModel:
     """An OpenVINO IR (.xml with its .bin) written by ``export --format openvino`` (``threads``: its inference
     threads, default OpenVINO's choice)."""
+    check_threads(threads)
     openvino = require_package("openvino", "openvino", "the openvino engine")
     path = _existing(path, "OpenVINO model")
     if path.suffix != ".xml":
