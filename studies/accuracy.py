@@ -22,13 +22,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import yaml
-
 from accuracy_rows import CHOSEN, CHOSEN_ROW, SHIPPED, STUDY_12, TABLES
-from common import RESULTS, ROOT, add_shared_argument, config_key, read_lines, shared_overrides
+from common import RESULTS, ROOT, add_shared_argument, config_key, read_lines, shared_overrides, train_run
 
 RENAME = {"market1501": "market1501-devsplit"}  # the test-set labels of docs/RESULTS.md
 
@@ -45,19 +42,13 @@ def known_runs(results: Path = RESULTS) -> dict[tuple, dict]:
 def run_row(table: str, index: int, label: str, overrides: list[str], seed: int, shared: list[str]) -> dict:
     config = TABLES[table].config
     out_dir = ROOT / "runs" / "accuracy" / table / f"{index:02d}-seed{seed}"
-    cmd = [sys.executable, str(ROOT / "main.py"), "--config", str(ROOT / config), *shared, *overrides,
-           f"train.seed={seed}", f"output_dir={out_dir}", "--overwrite"]
-    print(f"[accuracy] {table} row {index} '{label}': {' '.join(cmd[2:])}", flush=True)
-    start = time.time()
-    subprocess.run(cmd, cwd=ROOT, check=True)
-    wall = time.time() - start
-    metrics = json.loads((out_dir / "metrics.json").read_text())
-    summary = json.loads((out_dir / "summary.json").read_text())
+    run = train_run(config, [*shared, *overrides, f"train.seed={seed}"], out_dir,
+                    f"[accuracy] {table} row {index} '{label}'")
     return {"row": label, "config": config, "overrides": overrides, "seed": seed,
-            "epochs": summary["epochs"], "wall_s": round(wall, 1), "train_s": summary.get("train_s"),
-            "images_per_s": summary["images_per_s"], "threads": os.environ.get("OMP_NUM_THREADS", "default"),
-            "metrics": {RENAME.get(k, k): v for k, v in metrics["datasets"].items()},
-            "shared_overrides": shared, "resolved_config": yaml.safe_load((out_dir / "config.yml").read_text())}
+            "epochs": run["epochs"], "wall_s": run["wall_s"], "train_s": run["train_s"],
+            "images_per_s": run["images_per_s"], "threads": run["threads"],
+            "metrics": {RENAME.get(k, k): v for k, v in run["metrics"].items()},
+            "shared_overrides": shared, "resolved_config": run["resolved_config"]}
 
 
 def print_orphans(table: str, entries: list[dict]) -> None:

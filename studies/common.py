@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,3 +71,22 @@ def shared_overrides(shared: Path, test_sets: str = "test") -> list[str]:
     datasets.append(f"{{name: {viper}, root: {paths['viper']}}}")
     return [f"data.root={paths['devsplit']}", f"model.pretrained={paths['weights']}",
             f"test.datasets=[{', '.join(datasets)}]"]
+
+
+def train_run(config: str, overrides: list[str], out_dir: Path, label: str) -> dict:
+    """One ``main.py`` training run in a subprocess (``config`` relative to the repository, then ``overrides``)
+    into ``out_dir``, announced as ``label``; what a study row records of it: wall time, the run's summary,
+    its ranked test sets and the fully resolved config it trained with."""
+    import yaml
+
+    cmd = [sys.executable, str(ROOT / "main.py"), "--config", str(ROOT / config), *overrides,
+           f"output_dir={out_dir}", "--overwrite"]
+    print(f"{label}: {' '.join(cmd[2:])}", flush=True)
+    start = time.time()
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    wall = time.time() - start
+    summary = json.loads((out_dir / "summary.json").read_text())
+    return {"wall_s": round(wall, 1), "epochs": summary["epochs"], "train_s": summary.get("train_s"),
+            "images_per_s": summary["images_per_s"], "threads": os.environ.get("OMP_NUM_THREADS", "default"),
+            "metrics": json.loads((out_dir / "metrics.json").read_text())["datasets"],
+            "resolved_config": yaml.safe_load((out_dir / "config.yml").read_text())}

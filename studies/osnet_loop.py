@@ -17,14 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import yaml
+from common import ROOT, train_run
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results" / "osnet_loop.jsonl"
 CONFIG = "config/mobilenet_market_cpu.yml"
 VALIDATION = ["data.validation_ids=100", "test.datasets=[]"]
@@ -41,19 +37,11 @@ def run_row(name: str, data: Path, imagenet: Path | None, seed: int, out_root: P
         if imagenet is None:
             raise SystemExit("the mobilenet_v2 row needs --imagenet FILE (torchvision's MobileNetV2 weights)")
         overrides.append(f"model.pretrained={imagenet}")
-    out_dir = out_root / f"{name}-seed{seed}"
-    cmd = [sys.executable, str(ROOT / "main.py"), "--config", str(ROOT / CONFIG), *overrides,
-           f"output_dir={out_dir}", "--overwrite"]
-    print(f"[osnet_loop] {name}: {' '.join(cmd[2:])}", flush=True)
-    start = time.time()
-    subprocess.run(cmd, cwd=ROOT, check=True)
-    wall = time.time() - start
-    metrics = json.loads((out_dir / "metrics.json").read_text())
-    summary = json.loads((out_dir / "summary.json").read_text())
-    return {"row": name, "config": CONFIG, "overrides": overrides, "seed": seed, "epochs": summary["epochs"],
-            "wall_s": round(wall, 1), "train_s": summary.get("train_s"), "images_per_s": summary["images_per_s"],
-            "threads": os.environ.get("OMP_NUM_THREADS", "default"), "load_average_after": os.getloadavg(),
-            "metrics": metrics["datasets"], "resolved_config": yaml.safe_load((out_dir / "config.yml").read_text())}
+    run = train_run(CONFIG, overrides, out_root / f"{name}-seed{seed}", f"[osnet_loop] {name}")
+    return {"row": name, "config": CONFIG, "overrides": overrides, "seed": seed, "epochs": run["epochs"],
+            "wall_s": run["wall_s"], "train_s": run["train_s"], "images_per_s": run["images_per_s"],
+            "threads": run["threads"], "load_average_after": os.getloadavg(), "metrics": run["metrics"],
+            "resolved_config": run["resolved_config"]}
 
 
 def main() -> None:
