@@ -87,9 +87,9 @@ def test_a_drop_past_the_bound_fails_and_keeps_the_earlier_file(setup, tmp_path,
     out.write_bytes(b"an earlier export")
     measured = export_check.accuracy_change
 
-    def lower(*args, **kwargs):         # the real measurement, then 1.5 points taken off the INT8 mAP
-        row = measured(*args, **kwargs)
-        return {**row, "mAP": row["mAP"] - 0.015, "mAP_change_points": row["mAP_change_points"] - 1.5}
+    def lower(*args, **kwargs):         # the real measurement, its INT8 mAP set 1.5 points under fp32's
+        row = measured(*args, **kwargs)  # (whatever this CPU's INT8 kernels gave: the test holds on any CPU)
+        return {**row, "mAP": row["mAP_pytorch"] - 0.015, "mAP_change_points": -1.5}
 
     monkeypatch.setattr(export_check, "accuracy_change", lower)
     assert cli_main(export_args(setup, out, "--max-map-drop", "100")) == 0      # within a loose bound
