@@ -72,9 +72,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     steps = {
         "torchreid: last stride 2, fp32, NCHW (reference)": step_of(2, False, False, "none", args),
-        "recipe model: last stride 1, fp32, channels_last": step_of(1, True, False, "none", args),
+        "recipe model: last stride 1, fp32, channels_last (shipped)": step_of(1, True, False, "none", args),
         "recipe model: bf16 autocast, channels_last": step_of(1, True, True, "none", args),
-        "recipe model: fp32 + oneDNN bf16, channels_last (shipped)": step_of(1, True, False, "bf16", args),
+        "recipe model: fp32 + oneDNN bf16, channels_last": step_of(1, True, False, "bf16", args),
         "recipe model: fp32 + oneDNN tf32, channels_last": step_of(1, True, False, "tf32", args),
     }
     load_before = os.getloadavg()

@@ -60,7 +60,8 @@ epoch 8; `studies/configs/study_12epochs.yml`) with, each from the section named
 - lr 1e-3 instead of 3e-4 ([the learning rate](#which-learning-rate));
 - colour jitter 0.2 ([cross-domain levers](#which-cross-domain-levers-hold-the-home-domain));
 - the mean of the weights at the ends of epochs 5-12 ([weight averages](#which-span-should-a-weight-average-cover));
-- fp32 with oneDNN's bf16 convolutions and channels_last ([arithmetic](#which-arithmetic-trains-fastest-on-a-cpu)).
+- fp32 and channels_last ([arithmetic](#which-arithmetic-trains-fastest-on-a-cpu)); the rows were recorded
+  with `train.fp32_precision: bf16`, which oneDNN computes in fp32 on CPUs without AMX, like this one.
 
 `python studies/accuracy.py --check-recipe config/mobilenet_market_cpu.yml` checks that the file is exactly that
 (a test runs it). Against torchreid 0.2.5 trained on the same data, input, batch and epochs in the same run
@@ -179,10 +180,11 @@ QUESTIONS = [
               Row("last stride 1, lr 3e-4, random init", "study_12", f"{LS1_LR3}, random init")]),
     Question("Which arithmetic trains fastest on a CPU?",
              "None measurably here. On this CPU (AVX512-BF16, no AMX) oneDNN keeps `train.fp32_precision: "
-             "bf16`'s convolutions and matmuls in fp32 (outputs equal fp32's within 3e-6): the shipped row is the "
-             "same arithmetic as the fp32 channels_last row, so the gaps between the recipe model's rows (up to "
-             "13 %) are the machine's drift. The recipe keeps the setting, which only CPUs with AMX act on (not "
-             "measured here).",
+             "bf16`'s convolutions and matmuls in fp32 (outputs equal fp32's within 3e-6): the oneDNN bf16 row is "
+             "the same arithmetic as the fp32 channels_last row, so the gaps between the recipe model's rows (up to "
+             "13 %) are the machine's drift. So the recipe now ships plain fp32 (`train.fp32_precision: none`; "
+             "the row marked shipped is the former setting): the same numbers here, and no "
+             "bf16 rounding, never validated, on CPUs with AMX.",
              kind="precision_speed"),
     Question("What does batched augmentation save?",
              "Colour jitter, normalisation and random erasing applied to the whole batch in the loader workers "
