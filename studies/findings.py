@@ -67,11 +67,6 @@ epoch 8; `studies/configs/study_12epochs.yml`) with, each from the section named
 (a test runs it). Against torchreid 0.2.5 trained on the same data, input, batch and epochs in the same run
 (pair {CURRENT_PAIR}, `studies/peer_torchreid.py`; both scored by this project's evaluator):"""
 
-PEERS_SENTENCE = """{devsplit:+.1f} devsplit and {viper:+.1f} VIPeR mAP at the same training speed ({speed:.2f}x;
-per seed 0.97x and 1.09x, within the machine's drift). Our epoch is 135 steps to torchreid's 123; in
-torchreid's training time ours fits 10 epochs, which still give +2.0 devsplit and +1.6 VIPeR mAP over
-torchreid's 12 (seed 0). Earlier pairs (earlier recipes) stay in `docs/results/peers.jsonl`."""
-
 QUESTIONS = [
     Question("Which of BoT's tricks help in 12 epochs?",
              "Last stride 1 alone holds the gain, about +7 validation mAP; BoT's other short-budget tricks "

@@ -1,10 +1,10 @@
-"""Write docs/RESULTS.md from the JSON lines in docs/results/ (python studies/results_table.py).
+"""Write docs/RESULTS.md and the README's headline table from the JSON lines in docs/results/.
 
 The page is findings, one question at a time (studies/findings.py says which recorded rows answer which
 question, with one sentence each); every number in its tables is computed here from the JSONL files.
 
-    python studies/results_table.py                                   # rewrite docs/RESULTS.md
-    python studies/results_table.py --check                           # is docs/RESULTS.md up to date?
+    python studies/results_table.py                                   # rewrite both
+    python studies/results_table.py --check                           # are both up to date?
     python studies/results_table.py --print-table peers FILE.jsonl    # print one kind of table for a file
 """
 
@@ -17,7 +17,8 @@ from pathlib import Path
 
 from common import RESULTS, ROOT, read_lines
 from deploy_tables import infer_speed_table, int8_accuracy_table
-from findings import CONTEXT, CURRENT_PAIR, FIGURES, PEERS_SENTENCE, QUESTIONS, RECIPE, Question
+from findings import CONTEXT, CURRENT_PAIR, FIGURES, QUESTIONS, RECIPE, Question
+from peer_tables import peer_table, peers_section, readme_table, spread
 
 TEST_SETS = ("market1501-devsplit", "viper")
 VALIDATION_SETS = ("market1501-val", "market1501-val-cams-5-6", "viper_val")
@@ -46,33 +47,6 @@ def table(entries: list[dict]) -> list[str]:
             cells += [pct(m.get("rank1")), pct(m.get("mAP"))]
         lines.append(f"| {e['row']} | " + " | ".join(cells) + f" | {e['seed']} | {e['epochs']} | {e['wall_s']:.0f} | "
                      f"{e['images_per_s']:.1f} |")
-    return lines
-
-
-def spread(values: list[float]) -> str:
-    """Mean, and the range when there is more than one value: '63.2 (62.5-63.9)'."""
-    text = f"{100 * statistics.mean(values):.1f}"
-    return text if len(values) == 1 else f"{text} ({100 * min(values):.1f}-{100 * max(values):.1f})"
-
-
-def peer_table(entries: list[dict]) -> list[str]:
-    """One row per pair, system and label, newest pair first: mean (range) over that row's seeds."""
-    groups: dict[tuple[str, str, str], list[dict]] = {}
-    for e in sorted(entries, key=lambda e: e["pair"], reverse=True):
-        groups.setdefault((e["pair"], e["system"], e["label"]), []).append(e)
-    sets = test_sets_of(entries)
-    head = "| system | " + " | ".join(f"{t} R1 | {t} mAP" for t in sets) + \
-        " | epochs | seeds | training img/s | training time (s) | pair |"
-    lines = [head, "|" + "---|" * (2 * len(sets) + 6)]
-    for (pair, system, label), runs in groups.items():
-        cells = []
-        for name in sets:
-            cells += [spread([r["metrics"][name]["rank1"] for r in runs]),
-                      spread([r["metrics"][name]["mAP"] for r in runs])]
-        speed = statistics.mean(r["images_per_s"] for r in runs)
-        train_s = statistics.mean(r["train_s"] for r in runs)
-        lines.append(f"| {system}, {label} | " + " | ".join(cells) + f" | {runs[0]['epochs']} | "
-                     f"{', '.join(str(r['seed']) for r in runs)} | {speed:.1f} | {train_s:.0f} | {pair} |")
     return lines
 
 
@@ -185,29 +159,13 @@ def question_table(question: Question, entries: dict[str, list[dict]]) -> list[s
     return speed_table(entries["augment_speed"], "cpu_ms_per_batch", "CPU ms per 64-image batch (speed-up)")
 
 
-def peers_section(entries: list[dict]) -> str:
-    current = [e for e in entries if e["pair"] == CURRENT_PAIR]
-    same = {s: [e for e in current if e["system"] == s and e["label"] == "same epochs"]
-            for s in ("trytry-reid", "torchreid 0.2.5")}
-
-    def mean(system: str, value) -> float:
-        return statistics.mean(value(e) for e in same[system])
-
-    gains = {t: 100 * (mean("trytry-reid", lambda e: e["metrics"][t]["mAP"]) -
-                       mean("torchreid 0.2.5", lambda e: e["metrics"][t]["mAP"])) for t in TEST_SETS}
-    speed = mean("trytry-reid", lambda e: e["images_per_s"]) / mean("torchreid 0.2.5", lambda e: e["images_per_s"])
-    table = "\n".join(peer_table(current)).replace("market1501-devsplit", "devsplit").replace("viper", "VIPeR")
-    sentence = PEERS_SENTENCE.format(devsplit=gains[TEST_SETS[0]], viper=gains[TEST_SETS[1]], speed=speed)
-    return f"{table}\n\n{sentence}\n"
-
-
 def render() -> str:
     names = ["peers", "recipe_val", "study_12", "ablation", "selectors", "init", "weight_average", "calibration",
              "precision_speed", "augment_speed", "infer_speed", "int8_accuracy", "osnet_loop", "cross_domain_val",
              "cross_domain_ranked"]
     entries = {name: read_lines(RESULTS / f"{name}.jsonl") for name in names}
     parts = ["# Results: the CPU recipe and how it was chosen\n", CONTEXT + "\n", "## The recipe\n",
-             RECIPE + "\n", peers_section(entries["peers"])]
+             RECIPE + "\n", peers_section(entries["peers"], CURRENT_PAIR)]
     for question in QUESTIONS:
         parts.append(f"## {question.title}\n\n" + "\n".join(question_table(question, entries)) + "\n\n"
                      + question.sentence + "\n")
@@ -215,8 +173,26 @@ def render() -> str:
     return "\n".join(parts)
 
 
+README_START = "<!-- generated by studies/results_table.py from docs/results/peers.jsonl; do not edit -->\n"
+README_END = "<!-- end of the generated table -->\n"
+
+
+def render_readme(text: str, peers: list[dict]) -> str:
+    """The README with its headline table (between the two markers) written from the current pair."""
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise SystemExit(f"README.md lacks the markers around its headline table: {README_START!r} and "
+                         f"{README_END!r}")
+    return text[:start + len(README_START)] + readme_table(peers, CURRENT_PAIR) + text[end:]
+
+
+def headline(entries: list[dict]) -> list[str]:
+    """The README's table for the newest pair of a peers file."""
+    return readme_table(entries, max(e["pair"] for e in entries)).splitlines()
+
+
 PRINTABLE = {"peers": peer_table, "weight_average": average_table, "calibration": calibration_table,
-             "study": table}
+             "study": table, "headline": headline}
 
 
 def main() -> None:
@@ -224,7 +200,7 @@ def main() -> None:
     parser.add_argument("--print-table", nargs=2, metavar=("KIND", "JSONL"),
                         help=f"print the table of one JSONL file instead; KIND is one of {', '.join(PRINTABLE)}")
     parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 when docs/RESULTS.md differs from what the JSONL files give")
+                        help="write nothing; exit 1 when docs/RESULTS.md or the README differ from the JSONL files")
     args = parser.parse_args()
     if args.print_table:
         kind, path = args.print_table
@@ -232,14 +208,18 @@ def main() -> None:
             parser.error(f"--print-table: unknown kind '{kind}' (one of {', '.join(PRINTABLE)})")
         print("\n".join(PRINTABLE[kind](read_lines(Path(path)))))
         return
-    out = ROOT / "docs" / "RESULTS.md"
+    readme = ROOT / "README.md"
+    pages = {ROOT / "docs" / "RESULTS.md": render(),
+             readme: render_readme(readme.read_text(), read_lines(RESULTS / "peers.jsonl"))}
     if args.check:
-        if out.read_text() != render():
-            sys.exit(f"{out} is not what docs/results/*.jsonl give: run python studies/results_table.py")
-        print(f"{out} is up to date")
+        for out, text in pages.items():
+            if out.read_text() != text:
+                sys.exit(f"{out} is not what docs/results/*.jsonl give: run python studies/results_table.py")
+        print(f"{', '.join(str(out) for out in pages)}: up to date")
         return
-    out.write_text(render())
-    print(f"wrote {out}", file=sys.stderr)
+    for out, text in pages.items():
+        out.write_text(text)
+        print(f"wrote {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

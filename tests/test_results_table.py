@@ -49,6 +49,27 @@ def test_peer_table_keeps_every_pair_newest_first_with_seed_range(tmp_path: Path
     assert all(line.count("|") == lines[0].count("|") for line in lines)
 
 
+def test_headline_calls_a_gain_a_win_only_when_the_seed_ranges_are_apart(tmp_path: Path) -> None:
+    """The README's table: mean (range) per test set, the higher mean in bold, and a verdict per set where a
+    gain with overlapping seed ranges is a tie (here VIPeR: +1.0 on the means, ranges 20-24 and 20-22)."""
+    pair = "20260303-000000"
+    lines = [dict(peer_line(pair, system, seed, dev, 80.0), metrics={
+        "market1501-devsplit": {"rank1": dev, "mAP": dev}, "viper_test": {"rank1": vip, "mAP": vip}},
+        steps_per_epoch=100)
+        for system, seed, dev, vip in [("trytry-reid", 0, 0.62, 0.20), ("trytry-reid", 1, 0.64, 0.24),
+                                       ("torchreid 0.2.5", 0, 0.58, 0.20), ("torchreid 0.2.5", 1, 0.59, 0.22)]]
+    lines.append(peer_line("20250101-000000", "trytry-reid", 0, 0.9, 1.0))  # an older pair: not the headline
+    printed = printed_table(tmp_path, "headline", lines)
+    assert printed[0] == "| | devsplit mAP | VIPeR test half mAP | training images/s |"
+    assert printed[2] == ("| trytry-reid, `mobilenet_market_cpu.yml` | **63.0** (62.0-64.0) | **22.0** (20.0-24.0) | "
+                          "80.0 |")
+    assert printed[3] == "| torchreid 0.2.5, its plain baseline | 58.5 (58.0-59.0) | 21.0 (20.0-22.0) | 80.0 |"
+    verdicts = printed[-1]
+    assert f"pair {pair}" in verdicts
+    assert "devsplit: +4.5 (our lowest seed 62.0 above torchreid's highest 59.0: a win)" in verdicts
+    assert "VIPeR test half: +1.0 (the seed ranges overlap, ours 20.0-24.0 against 20.0-22.0: a tie)" in verdicts
+
+
 def test_average_table_has_a_column_per_seed_and_the_mean(tmp_path: Path) -> None:
     def line(row: str, seed: int, map_: float) -> dict:
         return {"row": row, "seed": seed, "metrics": {"val": {"rank1": map_ + 0.1, "mAP": map_}}}
