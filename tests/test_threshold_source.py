@@ -73,3 +73,42 @@ def test_serve_decides_with_the_checkpoints_current_threshold(recalibrated):
     assert client.get("/api/health").json()["threshold"]["threshold"] == new
     answer = client.post("/api/search", files={"image": ("q.jpg", query.read_bytes(), "image/jpeg")}).json()
     assert answer["threshold"]["threshold"] == new and answer["unknown"] is False
+
+
+def test_a_running_server_takes_the_threshold_calibrate_writes_and_refuses_other_weights(tmp_path):
+    """`calibrate` rewrites the served checkpoint while `serve` runs: the next answer uses the new threshold.
+    A file that now holds other weights, or a damaged one, stops the answers (409 / 503) instead of deciding
+    with a threshold of another model; ranking with the served model goes on once the file is right again."""
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from trytry_reid.serving.app import create_app
+    from trytry_reid.serving.runtimes import open_model
+
+    checkpoint = write_tiny_checkpoint(tmp_path / "best.pt")
+    write_images(tmp_path / "gallery", 3, seed=1)
+    query = write_images(tmp_path / "query", 1, seed=2)[0]
+    store_threshold(checkpoint, 0.2, "2026-01-01T00:00:00+00:00")
+    assert cli_main(["index", "--checkpoint", str(checkpoint), "--images", str(tmp_path / "gallery"), "--out",
+                     str(tmp_path / "index"), "--workers", "0"]) == 0
+    client = TestClient(create_app(tmp_path / "index", open_model("torch", checkpoint)))
+    upload = {"image": ("q.jpg", query.read_bytes(), "image/jpeg")}
+    assert client.post("/api/search", files=upload).json()["threshold"]["threshold"] == 0.2
+
+    store_threshold(checkpoint, 0.3, "2026-02-01T00:00:00+00:00")          # `calibrate` while serving
+    assert client.post("/api/search", files=upload).json()["threshold"]["threshold"] == 0.3
+    assert client.get("/api/health").json()["threshold"]["threshold"] == 0.3
+
+    saved = checkpoint.read_bytes()
+    checkpoint.write_bytes(saved[: len(saved) // 2])                         # half-written
+    damaged = client.post("/api/search", files=upload)
+    assert damaged.status_code == 503 and str(checkpoint) in damaged.json()["detail"]
+
+    other = write_tiny_checkpoint(tmp_path / "other.pt", seed=5)
+    checkpoint.write_bytes(other.read_bytes())                               # other weights under the same name
+    refused = client.post("/api/search", files=upload)
+    assert refused.status_code == 409 and "another model" in refused.json()["detail"]
+    assert client.get("/api/health").status_code == 409
+
+    checkpoint.write_bytes(saved)                                            # the served weights again
+    assert client.post("/api/search", files=upload).json()["threshold"]["threshold"] == 0.3

@@ -1,8 +1,8 @@
 """Web page + HTTP API over a gallery index (FastAPI); every asset is served from this package, no CDN.
 
 Routes: ``GET /`` search page; ``GET /eval`` evaluation-run browser; ``POST /api/search`` (multipart: ``image``
-file or ``gallery_id``, optional ``k`` and ``threshold``: 'auto' = the checkpoint's calibrated one (read when
-the server starts), 'none', or a distance)
+file or ``gallery_id``, optional ``k`` and ``threshold``: 'auto' = the model file's calibrated one (read again
+when `calibrate` rewrites the file; 409/503 when the file no longer holds the served model), 'none', or a distance)
 -> ``{"threshold": {...}, "unknown": bool | null, "results": [{"rank", "id", "path", "name", "distance",
 "within", "url"}, ...]}`` nearest first, distance = 1 - cosine similarity, path relative to the indexed
 folder, ``within`` = distance <= threshold, ``unknown`` = no result within it (null without a threshold);
@@ -32,10 +32,11 @@ from PIL import Image
 from trytry_reid.data.images import common_folder
 from trytry_reid.errors import UsageError
 from trytry_reid.evaluation.operating_point import Threshold, resolve_threshold
-from trytry_reid.serving.answer import index_calibration, search_answer, stale_copy_note
+from trytry_reid.serving.answer import search_answer, stale_copy_note
 from trytry_reid.serving.embedder import Embedder
 from trytry_reid.serving.eval_run import EvalRow, load_eval_run
 from trytry_reid.serving.index import GalleryIndex, check_index_model, read_index_info
+from trytry_reid.serving.live_calibration import LiveCalibration, ModelFileChanged
 from trytry_reid.serving.runtimes import as_inference_model, open_model, recorded_model
 from trytry_reid.serving.uploads import MAX_IMAGE_PIXELS, UploadGate, decode_upload  # noqa: F401 (re-exported)
 
@@ -111,10 +112,15 @@ class SearchService:
         model = as_inference_model(loaded_model)
         self.index = index
         self.embedder = Embedder.from_model(model)
-        self.calibration = index_calibration(index, model)
+        self.operating_point = LiveCalibration(model)  # calibrate may rewrite the file while serving
         self.fit = (2 * model.contract.width, 2 * model.contract.height)   # uploads are decoded to about this
         self.gate = UploadGate(max_concurrent)
         self.shown_paths = paths_for_clients(index.paths)
+
+    @property
+    def calibration(self) -> dict | None:
+        """The model file's current operating point (live_calibration.py); raises ModelFileChanged."""
+        return self.operating_point.current()
 
     def embed_upload(self, upload: UploadFile, max_bytes: int) -> np.ndarray:
         """Read, decode (reduced, see uploads.py) and embed an upload; a few at a time (``self.gate``)."""
@@ -205,6 +211,11 @@ def create_app(index_dir: str | Path, loaded_model, *, max_upload_bytes: int = D
     rows = load_eval_run(eval_run) if eval_run is not None else None
     app = FastAPI(title="trytry-reid search", docs_url=None, redoc_url=None, openapi_url=None)
     _add_upload_cap(app, max_upload_bytes)
+
+    @app.exception_handler(ModelFileChanged)
+    async def model_file_changed(request: Request, error: ModelFileChanged) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=error.status)
+
     service = SearchService(index, loaded_model, max_concurrent_uploads)
     _add_search_routes(app, service, max_upload_bytes, max_k)
     _add_eval_routes(app, rows)
