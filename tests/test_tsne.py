@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from matplotlib import colormaps
@@ -98,3 +103,14 @@ def test_draw_tsne_with_thumbnails_and_many_identities(tmp_path):
         draw_tsne(points, np.arange(40), tmp_path / "bad.png", thumbnails=paths[:3])
     with pytest.raises(ValueError, match=r"labels must have shape \(40,\)"):
         draw_tsne(points, np.arange(39), tmp_path / "bad.png")
+
+
+def test_the_command_line_imports_scikit_learn_only_to_draw_a_map():
+    """scikit-learn takes about a second to import: `verify`, `search` and `serve` start without it."""
+    code = ("import sys, trytry_reid.visualization, trytry_reid.jobs.cli; "
+            "assert 'sklearn' not in sys.modules, 'imported at start'; "
+            "from trytry_reid.visualization import tsne_embed; import numpy as np; "
+            "tsne_embed(np.random.default_rng(0).normal(size=(8, 4))); assert 'sklearn' in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")})
+    assert done.returncode == 0, done.stderr

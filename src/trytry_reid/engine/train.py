@@ -19,8 +19,9 @@ History (returned by ``fit``, stored in every checkpoint, drawn by ``visualizati
      "stats":  {"<term>/<key>": [...], "embedding_norm": [...], "images_per_s": [...]},
      "eval":   [{"epoch": int, "dataset": str, "rank1": float, "mAP": float, "mINP": float, ...}, ...],
      "warnings": [{"step": int, "message": str}, ...],
-     "train_seconds": float, "train_images": int}   # wall time of the training epochs (evaluation and
+     "train_seconds": float, "train_images": int,   # wall time of the training epochs (evaluation and
                                                    # checkpoints excluded) and the images they trained on
+     "train_steps": int}                           # optimizer steps taken, logged or not
 
 Every list in "loss" and "stats" is aligned with "steps" (NaN where a key was absent). The triplet stats the
 seed watches are ``stats["triplet/valid_triplets"]`` and ``stats["triplet/valid_fraction"]`` for a term
@@ -369,6 +370,7 @@ class History:
         for key, value in values.items():
             self.window[key] = self.window.get(key, 0.0) + value
         self.count += 1
+        self.data["train_steps"] = progress.global_step
         self._watch_collapse(values, progress, options, writer)
         if progress.global_step % options.log_every == 0:
             self._flush(progress, options, writer, lr)

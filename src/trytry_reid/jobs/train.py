@@ -227,7 +227,8 @@ def training_speed(history: dict) -> float:
 def finish(config: Config, out: Path, history: dict, evaluator: Evaluator, wall: float) -> dict[str, Any]:
     """Write metrics.json, summary.json, curves.png and the figures; print where they are."""
     summaries = evaluator.summaries()
-    summary = {"epochs": config.train.epochs, "steps": history["steps"][-1] if history["steps"] else 0,
+    logged = history["steps"][-1] if history["steps"] else 0
+    summary = {"epochs": config.train.epochs, "steps": history.get("train_steps", logged),
                "wall_s": round(wall, 1), "train_s": round(history.get("train_seconds", 0.0), 1),
                "train_images": history.get("train_images", 0),
                "images_per_s": training_speed(history), "metrics": summaries}

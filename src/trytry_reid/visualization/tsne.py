@@ -14,7 +14,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from PIL import Image
-from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
 
 from trytry_reid.atomic import write_figure
@@ -42,6 +41,8 @@ def tsne_embed(
         raise ValueError(f"t-SNE needs at least 4 points, got {x.shape[0]}")
     if not np.isfinite(x).all():
         raise ValueError("features hold NaN or infinite values; t-SNE cannot embed them")
+    from sklearn.manifold import TSNE  # imported here: scikit-learn takes about a second to import
+
     perplexity = float(min(perplexity, max(1.0, (x.shape[0] - 1) / 3)))
     tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed)
     with threadpool_limits(limits=num_threads, user_api="openmp"):
