@@ -53,10 +53,19 @@ def runs_of(entries: list[dict], pair: str, system: str, label: str = SAME_EPOCH
 
 
 def current_runs(entries: list[dict], pair: str) -> tuple[list[dict], list[dict]]:
-    """(ours, torchreid's) same-epoch runs of ``pair``; a pair without both is an error naming it."""
+    """(ours, torchreid's) same-epoch runs of ``pair``, checked to be comparable: both systems present, the
+    same seeds, every run ranked on the same test sets; otherwise an error naming what differs."""
     ours, peer = runs_of(entries, pair, OURS), runs_of(entries, pair, PEER)
     if not ours or not peer:
         raise SystemExit(f"peer_tables: pair {pair} lacks {OURS if not ours else PEER}'s same-epoch runs")
+    seeds = [[r["seed"] for r in runs] for runs in (ours, peer)]
+    if seeds[0] != seeds[1]:
+        raise SystemExit(f"peer_tables: pair {pair} has seeds {seeds[0]} for {OURS} but {seeds[1]} for {PEER}")
+    sets = set(ours[0]["metrics"])
+    for run in ours + peer:
+        if set(run["metrics"]) != sets:
+            raise SystemExit(f"peer_tables: pair {pair}, {run['system']} seed {run['seed']} was ranked on "
+                             f"{sorted(run['metrics'])}, not {sorted(sets)} like {OURS} seed {ours[0]['seed']}")
     return ours, peer
 
 
@@ -65,8 +74,12 @@ def maps(runs: list[dict], name: str) -> list[float]:
 
 
 def verdict(ours: list[float], peer: list[float]) -> str:
-    """The gain of the means, called a win only when our lowest seed is above torchreid's highest."""
+    """The gain of the means, called a win only when our lowest seed is above torchreid's highest (as shown, to
+    0.1), a loss when our highest is below torchreid's lowest, a tie otherwise; one seed gives no verdict."""
     gain = statistics.mean(ours) - statistics.mean(peer)
+    if len(ours) < 2 or len(peer) < 2:
+        return f"{gain:+.1f} (one seed: no verdict)"
+    ours, peer = [round(v, 1) for v in ours], [round(v, 1) for v in peer]
     if min(ours) > max(peer):
         return f"{gain:+.1f} (our lowest seed {min(ours):.1f} above torchreid's highest {max(peer):.1f}: a win)"
     if max(ours) < min(peer):
@@ -94,6 +107,8 @@ def equal_wall_sentence(entries: list[dict], pair: str, peer: list[dict]) -> str
         return ""
     gains = " and ".join(f"{100 * (run['metrics'][n]['mAP'] - same_seed['metrics'][n]['mAP']):+.1f} {SHOWN.get(n, n)}"
                          for n in pair_sets([run]) if n in same_seed["metrics"])
+    if not gains:
+        return ""
     return (f" In torchreid's training time (seed {run['seed']}) ours fits {run['epochs']} epochs, which give "
             f"{gains} mAP over torchreid's {same_seed['epochs']}.")
 

@@ -131,11 +131,11 @@ def small_calibration_table(entries: list[dict]) -> list[str]:
 
 def speed_table(entries: list[dict], field: str, unit: str) -> list[str]:
     """One row per variant, one column per recorded run (its date): the value and the ratio to the reference."""
-    variants = list(entries[0][field])
+    variants = list(dict.fromkeys(name for e in entries for name in e[field]))   # a renamed variant: '-' before
     dates = [e["date"][:16].replace("T", " ") for e in entries]
     lines = [f"| {unit} | " + " | ".join(dates) + " |", "|" + "---|" * (len(entries) + 1)]
     for name in variants:
-        cells = [f"{e[field][name]:.1f} ({e['ratio'][name]:.2f}x)" for e in entries]
+        cells = [f"{e[field][name]:.1f} ({e['ratio'][name]:.2f}x)" if name in e[field] else "-" for e in entries]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 

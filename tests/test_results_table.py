@@ -70,6 +70,17 @@ def test_headline_calls_a_gain_a_win_only_when_the_seed_ranges_are_apart(tmp_pat
     assert "VIPeR test half: +1.0 (the seed ranges overlap, ours 20.0-24.0 against 20.0-22.0: a tie)" in verdicts
 
 
+def test_headline_gives_no_verdict_on_one_seed_and_refuses_pairs_with_other_seeds(tmp_path: Path) -> None:
+    pair = "20260404-000000"
+    one_seed = [peer_line(pair, "trytry-reid", 0, 0.62, 80.0), peer_line(pair, "torchreid 0.2.5", 0, 0.58, 80.0)]
+    assert "devsplit: +4.0 (one seed: no verdict)" in printed_table(tmp_path, "headline", one_seed)[-1]
+    path = tmp_path / "peers.jsonl"
+    extra_seed = peer_line(pair, "trytry-reid", 1, 0.6, 80.0)
+    path.write_text("".join(json.dumps(line) + "\n" for line in one_seed + [extra_seed]))
+    done = study("results_table.py", "--print-table", "headline", str(path))
+    assert done.returncode != 0 and f"pair {pair} has seeds [0, 1] for trytry-reid but [0] for torchreid" in done.stderr
+
+
 def test_average_table_has_a_column_per_seed_and_the_mean(tmp_path: Path) -> None:
     def line(row: str, seed: int, map_: float) -> dict:
         return {"row": row, "seed": seed, "metrics": {"val": {"rank1": map_ + 0.1, "mAP": map_}}}

@@ -109,6 +109,45 @@ def test_a_running_server_takes_the_threshold_calibrate_writes_and_refuses_other
     refused = client.post("/api/search", files=upload)
     assert refused.status_code == 409 and "another model" in refused.json()["detail"]
     assert client.get("/api/health").status_code == 409
+    ranked = client.post("/api/search", files=upload, data={"threshold": "none"})    # ranking needs no threshold
+    assert ranked.status_code == 200 and ranked.json()["unknown"] is None
 
     checkpoint.write_bytes(saved)                                            # the served weights again
     assert client.post("/api/search", files=upload).json()["threshold"]["threshold"] == 0.3
+
+
+class FakeModel:
+    """What LiveCalibration reads of an opened model: its engine, file, operating point and weights' hash."""
+
+    def __init__(self, path, threshold: float, weights: str = "w1") -> None:
+        self.engine, self.path, self.weights = "torch", path, weights
+        self.contract = type("Contract", (), {"calibration": {**ENTRY, "threshold": threshold}})()
+
+    def provenance(self) -> dict:
+        return {"precision": "fp32", "weights_sha256": self.weights}
+
+
+def test_the_live_operating_point_reads_a_file_changed_while_starting_and_does_not_rehash_a_refused_one(tmp_path):
+    from trytry_reid.serving.live_calibration import LiveCalibration, ModelFileChanged
+
+    path = tmp_path / "best.pt"
+    path.write_text("threshold 0.2")
+    opened = []
+
+    def opener(engine, file):
+        opened.append(file)
+        text = file.read_text()
+        return FakeModel(file, float(text.split()[1]), weights="w2" if "other" in text else "w1")
+
+    live = LiveCalibration(FakeModel(path, 0.2), opener)
+    path.write_text("threshold 0.25")          # calibrate finished after the model was opened, before serving
+    assert live.current()["threshold"] == 0.25 and len(opened) == 1
+    assert live.current()["threshold"] == 0.25 and len(opened) == 1      # unchanged file: not read again
+    path.write_text("threshold 0.3 other")
+    for _ in range(3):
+        with pytest.raises(ModelFileChanged, match="another model") as refused:
+            live.current()
+        assert refused.value.status == 409
+    assert len(opened) == 2                    # the refused file was opened once, not once per request
+    path.write_text("threshold 0.35")
+    assert live.current()["threshold"] == 0.35 and len(opened) == 3

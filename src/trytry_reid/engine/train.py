@@ -21,7 +21,7 @@ History (returned by ``fit``, stored in every checkpoint, drawn by ``visualizati
      "warnings": [{"step": int, "message": str}, ...],
      "train_seconds": float, "train_images": int,   # wall time of the training epochs (evaluation and
                                                    # checkpoints excluded) and the images they trained on
-     "train_steps": int}                           # optimizer steps taken, logged or not
+     "train_steps": int}                           # training steps (batches) taken, logged or not
 
 Every list in "loss" and "stats" is aligned with "steps" (NaN where a key was absent). The triplet stats the
 seed watches are ``stats["triplet/valid_triplets"]`` and ``stats["triplet/valid_fraction"]`` for a term

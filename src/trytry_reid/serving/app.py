@@ -166,7 +166,8 @@ def _add_search_routes(app: FastAPI, service: SearchService, max_upload_bytes: i
     def api_search(image: UploadFile | None = None, gallery_id: str | None = Form(None),
                    k: str | None = Form(None), threshold: str | None = Form(None)) -> dict:
         top_k = parse_k(k, 10, max_k)
-        decision = parse_threshold_field(threshold, service.calibration)
+        ranking_only = (threshold or "").strip().lower() == "none"   # needs no operating point
+        decision = parse_threshold_field(threshold, None if ranking_only else service.calibration)
         if image is not None:
             query = service.embed_upload(image, max_upload_bytes)
         elif gallery_id is not None:

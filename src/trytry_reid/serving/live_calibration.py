@@ -4,7 +4,9 @@
 server compares the model file's identity, size and times with those it last read; when they changed it
 opens the file again and takes its operating point, provided the file still holds the model it embeds with
 (the same weights; for an INT8 file, the same file). A file that now holds another model, or that cannot be
-read, stops the answers (HTTP 409 / 503) instead of deciding with a threshold of another model or a stale one.
+read, stops the answers that need it (HTTP 409 / 503) instead of deciding with a threshold of another model or
+a stale one; ranking alone (threshold 'none') goes on. OpenVINO's operating point lives in the .xml file that
+is watched.
 """
 
 from __future__ import annotations
@@ -55,8 +57,11 @@ class LiveCalibration:
         self.calibration = model.contract.calibration
         self.opener = opener or open_model
         self.lock = threading.Lock()
+        # None: the first answer reads the file again, so a `calibrate` that finished while the server was
+        # starting (after the model was opened) is not missed
+        self.signature: tuple[int, ...] | None = None
+        self.refusal: tuple[tuple[int, ...], ModelFileChanged] | None = None   # kept until the file changes
         if self.path is not None:
-            self.signature = file_signature(self.path)
             self.fingerprint = model_fingerprint(model.provenance())
 
     def current(self) -> dict | None:
@@ -69,7 +74,13 @@ class LiveCalibration:
                 raise ModelFileChanged(503, f"model file {self.path} cannot be read ({error}); no decision is "
                                             "made until it can") from error
             if signature != self.signature:
-                self._read_again(signature)
+                if self.refusal is not None and self.refusal[0] == signature:
+                    raise self.refusal[1]       # the same unusable file: not read and hashed again
+                try:
+                    self._read_again(signature)
+                except ModelFileChanged as refusal:
+                    self.refusal = signature, refusal
+                    raise
             return self.calibration
 
     def _read_again(self, signature: tuple[int, ...]) -> None:
@@ -83,6 +94,7 @@ class LiveCalibration:
                                         "server embeds with; restart `trytry-reid serve` (and rebuild the index "
                                         "if the weights changed)")
         before, self.calibration, self.signature = self.calibration, fresh.contract.calibration, signature
+        self.refusal = None
         if before != self.calibration:
             log.info("operating point read again from %s: %s -> %s", self.path, describe(before),
                      describe(self.calibration))

@@ -89,7 +89,9 @@ document.getElementById("search-form").addEventListener("submit", (event) => {
   searchWith(file, null, URL.createObjectURL(file));
 });
 
-fetch("/api/health").then((r) => r.json()).then((h) => {
+fetch("/api/health").then(async (r) => {
+  const h = await r.json();
+  if (!r.ok) { showStatus(`error ${r.status}: ${h.detail}`, true); return; }
   document.getElementById("health").textContent = `${h.gallery_size} gallery images, ${h.dim}-d, ${h.backend}; ` +
     describeThreshold(h.threshold);
   document.getElementById("k").max = h.max_k;
