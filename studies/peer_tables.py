@@ -18,9 +18,10 @@ def spread(values: list[float]) -> str:
     return text if len(values) == 1 else f"{text} ({100 * min(values):.1f}-{100 * max(values):.1f})"
 
 
-def pair_sets(entries: list[dict]) -> list[str]:
+def pair_sets(entries: list[dict], order: tuple[str, ...] = PAIR_SETS) -> list[str]:
+    """The test sets the entries were ranked on, in ``order``; any others sorted when none is in it."""
     names = {name for e in entries for name in e["metrics"]}
-    return [name for name in PAIR_SETS if name in names] or sorted(names)
+    return [name for name in order if name in names] or sorted(names)
 
 
 def peer_table(entries: list[dict], shown: dict[str, str] | None = None) -> list[str]:

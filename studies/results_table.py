@@ -18,7 +18,7 @@ from pathlib import Path
 from common import RESULTS, ROOT, read_lines
 from deploy_tables import infer_speed_table, int8_accuracy_table
 from findings import CONTEXT, CURRENT_PAIR, FIGURES, QUESTIONS, RECIPE, Question
-from peer_tables import peer_table, peers_section, readme_table, spread
+from peer_tables import pair_sets, peer_table, peers_section, readme_table, spread
 from zoo_table import zoo_table
 
 TEST_SETS = ("market1501-devsplit", "viper")
@@ -33,8 +33,7 @@ def pct(value: float | None) -> str:
 
 def test_sets_of(entries: list[dict]) -> list[str]:
     """The test sets of a table: the usual two, or whatever its rows were ranked on (the validation split)."""
-    names = {name for e in entries for name in e["metrics"]}
-    return [t for t in TEST_SETS if t in names] or sorted(names)
+    return pair_sets(entries, TEST_SETS)
 
 
 def table(entries: list[dict]) -> list[str]:

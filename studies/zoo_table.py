@@ -12,37 +12,35 @@ from peer_tables import SHOWN, current_runs
 
 @dataclass(frozen=True)
 class ZooRow:
-    source: str          # the `import --from` name, or "this project"
+    source: str          # the `import --from` name
     arch: str            # the `--arch` name(s)
-    backbone: str
-    input: str
     published: str       # the peer's published Market-1501 rank-1 / mAP and its footnote
-    measured: str = ""   # the architecture's name in zoo_speed.jsonl ("" when not measured)
+    measured: str = ""   # the architecture's name in zoo_speed.jsonl; its backbone and input come from there
+    backbone: str = ""   # only for a row not measured
+    input: str = "256x128"
 
 
 RECIPE = "CPU recipe MobileNetV2 (this project)"   # zoo_speed.jsonl's reference architecture
 ROWS = [
-    ZooRow("torchreid", "osnet_x1_0", "osnet_x1_0", "256x128", "94.2 / 82.6 [1]", "osnet_x1_0"),
-    ZooRow("torchreid", "osnet_x0_75", "osnet_x0_75", "256x128", "93.7 / 81.2 [1]", "osnet_x0_75"),
-    ZooRow("torchreid", "osnet_x0_5", "osnet_x0_5", "256x128", "92.5 / 79.8 [1]", "osnet_x0_5"),
-    ZooRow("torchreid", "osnet_x0_25", "osnet_x0_25", "256x128", "91.2 / 75.0 [1]", "osnet_x0_25"),
-    ZooRow("torchreid", "osnet_ibn_x1_0", "osnet_ibn_x1_0", "256x128", "cross-domain [2]", "osnet_ibn_x1_0"),
-    ZooRow("torchreid", "osnet_ain_x1_0", "osnet_ain_x1_0", "256x128", "cross-domain [2]", "osnet_ain_x1_0"),
-    ZooRow("torchreid", "osnet_ain_x0_75, _x0_5, _x0_25", "same", "256x128", "not in the zoo"),
-    ZooRow("torchreid", "resnet50_ibn_a", "resnet50_ibn_a", "256x128", "not in the zoo", "resnet50_ibn_a (torchreid)"),
-    ZooRow("torchreid", "resnet50, resnet101, resnet50_fc512", "resnet50, resnet101", "256x128",
-           "R50 87.9 / 70.4, fc512 90.8 / 75.3 [1]"),
-    ZooRow("fastreid", "BoT(R50)", "fastreid_r50", "256x128", "94.4 / 86.1 [3]", "BoT R50 (fast-reid)"),
-    ZooRow("fastreid", "BoT(R50-ibn)", "fastreid_r50_ibn", "256x128", "94.9 / 87.6 [3]", "BoT R50-ibn (fast-reid)"),
-    ZooRow("fastreid", "BoT(R101-ibn)", "fastreid_r101_ibn", "256x128", "95.4 / 88.9 [3]",
-           "BoT R101-ibn (fast-reid)"),
-    ZooRow("fastreid", "AGW(R50)", "fastreid_r50_nl", "256x128", "95.3 / 88.2 [3]", "AGW R50 (fast-reid)"),
-    ZooRow("fastreid", "AGW(R50-ibn), AGW(R101-ibn)", "fastreid_r50_ibn_nl, fastreid_r101_ibn_nl", "256x128",
-           "95.1 / 88.7, 95.5 / 89.5 [3]"),
-    ZooRow("fastreid", "SBS(R50)", "fastreid_r50_nl", "384x128", "95.4 / 88.2 [3]", "SBS R50 (fast-reid)"),
-    ZooRow("fastreid", "SBS(R50-ibn)", "fastreid_r50_ibn_nl", "384x128", "95.7 / 89.3 [3]", "SBS R50-ibn (fast-reid)"),
-    ZooRow("fastreid", "SBS(R101-ibn)", "fastreid_r101_ibn_nl", "384x128", "96.3 / 90.3 [3]",
-           "SBS R101-ibn (fast-reid)"),
+    ZooRow("torchreid", "osnet_x1_0", "94.2 / 82.6 [1]", "osnet_x1_0"),
+    ZooRow("torchreid", "osnet_x0_75", "93.7 / 81.2 [1]", "osnet_x0_75"),
+    ZooRow("torchreid", "osnet_x0_5", "92.5 / 79.8 [1]", "osnet_x0_5"),
+    ZooRow("torchreid", "osnet_x0_25", "91.2 / 75.0 [1]", "osnet_x0_25"),
+    ZooRow("torchreid", "osnet_ibn_x1_0", "cross-domain [2]", "osnet_ibn_x1_0"),
+    ZooRow("torchreid", "osnet_ain_x1_0", "cross-domain [2]", "osnet_ain_x1_0"),
+    ZooRow("torchreid", "osnet_ain_x0_75, _x0_5, _x0_25", "not in the zoo", backbone="same"),
+    ZooRow("torchreid", "resnet50_ibn_a", "not in the zoo", "resnet50_ibn_a (torchreid)"),
+    ZooRow("torchreid", "resnet50, resnet101, resnet50_fc512", "R50 87.9 / 70.4, fc512 90.8 / 75.3 [1]",
+           backbone="resnet50, resnet101"),
+    ZooRow("fastreid", "BoT(R50)", "94.4 / 86.1 [3]", "BoT R50 (fast-reid)"),
+    ZooRow("fastreid", "BoT(R50-ibn)", "94.9 / 87.6 [3]", "BoT R50-ibn (fast-reid)"),
+    ZooRow("fastreid", "BoT(R101-ibn)", "95.4 / 88.9 [3]", "BoT R101-ibn (fast-reid)"),
+    ZooRow("fastreid", "AGW(R50)", "95.3 / 88.2 [3]", "AGW R50 (fast-reid)"),
+    ZooRow("fastreid", "AGW(R50-ibn), AGW(R101-ibn)", "95.1 / 88.7, 95.5 / 89.5 [3]",
+           backbone="fastreid_r50_ibn_nl, fastreid_r101_ibn_nl"),
+    ZooRow("fastreid", "SBS(R50)", "95.4 / 88.2 [3]", "SBS R50 (fast-reid)"),
+    ZooRow("fastreid", "SBS(R50-ibn)", "95.7 / 89.3 [3]", "SBS R50-ibn (fast-reid)"),
+    ZooRow("fastreid", "SBS(R101-ibn)", "96.3 / 90.3 [3]", "SBS R101-ibn (fast-reid)"),
 ]
 HEAD = ["| `--from` | architecture (`--arch`) | backbone | input | params (M) | GMACs | published Market R1 / mAP | "
         "PyTorch crops/s | ONNX crops/s | vs recipe |",
@@ -55,12 +53,15 @@ def newest_runs(entries: list[dict]) -> dict[str, dict]:
 
 
 def measured_cells(found: dict | None, arch: str, reference: bool = False) -> list[str]:
-    """params, GMACs, PyTorch and ONNX crops/s and the speed relative to the recipe (1 for the recipe itself)."""
+    """backbone, input, params, GMACs, PyTorch and ONNX crops/s, and the PyTorch speed relative to the recipe
+    (1 for the recipe itself), from the architecture's recorded run."""
     if found is None:
         raise SystemExit(f"zoo_table: docs/results/zoo_speed.jsonl has no run of '{arch}' "
                          "(python benchmarks/zoo_speed.py --record)")
-    return [f"{found['params_millions']:.2f}", f"{found['gmacs']:.2f}", f"{found['torch_crops_per_s']:.1f}",
-            f"{found['onnx_crops_per_s']:.1f}", "1" if reference else f"{found['torch_vs_reference']:.3f}"]
+    height, width = found["input"]
+    return [found["model"]["backbone"], f"{height}x{width}", f"{found['params_millions']:.2f}",
+            f"{found['gmacs']:.2f}", f"{found['torch_crops_per_s']:.1f}", f"{found['onnx_crops_per_s']:.1f}",
+            "1" if reference else f"{found['torch_vs_reference']:.3f}"]
 
 
 def table_line(cells: list[str]) -> str:
@@ -84,12 +85,12 @@ def zoo_table(speed: list[dict], peers: list[dict], pair: str) -> str:
     runs = newest_runs(speed)
     lines = list(HEAD)
     for row in ROWS:
-        measured = measured_cells(runs.get(row.measured), row.measured) if row.measured else [""] * 5
-        lines.append(table_line([row.source, row.arch, row.backbone, row.input, *measured[:2], row.published,
-                                 *measured[2:]]))
+        measured = measured_cells(runs.get(row.measured), row.measured) if row.measured else \
+            [row.backbone, row.input] + [""] * 5
+        lines.append(table_line([row.source, row.arch, *measured[:4], row.published, *measured[4:]]))
     measured = measured_cells(runs.get(RECIPE), RECIPE, reference=True)
-    lines.append(table_line(["this project", "CPU recipe (config/mobilenet_market_cpu.yml)", "mobilenet_v2",
-                             "128x64", *measured[:2], recipe_accuracy(peers, pair), *measured[2:]]))
+    lines.append(table_line(["this project", "CPU recipe (config/mobilenet_market_cpu.yml)", *measured[:4],
+                             recipe_accuracy(peers, pair), *measured[4:]]))
     return "\n".join(lines) + "\n\n" + measured_on(runs) + "\n"
 
 
