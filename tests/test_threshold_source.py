@@ -120,11 +120,9 @@ class FakeModel:
     """What LiveCalibration reads of an opened model: its engine, file, operating point and weights' hash."""
 
     def __init__(self, path, threshold: float, weights: str = "w1") -> None:
-        self.engine, self.path, self.weights = "torch", path, weights
-        self.contract = type("Contract", (), {"calibration": {**ENTRY, "threshold": threshold}})()
-
-    def provenance(self) -> dict:
-        return {"precision": "fp32", "weights_sha256": self.weights}
+        self.engine, self.path, self.loaded = "torch", path, None
+        self.contract = type("Contract", (), {"calibration": {**ENTRY, "threshold": threshold},
+                                              "precision": "fp32", "weights_sha256": weights})()
 
 
 def test_the_live_operating_point_reads_a_file_changed_while_starting_and_does_not_rehash_a_refused_one(tmp_path):

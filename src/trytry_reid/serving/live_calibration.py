@@ -16,7 +16,6 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +28,18 @@ class ModelFileChanged(Exception):
         self.status = status
 
 
-def model_fingerprint(provenance: dict[str, Any]) -> tuple:
+def model_fingerprint(model) -> tuple:
     """What makes two opened files the same served model: fp32 weights by their hash (a recalibrated file keeps
-    them), an INT8 model by its file's hash (its quantization is its own)."""
-    precision = provenance.get("precision", "fp32")
-    if precision == "fp32" and provenance.get("weights_sha256"):
-        return precision, provenance["weights_sha256"]
-    return precision, provenance.get("model_sha256") or provenance.get("checkpoint_sha256")
+    them; a checkpoint's are hashed in memory), an INT8 model by its files' hash (its quantization is its own)."""
+    from trytry_reid.engine.checkpoint import weights_sha256
+    from trytry_reid.serving.runtimes import files_sha256, model_files
+
+    precision = model.contract.precision
+    if precision == "fp32" and model.contract.weights_sha256:
+        return precision, model.contract.weights_sha256
+    if precision == "fp32" and model.loaded is not None:
+        return precision, weights_sha256(model.loaded.model)
+    return precision, files_sha256(model_files(Path(model.path)))
 
 
 def file_signature(path: Path) -> tuple[int, ...]:
@@ -62,7 +66,7 @@ class LiveCalibration:
         self.signature: tuple[int, ...] | None = None
         self.refusal: tuple[tuple[int, ...], ModelFileChanged] | None = None   # kept until the file changes
         if self.path is not None:
-            self.fingerprint = model_fingerprint(model.provenance())
+            self.fingerprint = model_fingerprint(model)
 
     def current(self) -> dict | None:
         if self.path is None:
@@ -89,7 +93,7 @@ class LiveCalibration:
         except Exception as error:   # a half-written or damaged file: refuse now, try again next request
             raise ModelFileChanged(503, f"model file {self.path} changed and cannot be read ({error}); no "
                                         "decision is made until it can") from error
-        if model_fingerprint(fresh.provenance()) != self.fingerprint:
+        if model_fingerprint(fresh) != self.fingerprint:
             raise ModelFileChanged(409, f"model file {self.path} now holds another model than the one this "
                                         "server embeds with; restart `trytry-reid serve` (and rebuild the index "
                                         "if the weights changed)")
