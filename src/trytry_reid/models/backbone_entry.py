@@ -33,3 +33,9 @@ class Backbone:
     @property
     def has_imagenet_weights(self) -> bool:
         return self.imagenet_url is not None or self.imagenet_state is not None
+
+
+def check_last_stride(last_stride: int) -> None:
+    """Every trunk's last stage runs at stride 2 (the usual) or 1 (BoT's higher-resolution last stage)."""
+    if last_stride not in (1, 2):
+        raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")

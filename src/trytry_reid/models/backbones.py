@@ -26,7 +26,7 @@ import torchvision
 from torch import nn
 
 from trytry_reid.catalog import lookup
-from trytry_reid.models.backbone_entry import TIMM_PREFIX, Backbone
+from trytry_reid.models.backbone_entry import TIMM_PREFIX, Backbone, check_last_stride
 from trytry_reid.models.downloads import cached_download
 from trytry_reid.models.mobilenet_ibn import ibn_a
 from trytry_reid.models.osnet import osnet_factory
@@ -35,14 +35,9 @@ from trytry_reid.models.small_cnn import small_cnn
 from trytry_reid.models.weights_file import Weights, WeightsError, load_fitting, read_weights_file
 
 
-def _check_last_stride(last_stride: int) -> None:
-    if last_stride not in (1, 2):
-        raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
-
-
 def _resnet_trunk(arch: str, last_stride: int) -> tuple[nn.Module, int]:
     """ResNet without avgpool/fc; last_stride 1 sets layer4's first block (and its shortcut) to stride 1."""
-    _check_last_stride(last_stride)
+    check_last_stride(last_stride)
     net = getattr(torchvision.models, arch)(weights=None)
     if last_stride == 1:
         block = net.layer4[0]
@@ -61,7 +56,7 @@ def _mobilenet_v2_trunk(last_stride: int) -> tuple[nn.Module, int]:
     features[14] is the last stride-2 inverted residual (96 -> 160 channels); it has no residual connection,
     so changing its stride changes nothing but the output size.
     """
-    _check_last_stride(last_stride)
+    check_last_stride(last_stride)
     net = torchvision.models.mobilenet_v2(weights=None)
     if last_stride == 1:
         net.features[14].conv[1][0].stride = (1, 1)
@@ -71,7 +66,7 @@ def _mobilenet_v2_trunk(last_stride: int) -> tuple[nn.Module, int]:
 
 def _small_cnn_trunk(last_stride: int = 2) -> tuple[nn.Module, int]:
     """The digits/MNIST demo's small CNN (total stride 4, or 2 with last_stride 1); no pretrained weights."""
-    _check_last_stride(last_stride)
+    check_last_stride(last_stride)
     return small_cnn(last_stride)
 
 

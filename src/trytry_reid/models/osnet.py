@@ -24,6 +24,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from trytry_reid.models.backbone_entry import check_last_stride
 from trytry_reid.models.osnet_blocks import ConvUnit, OmniScaleBlock, transition
 
 # Channels of the stem and of the three stages, per width multiplier.
@@ -41,8 +42,7 @@ class OSNetTrunk(nn.Module):
         super().__init__()
         if variant not in ("plain", "ibn", "ain"):
             raise ValueError(f"OSNet variant must be 'plain', 'ibn' or 'ain', got {variant!r}")
-        if last_stride not in (1, 2):
-            raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
+        check_last_stride(last_stride)
         stem, c2, c3, c4 = widths
         self.variant = variant
         self.conv1 = ConvUnit(3, stem, 7, stride=2, norm="batch" if variant == "plain" else "instance")

@@ -24,10 +24,12 @@ from typing import Callable
 import torch
 from torch import nn
 
+from trytry_reid.models.backbone_entry import check_last_stride
 from trytry_reid.models.non_local import NonLocal2d
 
 EXPANSION = 4
 DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+DEPTH_OF_LAYER3 = {blocks[2]: depth for depth, blocks in DEPTHS.items()}  # layer3's block count -> depth
 # fast-reid's non-local blocks per stage, after the stage's last blocks.
 NON_LOCAL = {50: (0, 2, 3, 0), 101: (0, 2, 9, 0)}
 NON_LOCAL_INNER = 1
@@ -84,8 +86,7 @@ class ResNetTrunk(nn.Module):
             raise ValueError(f"ResNet depth must be one of {sorted(DEPTHS)}, got {depth!r}")
         if stem not in ("pad", "ceil"):
             raise ValueError(f"ResNet stem must be 'pad' or 'ceil', got {stem!r}")
-        if last_stride not in (1, 2):
-            raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
+        check_last_stride(last_stride)
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)

@@ -29,7 +29,7 @@ from torch import nn
 
 from trytry_reid.errors import ReidError
 from trytry_reid.imagenet import IMAGENET_MEAN, IMAGENET_STD
-from trytry_reid.models.backbone_entry import TIMM_PREFIX, Backbone
+from trytry_reid.models.backbone_entry import TIMM_PREFIX, Backbone, check_last_stride
 from trytry_reid.models.downloads import WeightsDownloadError, one_line
 
 log = logging.getLogger("trytry_reid")
@@ -92,8 +92,7 @@ def check_timm_name(timm: Any, name: str) -> None:
 
 def build_timm_trunk(name: str, last_stride: int = 2, pretrained: bool = False) -> tuple[nn.Module, int]:
     """timm's feature extractor of ``name``, returning its last feature map; (trunk, channels)."""
-    if last_stride not in (1, 2):
-        raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
+    check_last_stride(last_stride)
     timm = import_timm()
     kwargs = {}
     if last_stride == 1:

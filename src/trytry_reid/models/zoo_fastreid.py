@@ -34,9 +34,9 @@ import torch
 
 from trytry_reid.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from trytry_reid.models.backbones import BACKBONES
+from trytry_reid.models.resnet_ibn import DEPTH_OF_LAYER3
 from trytry_reid.models.zoo_file import ImportOptions, ImportPlan, Renamed, ZooImportError, block_indices
 
-RESNET_DEPTHS = {6: 50, 23: 101}
 CLASSIFIER_KEYS = ("heads.weight",)
 CLASSIFIER_PREFIXES = ("heads.classifier.",)
 PIXEL_KEYS = ("pixel_mean", "pixel_std")
@@ -51,12 +51,12 @@ def infer_arch(state: dict[str, torch.Tensor], path: Path) -> str:
         raise ZooImportError(f"'{path}': not a fast-reid ResNet model (no 'backbone.layer1.0.conv3.weight'); "
                              "importable: fast-reid's build_resnet_backbone at depth 50 or 101 (BoT, AGW, SBS)")
     blocks = block_indices(keys, "backbone.layer3")
-    if blocks not in RESNET_DEPTHS:
+    if blocks not in DEPTH_OF_LAYER3:
         raise ZooImportError(f"'{path}': a ResNet with {blocks} blocks in layer3; importable: ResNet-50 (6) and "
                              "ResNet-101 (23)")
     ibn = "backbone.layer1.0.bn1.IN.weight" in state
     non_local = any(key.startswith("backbone.NL_") for key in keys)
-    name = f"fastreid_r{RESNET_DEPTHS[blocks]}{'_ibn' if ibn else ''}{'_nl' if non_local else ''}"
+    name = f"fastreid_r{DEPTH_OF_LAYER3[blocks]}{'_ibn' if ibn else ''}{'_nl' if non_local else ''}"
     if name not in BACKBONES:
         raise ZooImportError(f"'{path}': a fast-reid {name[len('fastreid_'):]} is not importable; importable: "
                              f"{', '.join(fastreid_backbones())}")

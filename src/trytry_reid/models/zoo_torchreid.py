@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from trytry_reid.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from trytry_reid.models.resnet_ibn import DEPTH_OF_LAYER3
 from trytry_reid.models.zoo_file import ImportOptions, ImportPlan, Renamed, ZooImportError, block_indices
 
 OSNETS = ("osnet_x1_0", "osnet_x0_75", "osnet_x0_5", "osnet_x0_25", "osnet_ibn_x1_0", "osnet_ain_x1_0",
@@ -40,7 +41,6 @@ ARCHS: dict[str, tuple[str, int]] = {
     "resnet50_fc512": ("resnet50", 1),
 }
 OSNET_STEM_WIDTHS = {64: "x1_0", 48: "x0_75", 32: "x0_5", 16: "x0_25"}
-RESNET_DEPTHS = {6: 50, 23: 101}
 HEIGHT, WIDTH = 256, 128
 
 
@@ -55,7 +55,7 @@ def infer_arch(state: dict[str, torch.Tensor], path: Path) -> str:
         variant = "ain_" if "pool2.0.conv.weight" in state else "ibn_" if "conv2.0.IN.weight" in state else ""
         return f"osnet_{variant}{width}"
     if "layer1.0.conv3.weight" in state:
-        depth = RESNET_DEPTHS.get(block_indices(keys, "layer3"))
+        depth = DEPTH_OF_LAYER3.get(block_indices(keys, "layer3"))
         if depth is None:
             raise ZooImportError(f"'{path}': a ResNet with {block_indices(keys, 'layer3')} blocks in layer3; "
                                  "importable: ResNet-50 (6) and ResNet-101 (23)")
