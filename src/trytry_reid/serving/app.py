@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ from PIL import Image
 
 from trytry_reid.data.images import common_folder
 from trytry_reid.errors import UsageError
-from trytry_reid.evaluation.operating_point import Threshold, resolve_threshold
+from trytry_reid.evaluation.operating_point import Threshold, parse_threshold, resolve_threshold
 from trytry_reid.serving.answer import search_answer, stale_copy_note
 from trytry_reid.serving.embedder import Embedder
 from trytry_reid.serving.eval_run import EvalRow, load_eval_run
@@ -97,10 +98,12 @@ def paths_for_clients(paths: list[str]) -> list[str]:
     return [Path(os.path.relpath(p, folder)).as_posix() for p in paths]
 
 
-def parse_threshold_field(raw: str | None, calibration: dict | None) -> Threshold:
-    """The ``threshold`` form field ('auto' when absent); 422 with the reason otherwise."""
+def parse_threshold_field(raw: str | None, calibration_of: Callable[[], dict | None]) -> Threshold:
+    """The ``threshold`` form field ('auto' when absent); 422 with the reason otherwise. The operating point
+    (``calibration_of()``) is read only when the answer uses it: not for 'none' (ranking only)."""
     try:
-        return resolve_threshold(raw or "auto", calibration)
+        spec = parse_threshold(raw or "auto")
+        return resolve_threshold(spec, None if spec == "none" else calibration_of())
     except ValueError as error:
         raise HTTPException(422, str(error)) from None
 
@@ -166,8 +169,7 @@ def _add_search_routes(app: FastAPI, service: SearchService, max_upload_bytes: i
     def api_search(image: UploadFile | None = None, gallery_id: str | None = Form(None),
                    k: str | None = Form(None), threshold: str | None = Form(None)) -> dict:
         top_k = parse_k(k, 10, max_k)
-        ranking_only = (threshold or "").strip().lower() == "none"   # needs no operating point
-        decision = parse_threshold_field(threshold, None if ranking_only else service.calibration)
+        decision = parse_threshold_field(threshold, lambda: service.calibration)
         if image is not None:
             query = service.embed_upload(image, max_upload_bytes)
         elif gallery_id is not None:
