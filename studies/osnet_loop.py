@@ -19,11 +19,11 @@ import json
 import os
 from pathlib import Path
 
+from accuracy_rows import VALIDATION
 from common import ROOT, train_run
 
 RESULTS = ROOT / "docs" / "results" / "osnet_loop.jsonl"
 CONFIG = "config/mobilenet_market_cpu.yml"
-VALIDATION = ["data.validation_ids=100", "test.datasets=[]"]
 ROWS = {
     "mobilenet_v2": ["model.backbone=mobilenet_v2"],                 # + model.pretrained=<ImageNet file>
     "osnet_x0_25": ["model.backbone=osnet_x0_25", "model.pretrained=none"],

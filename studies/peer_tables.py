@@ -70,8 +70,9 @@ def current_runs(entries: list[dict], pair: str) -> tuple[list[dict], list[dict]
     return ours, peer
 
 
-def maps(runs: list[dict], name: str) -> list[float]:
-    return [100 * r["metrics"][name]["mAP"] for r in runs]
+def maps(runs: list[dict], name: str, key: str = "mAP") -> list[float]:
+    """Each run's ``key`` (mAP, rank1) on test set ``name``, in %."""
+    return [100 * r["metrics"][name][key] for r in runs]
 
 
 def verdict(ours: list[float], peer: list[float]) -> str:

@@ -18,13 +18,13 @@ from pathlib import Path
 from common import RESULTS, ROOT, read_lines
 from deploy_tables import infer_speed_table, int8_accuracy_table
 from findings import CONTEXT, CURRENT_PAIR, FIGURES, QUESTIONS, RECIPE, Question
-from peer_tables import pair_sets, peer_table, peers_section, readme_table, spread
+from peer_tables import SHOWN, pair_sets, peer_table, peers_section, readme_table, spread
 from zoo_table import zoo_table
 
 TEST_SETS = ("market1501-devsplit", "viper")
 VALIDATION_SETS = ("market1501-val", "market1501-val-cams-5-6", "viper_val")
-SHOWN_NAMES = {"market1501-devsplit": "devsplit", "viper": "VIPeR", "market1501-val": "validation",
-               "market1501-val-cams-5-6": "validation, cameras 5-6", "viper_val": "VIPeR validation half"}
+SHOWN_NAMES = {**SHOWN, "market1501-val": "validation", "market1501-val-cams-5-6": "validation, cameras 5-6",
+               "viper_val": "VIPeR validation half"}
 
 
 def pct(value: float | None) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from peer_tables import SHOWN, current_runs
+from peer_tables import SHOWN, current_runs, maps, pair_sets
 
 
 @dataclass(frozen=True)
@@ -71,10 +71,10 @@ def table_line(cells: list[str]) -> str:
 def recipe_accuracy(peers: list[dict], pair: str) -> str:
     """'devsplit R1 / mAP, <VIPeR set> mAP' of our same-epoch runs in ``pair`` (means over seeds)."""
     ours, _ = current_runs(peers, pair)
-    sets = [name for name in ours[0]["metrics"] if name != "market1501-devsplit"]
+    sets = [name for name in pair_sets(ours) if name != "market1501-devsplit"]
 
     def mean(name: str, key: str) -> float:
-        return 100 * statistics.mean(r["metrics"][name][key] for r in ours)
+        return statistics.mean(maps(ours, name, key))
 
     dev = f"devsplit {mean('market1501-devsplit', 'rank1'):.1f} / {mean('market1501-devsplit', 'mAP'):.1f}"
     return ", ".join([dev] + [f"{SHOWN.get(n, n)} mAP {mean(n, 'mAP'):.1f}" for n in sets]) + " [4]"
